@@ -1,0 +1,3 @@
+from flowerlab.cli import main
+
+raise SystemExit(main())

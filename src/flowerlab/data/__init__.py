@@ -1,0 +1,1 @@
+"""Getting the photos, the inventory, TFRecords and the input pipeline."""
