@@ -1,0 +1,44 @@
+"""`flowerlab <command> ...` (or `python -m flowerlab ...`): each pipeline stage, runnable by hand.
+
+The Snakemake rules call these commands. Each command lives in the module that does the work,
+as that module's `cli(argv)` function; only the chosen module is imported, so a command that
+does not need TensorFlow never loads it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fetch": ("flowerlab.data.acquire", "download the official archive, verify its checksum"),
+    "extract": ("flowerlab.data.acquire", "extract a verified archive safely"),
+    "synth": ("flowerlab.data.synthetic", "generate the small synthetic photo set"),
+    "inventory": ("flowerlab.data.inventory", "account for every input file: kept or skipped, why"),
+    "tfrecords": ("flowerlab.data.tfrecords", "split, resize and write sharded TFRecords"),
+    "train": ("flowerlab.train", "train one architecture (resumable)"),
+    "evaluate": ("flowerlab.evaluate", "evaluate one trained model on the validation split"),
+    "collect": ("flowerlab.collect", "gather every evaluation into one metrics table"),
+    "publish": ("flowerlab.report", "write the report's landing page"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: flowerlab <command> [options]   (flowerlab <command> --help)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"flowerlab: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.cli([command, *rest]) or 0)

@@ -1,0 +1,57 @@
+"""Shared fixtures: where the real data and the backbone weights are, and small thread limits.
+
+Real-data tests look for the photos in $FLOWERLAB_REAL_DATA, else ../shared/data/flower_photos
+beside the repository (as on the development and CI machines), and skip with the reason when
+neither exists, as on a user's fresh machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Tests share a small machine: keep TensorFlow from starting a thread per core per op pool.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
+def _existing(env_var: str, default: Path) -> Path | None:
+    path = Path(os.environ.get(env_var) or default)
+    return path if path.exists() else None
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real flower_photos folder, or skip."""
+    path = _existing("FLOWERLAB_REAL_DATA", SHARED_DATA / "flower_photos")
+    if path is None:
+        pytest.skip(
+            "real flower_photos not found: set FLOWERLAB_REAL_DATA or place it at "
+            f"{SHARED_DATA / 'flower_photos'}"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    """Local ImageNet MobileNetV2 no-top weights (.h5), or skip."""
+    path = _existing(
+        "FLOWERLAB_MOBILENET_WEIGHTS", SHARED_DATA / "weights" / "mobilenet_v2_1.0_224_no_top.h5"
+    )
+    if path is None:
+        pytest.skip(
+            "MobileNetV2 weights not found: set FLOWERLAB_MOBILENET_WEIGHTS or place them at "
+            f"{SHARED_DATA / 'weights' / 'mobilenet_v2_1.0_224_no_top.h5'}"
+        )
+    return path
