@@ -1,0 +1,31 @@
+# flowerlab: the Fast and Lean Data Science Keras flowers labs as one reproducible study.
+#
+#   snakemake --cores 8                                          # the whole study
+#   snakemake --cores 8 --config data_source=PATH                # a local copy of the photos
+#   snakemake --cores 2 --configfile config/smoke.yaml           # offline smoke run, synthetic data
+#
+# Stages (one rule file each, logic in src/flowerlab; docs/architecture.md has the files between them):
+#   data.smk      photos -> inventory -> TFRecords
+#   train.smk     one model per architecture in config["study"]
+#   evaluate.smk  validation metrics and cost figures, collected into results/metrics.csv
+#   report.smk    papermill report notebook, figures, results/report/index.html
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        REPORT_INDEX,
+    default_target: True

@@ -1,0 +1,199 @@
+"""Load, coerce, default and check the study configuration — before any work starts.
+
+The Snakefile calls :func:`prepare_config` on Snakemake's ``config`` dict. Three steps:
+
+1. **coerce**: ``snakemake --config 'models={convnet: {epochs: 2}}'`` hands nested values over as
+   strings (Snakemake parses them with YAML's BaseLoader); they are converted to the types the
+   schema asks for, so an override takes effect exactly as if written in config/config.yaml.
+2. **validate** against ``workflow/schemas/config.schema.yaml``, filling the schema's defaults;
+   every violation is reported with its key and the allowed values, all at once.
+3. **check** what a schema cannot express: that a local ``data_source`` and local weights exist
+   and are what they claim to be, and that every studied architecture has hyperparameters.
+
+This module never imports TensorFlow: parsing the workflow must stay cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowerlab.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SPECIAL_SOURCES = ("official", "synthetic")
+SPECIAL_WEIGHTS = ("imagenet", "none")
+BACKBONE_ARCHS = ("mobilenet_v2", "mobilenet_v2_finetune", "xception")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _resolve(node: dict, schema: dict) -> dict:
+    """Follow a local ``$ref`` (``#/$defs/name``), merging sibling keywords over it."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = schema
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _parse_scalar(text: str, wanted: str) -> Any:
+    if wanted == "boolean":
+        lowered = text.strip().lower()
+        if lowered in {"true", "yes", "on", "1"}:
+            return True
+        if lowered in {"false", "no", "off", "0"}:
+            return False
+        return text
+    if wanted == "integer":
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() else text
+    if wanted == "number":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if wanted in {"array", "object"}:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return text
+
+
+def coerce(value: Any, node: dict, schema: dict) -> Any:
+    """Convert strings (from ``--config``) to the types the schema node asks for, recursively."""
+    node = _resolve(node, schema)
+    wanted = node.get("type")
+    if isinstance(value, str) and wanted not in (None, "string"):
+        value = _parse_scalar(value, wanted)
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        return {
+            key: coerce(item, properties.get(key, extra if isinstance(extra, dict) else {}), schema)
+            for key, item in value.items()
+        }
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [coerce(item, node["items"], schema) for item in value]
+    return value
+
+
+def fill_defaults(value: Any, node: dict, schema: dict) -> Any:
+    """Fill the schema's ``default`` values into missing keys of objects, recursively."""
+    node = _resolve(node, schema)
+    if not isinstance(value, dict):
+        return value
+    properties = node.get("properties", {})
+    for key, sub in properties.items():
+        sub = _resolve(sub, schema)
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+    extra = node.get("additionalProperties")
+    for key in list(value):
+        sub = properties.get(key, extra if isinstance(extra, dict) else None)
+        if sub is not None:
+            value[key] = fill_defaults(value[key], sub, schema)
+    return value
+
+
+def _describe(error) -> str:
+    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    message, allowed = error.message, ""
+    if error.validator == "enum":
+        message = f"{error.instance!r} is not allowed"
+        allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
+    elif error.validator == "additionalProperties":
+        props = sorted(error.schema.get("properties", {}))
+        allowed = f" (allowed keys: {', '.join(props)})" if props else ""
+    elif error.validator == "propertyNames":
+        names = error.schema.get("propertyNames", {}).get("enum", [])
+        allowed = f" (allowed: {', '.join(names)})"
+    return f"config key '{key}': {message}{allowed}"
+
+
+def validate(config: dict, schema: dict) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(_describe, problems)))
+
+
+def _check_weights(arch: str, weights: str) -> str | None:
+    if weights in SPECIAL_WEIGHTS:
+        return None
+    path = Path(weights).expanduser()
+    key = f"models.{arch}.weights"
+    if not path.is_file():
+        return f"config key '{key}': {weights!r} does not exist (allowed: imagenet, none, or the path of a .h5 weights file)"
+    with open(path, "rb") as handle:
+        if handle.read(8) != HDF5_SIGNATURE:
+            return f"config key '{key}': {weights!r} is not an HDF5 weights file (.h5 / .weights.h5)"
+    return None
+
+
+def check(config: dict) -> None:
+    """Checks that a schema cannot express; all problems are reported together."""
+    problems = []
+    source = config["data_source"]
+    if source not in SPECIAL_SOURCES:
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            problems.append(
+                f"config key 'data_source': {source!r} is not a folder (allowed: official, synthetic, "
+                "or the path of a folder with one subfolder per class)"
+            )
+    for arch in config["study"]:
+        hparams = config["models"].get(arch)
+        if hparams is None:
+            problems.append(f"config key 'models.{arch}': missing, but '{arch}' is in 'study'")
+            continue
+        for required in ("epochs", "batch_size"):
+            if required not in hparams:
+                problems.append(f"config key 'models.{arch}.{required}': missing")
+        if arch in BACKBONE_ARCHS:
+            problem = _check_weights(arch, str(hparams.get("weights", "imagenet")))
+            if problem:
+                problems.append(problem)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def prepare_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Coerce, validate (with defaults) and check ``config`` in place; return it."""
+    schema = load_schema(schema_path)
+    coerced = coerce(config, schema, schema)
+    fill_defaults(coerced, schema, schema)
+    validate(coerced, schema)
+    check(coerced)
+    config.clear()
+    config.update(coerced)
+    return config
+
+
+def hparams_for(config: dict, arch: str) -> dict:
+    """One architecture's hyperparameters, defaults included, as a plain sorted dict."""
+    return dict(sorted(config["models"][arch].items()))
+
+
+def photos_dir(config: dict) -> str:
+    """Where the stage after acquisition finds the class folders."""
+    source = config["data_source"]
+    if source == "official":
+        return "resources/flower_photos"
+    if source == "synthetic":
+        return "resources/synthetic_photos"
+    return str(Path(source).expanduser().resolve())

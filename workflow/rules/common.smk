@@ -1,0 +1,49 @@
+# Helpers shared by the rule files. Imports here must stay light: parsing the workflow never
+# imports TensorFlow.
+
+import json
+import os
+from pathlib import Path
+
+from flowerlab.config import hparams_for, photos_dir, prepare_config
+
+# Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
+# a bad setting stops here with one message naming the key, before any job runs.
+prepare_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+
+STUDY = config["study"]
+PHOTOS = photos_dir(config)
+DATA = "results/data"
+MANIFEST = f"{DATA}/manifest.json"
+TFRECORDS = f"{DATA}/tfrecords"
+INVENTORY_CSV = f"{DATA}/inventory.csv"
+INVENTORY_JSON = f"{DATA}/inventory.json"
+METRICS_CSV = "results/metrics.csv"
+METRICS_JSON = "results/metrics.json"
+REPORT_DIR = "results/report"
+REPORT_INDEX = f"{REPORT_DIR}/index.html"
+FIGURES = "results/figures"
+CPUS = os.cpu_count() or 1
+
+
+wildcard_constraints:
+    arch="|".join(sorted(config["models"])),
+
+
+def machine_threads(threads):
+    """Threads a job may really use: --cores may exceed the CPUs of a small machine."""
+    return max(1, min(int(threads), CPUS))
+
+
+def photos_input(wildcards=None):
+    """The photo folder, and for a local copy also its class folders, so that adding or
+    removing a photo (which changes its class folder's mtime) reruns the inventory."""
+    if config["data_source"] in ("official", "synthetic"):
+        return [PHOTOS]
+    root = Path(PHOTOS)
+    return [PHOTOS] + sorted(str(p) for p in root.iterdir() if p.is_dir())
+
+
+def hparams_json(wildcards):
+    """One architecture's hyperparameters: a change reruns that model only."""
+    return json.dumps(hparams_for(config, wildcards.arch), sort_keys=True)

@@ -1,0 +1,89 @@
+# Getting the photos, accounting for every file, and writing sharded TFRecords.
+
+
+rule download_photos:
+    output:
+        "resources/flower_photos.tgz",
+    params:
+        url=config["download"]["url"],
+        sha256=config["download"]["sha256"],
+        size=config["download"]["bytes"],
+    log:
+        "logs/download_photos.log",
+    shell:
+        "flowerlab fetch --url {params.url:q} --sha256 {params.sha256} --bytes {params.size}"
+        " --dest {output:q} 2>&1 | tee {log:q}"
+
+
+rule extract_photos:
+    input:
+        rules.download_photos.output,
+    output:
+        directory("resources/flower_photos"),
+    log:
+        "logs/extract_photos.log",
+    shell:
+        "flowerlab extract --archive {input:q} --dest {output:q} 2>&1 | tee {log:q}"
+
+
+rule make_synthetic_photos:
+    output:
+        directory("resources/synthetic_photos"),
+    params:
+        classes=config["synthetic"]["classes"],
+        per_class=config["synthetic"]["images_per_class"],
+        seed=config["synthetic"]["seed"],
+    log:
+        "logs/make_synthetic_photos.log",
+    shell:
+        "flowerlab synth --out {output:q} --classes {params.classes}"
+        " --per-class {params.per_class} --seed {params.seed} 2>&1 | tee {log:q}"
+
+
+rule make_inventory:
+    input:
+        photos_input,
+    output:
+        csv=INVENTORY_CSV,
+        summary=INVENTORY_JSON,
+    params:
+        root=PHOTOS,
+        max_pixels=config["data"]["max_pixels"],
+        cpus=lambda wildcards, threads: machine_threads(threads),
+    threads: workflow.cores
+    log:
+        "logs/make_inventory.log",
+    benchmark:
+        "benchmarks/make_inventory.tsv"
+    shell:
+        "flowerlab inventory --root {params.root:q} --out-csv {output.csv:q}"
+        " --out-json {output.summary:q} --max-pixels {params.max_pixels}"
+        " --threads {params.cpus} 2>&1 | tee {log:q}"
+
+
+rule make_tfrecords:
+    input:
+        photos=photos_input,
+        inventory=INVENTORY_CSV,
+    output:
+        shards=directory(TFRECORDS),
+        manifest=MANIFEST,
+    params:
+        root=PHOTOS,
+        image_size=config["data"]["image_size"],
+        quality=config["data"]["jpeg_quality"],
+        fraction=config["data"]["validation_fraction"],
+        shards=config["data"]["shards"],
+        seed=config["data"]["seed"],
+        cpus=lambda wildcards, threads: machine_threads(threads),
+    threads: workflow.cores
+    log:
+        "logs/make_tfrecords.log",
+    benchmark:
+        "benchmarks/make_tfrecords.tsv"
+    shell:
+        "flowerlab tfrecords --root {params.root:q} --inventory {input.inventory:q}"
+        " --out-dir {output.shards:q} --manifest {output.manifest:q}"
+        " --image-size {params.image_size} --jpeg-quality {params.quality}"
+        " --validation-fraction {params.fraction} --shards {params.shards}"
+        " --seed {params.seed} --threads {params.cpus} 2>&1 | tee {log:q}"
