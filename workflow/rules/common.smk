@@ -26,10 +26,6 @@ FIGURES = "results/figures"
 CPUS = os.cpu_count() or 1
 
 
-wildcard_constraints:
-    arch="|".join(sorted(config["models"])),
-
-
 def machine_threads(threads):
     """Threads a job may really use: --cores may exceed the CPUs of a small machine."""
     return max(1, min(int(threads), CPUS))

@@ -8,6 +8,8 @@ rule download_photos:
         url=config["download"]["url"],
         sha256=config["download"]["sha256"],
         size=config["download"]["bytes"],
+    conda:
+        "../../environment.yml"
     log:
         "logs/download_photos.log",
     shell:
@@ -20,6 +22,8 @@ rule extract_photos:
         rules.download_photos.output,
     output:
         directory("resources/flower_photos"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/extract_photos.log",
     shell:
@@ -33,6 +37,8 @@ rule make_synthetic_photos:
         classes=config["synthetic"]["classes"],
         per_class=config["synthetic"]["images_per_class"],
         seed=config["synthetic"]["seed"],
+    conda:
+        "../../environment.yml"
     log:
         "logs/make_synthetic_photos.log",
     shell:
@@ -51,6 +57,8 @@ rule make_inventory:
         max_pixels=config["data"]["max_pixels"],
         cpus=lambda wildcards, threads: machine_threads(threads),
     threads: workflow.cores
+    conda:
+        "../../environment.yml"
     log:
         "logs/make_inventory.log",
     benchmark:
@@ -77,6 +85,8 @@ rule make_tfrecords:
         seed=config["data"]["seed"],
         cpus=lambda wildcards, threads: machine_threads(threads),
     threads: workflow.cores
+    conda:
+        "../../environment.yml"
     log:
         "logs/make_tfrecords.log",
     benchmark:

@@ -19,6 +19,8 @@ rule evaluate_model:
     threads: workflow.cores
     resources:
         accelerator=1,
+    conda:
+        "../../environment.yml"
     log:
         "logs/evaluate_model/{arch}.log",
     benchmark:
@@ -42,6 +44,8 @@ rule collect_metrics:
             labels={"table": "metrics per architecture"},
         ),
         json=METRICS_JSON,
+    conda:
+        "../../environment.yml"
     log:
         "logs/collect_metrics.log",
     shell:

@@ -22,7 +22,10 @@ rule render_report:
             category="5. Figures",
         ),
     params:
-        results="results",
+        results=lambda wildcards, input: os.path.dirname(input.metrics),
+        report_dir=lambda wildcards, output: os.path.dirname(output.html),
+    conda:
+        "../../environment.yml"
     log:
         "logs/render_report.log",
     shell:
@@ -30,9 +33,9 @@ rule render_report:
         "(papermill {input.notebook:q} {output.notebook:q}.partial.ipynb --kernel python3"
         " -p results_dir {params.results:q} -p figures_dir {output.figures:q} --log-output"
         " && jupyter nbconvert --to html {output.notebook:q}.partial.ipynb"
-        " --output-dir {REPORT_DIR:q} --output report.partial"
+        " --output-dir {params.report_dir:q} --output report.partial"
         " && mv {output.notebook:q}.partial.ipynb {output.notebook:q}"
-        " && mv {REPORT_DIR:q}/report.partial.html {output.html:q}) 2>&1 | tee {log:q}"
+        " && mv {params.report_dir:q}/report.partial.html {output.html:q}) 2>&1 | tee {log:q}"
 
 
 rule publish_report:
@@ -42,6 +45,8 @@ rule publish_report:
         figures=FIGURES,
     output:
         REPORT_INDEX,
+    conda:
+        "../../environment.yml"
     log:
         "logs/publish_report.log",
     shell:

@@ -22,6 +22,8 @@ rule train_model:
     threads: workflow.cores
     resources:
         accelerator=1,
+    conda:
+        "../../environment.yml"
     log:
         "logs/train_model/{arch}.log",
     benchmark:
