@@ -1,0 +1,117 @@
+"""Configuration: --config strings take effect with the right types, bad settings stop early."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.cli import parse_config
+from snakemake.utils import update_config
+
+from flowerlab.config import prepare_config
+from flowerlab.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study_config(*overrides: str) -> dict:
+    """config/config.yaml merged with command-line overrides exactly as Snakemake does it."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(config, parse_config(list(overrides)))
+    return config
+
+
+def test_default_config_is_valid_and_gets_schema_defaults():
+    config = prepare_config(study_config())
+    assert config["data"]["image_size"] == 192
+    assert config["models"]["convnet"]["schedule"] == "constant"  # schema default filled
+    assert config["evaluation"]["batch_size"] == 64
+
+
+def test_nested_command_line_overrides_take_effect_with_their_types():
+    config = prepare_config(
+        study_config(
+            "study=[convnet]",
+            "models={convnet: {epochs: 2, learning_rate: 0.01, augment: true}}",
+            "data={image_size: 128}",
+            "deterministic=true",
+        )
+    )
+    assert config["study"] == ["convnet"]
+    convnet = config["models"]["convnet"]
+    assert convnet["epochs"] == 2 and isinstance(convnet["epochs"], int)
+    assert convnet["learning_rate"] == pytest.approx(0.01)
+    assert convnet["augment"] is True
+    assert convnet["batch_size"] == 32  # untouched keys of the file survive the merge
+    assert config["models"]["squeezenet"]["epochs"] == 35
+    assert config["data"] == {**config["data"], "image_size": 128, "shards": 16}
+    assert config["deterministic"] is True
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("study=[resnet9000]", ["'study.0'", "allowed: dense, mobilenet_v2"]),
+        ("models={convnet: {epochs: 0}}", ["'models.convnet.epochs'", "minimum of 1"]),
+        ("models={convnet: {epochs: -3}}", ["'models.convnet.epochs'"]),
+        ("data={validation_fraction: 1.5}", ["'data.validation_fraction'"]),
+        ("data={validation_fraction: 0}", ["'data.validation_fraction'"]),
+        ("data={image_size: big}", ["'data.image_size'", "integer"]),
+        ("data={image_size: 12.5}", ["'data.image_size'"]),
+        ("accelerator=quantum", ["'accelerator'", "allowed: auto, tpu, gpu, cpu"]),
+        ("data_source=/no/such/folder", ["'data_source'", "official, synthetic"]),
+        ("models={resnet: {epochs: 1}}", ["'models'", "resnet"]),
+        ("models={mobilenet_v2: {weights: /no/such.h5}}", ["'models.mobilenet_v2.weights'", "imagenet, none"]),
+    ],
+)
+def test_bad_settings_name_the_key_and_the_allowed_values(override, expected):
+    with pytest.raises(ConfigError) as caught:
+        prepare_config(study_config(override))
+    for fragment in expected:
+        assert fragment in str(caught.value)
+
+
+def test_a_weights_file_that_is_not_hdf5_is_refused(tmp_path):
+    fake = tmp_path / "weights.h5"
+    fake.write_text("not weights")
+    with pytest.raises(ConfigError, match="not an HDF5 weights file"):
+        prepare_config(study_config(f"models={{mobilenet_v2: {{weights: {fake}}}}}"))
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as caught:
+        prepare_config(study_config("accelerator=quantum", "models={dense: {epochs: 0}}"))
+    assert "'accelerator'" in str(caught.value) and "'models.dense.epochs'" in str(caught.value)
+
+
+def test_parsing_the_workflow_never_imports_tensorflow(tmp_path):
+    """A dry run or a no-op rerun must not pay TensorFlow's start-up."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "snakemake", "results/data/manifest.json",
+         "-n", "--cores", "1",
+         "--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"),
+         "--configfile", str(REPO / "config" / "config.yaml"),
+         "--config", "data_source=synthetic"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "flowerlab.config" in imported
+    assert not any(name == "tensorflow" or name.startswith("tensorflow.") for name in imported)
+    assert "keras" not in imported
+
+
+def test_a_bad_setting_stops_snakemake_before_any_job(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(tmp_path),
+         "--snakefile", str(REPO / "Snakefile"), "--configfile", str(REPO / "config" / "config.yaml"),
+         "--config", "data_source=synthetic", "accelerator=quantum"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "config key 'accelerator'" in output and "allowed: auto, tpu, gpu, cpu" in output
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
