@@ -23,6 +23,8 @@ METRICS_JSON = "results/metrics.json"
 REPORT_DIR = "results/report"
 REPORT_INDEX = f"{REPORT_DIR}/index.html"
 FIGURES = "results/figures"
+# Workflow files are found beside the Snakefile, so `--directory` elsewhere works too.
+REPORT_NOTEBOOK = str(Path(workflow.basedir) / "workflow" / "notebooks" / "report.ipynb")
 CPUS = os.cpu_count() or 1
 
 

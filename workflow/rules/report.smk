@@ -3,7 +3,7 @@
 
 rule render_report:
     input:
-        notebook="workflow/notebooks/report.ipynb",
+        notebook=REPORT_NOTEBOOK,
         metrics=METRICS_CSV,
         histories=expand("results/models/{arch}/history.csv", arch=STUDY),
         evaluations=expand("results/evaluation/{arch}/metrics.json", arch=STUDY),

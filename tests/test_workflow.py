@@ -1,0 +1,142 @@
+"""End to end: the whole workflow on synthetic data, reruns only what is stale.
+
+One smoke study (config/smoke.yaml: 3 classes, 64 px, three small architectures) runs once per
+module in a copy of the workflow; the tests then ask Snakemake (dry runs) what a change would
+rerun. Real-data tests build the data stage from the real photos.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A user's checkout: the Snakefile, workflow/ and config/ (the code is the installed package)."""
+    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
+    shutil.copytree(REPO / "workflow", dest / "workflow")
+    shutil.copytree(REPO / "config", dest / "config")
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """The jobs a dry run would execute: {rule: count} from Snakemake's job stats table."""
+    result = snakemake(workdir, "-n", "--cores", "2", *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match or match.group(1) == "total":
+            break
+        jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
+SMOKE = ("--configfile", "config/smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    result = snakemake(workdir, "--cores", "2", *SMOKE)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return workdir
+
+
+def test_smoke_study_builds_every_stage(smoke_study):
+    results = smoke_study / "results"
+    rows = list(csv.DictReader(open(results / "data" / "inventory.csv", encoding="utf-8")))
+    summary = json.loads((results / "data" / "inventory.json").read_text())
+    assert summary["files_found"] == len(rows) == summary["kept"] + summary["skipped"]
+    manifest = json.loads((results / "data" / "manifest.json").read_text())
+    assert len(manifest["shards"]) == 4
+    assert sum(s["records"] for s in manifest["shards"]) == summary["kept"]
+    for arch in ("dense", "convnet", "squeezenet"):
+        for name in ("model.keras", "history.csv", "training.json"):
+            assert (results / "models" / arch / name).stat().st_size > 0
+        assert (results / "evaluation" / arch / "metrics.json").is_file()
+    metrics = list(csv.DictReader(open(results / "metrics.csv", encoding="utf-8")))
+    assert sorted(row["arch"] for row in metrics) == ["convnet", "dense", "squeezenet"]
+    assert (results / "report" / "index.html").stat().st_size > 0
+    assert (results / "report" / "report.html").stat().st_size > 0
+    assert list((results / "figures").glob("*.png")) and list((results / "figures").glob("*.svg"))
+    assert list((smoke_study / "logs").rglob("*.log"))
+    assert list((smoke_study / "benchmarks").rglob("*.tsv"))
+
+
+def test_a_second_run_does_nothing_and_says_so_quickly(smoke_study):
+    started = time.monotonic()
+    result = snakemake(smoke_study, "--cores", "2", *SMOKE)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+    assert elapsed < 60  # generous: a no-op never imports TensorFlow or runs a job
+
+
+def test_changing_shards_reruns_the_tfrecords_and_what_depends_on_them(smoke_study):
+    jobs = planned_jobs(smoke_study, *SMOKE, "--config", "data={shards: 5}")
+    assert "make_inventory" not in jobs and "make_synthetic_photos" not in jobs
+    assert jobs["make_tfrecords"] == 1
+    assert jobs["train_model"] == 3 and jobs["evaluate_model"] == 3
+    assert {"collect_metrics", "render_report", "publish_report"} <= set(jobs)
+
+
+def test_changing_one_models_hyperparameter_reruns_that_model_and_the_report_only(smoke_study):
+    jobs = planned_jobs(smoke_study, *SMOKE, "--config", "models={convnet: {epochs: 4}}")
+    assert jobs == {
+        "train_model": 1, "evaluate_model": 1, "collect_metrics": 1,
+        "render_report": 1, "publish_report": 1,
+    }
+    result = snakemake(smoke_study, "-n", "--cores", "2", *SMOKE, "--config", "models={convnet: {epochs: 4}}")
+    assert "results/models/convnet/model.keras" in result.stdout + result.stderr
+    assert "results/models/dense/model.keras" not in result.stdout + result.stderr
+
+
+def test_editing_the_report_notebook_reruns_only_the_report(smoke_study):
+    notebook = smoke_study / "workflow" / "notebooks" / "report.ipynb"
+    before = notebook.stat().st_mtime
+    try:
+        notebook.touch()
+        assert planned_jobs(smoke_study, *SMOKE) == {"render_report": 1, "publish_report": 1}
+    finally:
+        import os
+
+        os.utime(notebook, (before, before))
+
+
+@pytest.mark.real_data
+def test_data_stage_on_the_real_photos(tmp_path, real_data_dir):
+    workdir = copy_workflow(tmp_path)
+    target = "results/data/manifest.json"
+    result = snakemake(workdir, target, "--cores", "2", "--config", f"data_source={real_data_dir}")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    summary = json.loads((workdir / "results" / "data" / "inventory.json").read_text())
+    manifest = json.loads((workdir / "results" / "data" / "manifest.json").read_text())
+    assert summary["files_found"] == 3670
+    assert len(manifest["shards"]) == 16
+    assert sum(s["records"] for s in manifest["shards"]) == summary["kept"]
+    assert len(list((workdir / "results" / "data" / "tfrecords").glob("*.tfrec"))) == 16
+    again = snakemake(workdir, target, "--cores", "2", "--config", f"data_source={real_data_dir}")
+    assert "Nothing to be done" in again.stdout + again.stderr
