@@ -1,5 +1,5 @@
-# Helpers shared by the rule files. Imports here must stay light: parsing the workflow never
-# imports TensorFlow.
+# Helpers shared by every stage file. Imports here must stay light (parsing the workflow never
+# imports TensorFlow).
 
 import json
 import os
