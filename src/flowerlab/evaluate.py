@@ -1,0 +1,655 @@
+"""Evaluate one trained model on the validation split: quality metrics and cost figures.
+
+`flowerlab evaluate --arch A --model results/models/A/model.keras --training-json
+results/models/A/training.json --manifest results/data/manifest.json --out-dir
+results/evaluation/A` writes `metrics.json` and `predictions.csv` (docs/architecture.md).
+
+Quality: accuracy, loss (Keras' categorical cross-entropy, so it equals `model.evaluate`'s),
+per-class precision/recall/F1/support and the confusion matrix (rows true, columns predicted),
+computed from the predictions by the pure numpy functions at the top of this module.
+
+Cost, measured on the device the command runs on:
+- parameters (total, trainable);
+- forward FLOPs per image, counted by TensorFlow's profiler on the frozen inference graph of
+  one image. Its convention counts one multiply-add as 2 FLOPs (Conv2D, depthwise conv and
+  MatMul) plus the element-wise ops (bias adds, batch-norm arithmetic). That is the convention
+  of REFERENCE.md §7: 1.02 GFLOPs for the course's convnet, 0.45 for MobileNetV2 at 192 px;
+- the model file's size;
+- inference throughput: images/s of the forward pass alone on one in-memory batch of the eval
+  batch size (the input pipeline excluded), steady state: warm-up calls are not timed;
+- single-image latency: median and 95th percentile over `--latency-runs` timed calls;
+- the training figures (throughput, wall time, epochs, ...) copied from `training.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowerlab import atomic
+from flowerlab.errors import ConfigError, DataError, FlowerlabError
+
+logger = logging.getLogger(__name__)
+
+# Keras clips probabilities to [EPSILON, 1 - EPSILON] before the log in its cross-entropy.
+KERAS_EPSILON = 1e-7
+# Untimed calls before throughput and latency are measured: the first calls trace the
+# tf.function, allocate buffers and let oneDNN/cuDNN pick their kernels.
+WARMUP_CALLS = 3
+# Throughput is timed over at least this many batches and this many seconds, whichever is longer.
+THROUGHPUT_MIN_CALLS = 5
+THROUGHPUT_MIN_SECONDS = 2.0
+
+
+# --------------------------------------------------------------------------------------------
+# Metric math (pure numpy, no TensorFlow)
+# --------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(true: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray,
+                     num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class): rows are true classes, columns predictions."""
+    true = np.asarray(true, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if true.shape != predicted.shape or true.ndim != 1:
+        raise ValueError(f"true and predicted must be 1-D of the same length, got {true.shape} and {predicted.shape}")
+    for name, values in (("true", true), ("predicted", predicted)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} class indices must be in [0, {num_classes}), got {values.min()}..{values.max()}")
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (true, predicted), 1)
+    return matrix
+
+
+def accuracy_from_confusion(matrix: np.ndarray) -> float:
+    """Fraction of correct predictions; 0.0 for an empty matrix."""
+    total = int(matrix.sum())
+    return float(np.trace(matrix) / total) if total else 0.0
+
+
+def per_class_metrics(matrix: np.ndarray, classes: Sequence[str]) -> tuple[dict[str, dict[str, float | int]], list[str]]:
+    """Precision, recall, F1 and support per class, and notes on every undefined value.
+
+    A class the model never predicted has no defined precision (0/0); one absent from the
+    validation split has no defined recall. Both are reported as 0.0 (scikit-learn's
+    `zero_division=0` convention) and named in the notes, instead of NaN.
+    """
+    if matrix.shape != (len(classes), len(classes)):
+        raise ValueError(f"confusion matrix of shape {matrix.shape} does not match {len(classes)} classes")
+    true_positives = np.diag(matrix).astype(float)
+    predicted_counts = matrix.sum(axis=0).astype(float)
+    support = matrix.sum(axis=1)
+    notes: list[str] = []
+    metrics: dict[str, dict[str, float | int]] = {}
+    for index, name in enumerate(classes):
+        if predicted_counts[index] == 0:
+            precision = 0.0
+            notes.append(f"precision of {name!r} set to 0: the model never predicted this class")
+        else:
+            precision = true_positives[index] / predicted_counts[index]
+        if support[index] == 0:
+            recall = 0.0
+            notes.append(f"recall of {name!r} set to 0: no validation image of this class")
+        else:
+            recall = true_positives[index] / support[index]
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        metrics[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                         "support": int(support[index])}
+    return metrics, notes
+
+
+def macro_average(per_class: dict[str, dict[str, float | int]]) -> dict[str, float]:
+    """Unweighted mean of precision, recall and F1 over the classes."""
+    return {key: float(np.mean([values[key] for values in per_class.values()])) if per_class else 0.0
+            for key in ("precision", "recall", "f1")}
+
+
+def categorical_cross_entropy(true: Sequence[int] | np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean cross-entropy of the true classes, computed as Keras does for probability outputs.
+
+    Keras rescales each row to sum to 1 and clips to [1e-7, 1 - 1e-7] before the log, so the
+    value equals `model.evaluate`'s loss (without regularisation terms).
+    """
+    true = np.asarray(true, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[0] != true.shape[0]:
+        raise ValueError(f"probabilities of shape {probabilities.shape} do not match {true.shape[0]} labels")
+    if true.size == 0:
+        return 0.0
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    probabilities = np.clip(probabilities, KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    return float(-np.mean(np.log(probabilities[np.arange(true.size), true])))
+
+
+def latency_summary(seconds: Sequence[float]) -> tuple[float, float]:
+    """Median and 95th percentile (linear interpolation) of call durations, in milliseconds."""
+    if len(seconds) == 0:
+        raise ValueError("no latency measurement")
+    milliseconds = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return float(np.median(milliseconds)), float(np.percentile(milliseconds, 95))
+
+
+def quality_metrics(true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Everything metrics.json says about prediction quality, from labels and probabilities."""
+    predicted = np.argmax(probabilities, axis=1)
+    matrix = confusion_matrix(true, predicted, len(classes))
+    per_class, notes = per_class_metrics(matrix, classes)
+    return {
+        "accuracy": accuracy_from_confusion(matrix),
+        "loss": categorical_cross_entropy(true, probabilities),
+        "images": int(true.size),
+        "per_class": per_class,
+        "macro_average": macro_average(per_class),
+        "confusion_matrix": matrix.tolist(),
+        "notes": notes,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: training record, manifest
+# --------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """A JSON object from `path`, or a DataError that names the file and how to remake it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path} (run the stage that makes it first)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{what} {path} is not valid JSON ({error}); delete it and rerun its stage") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{what} {path} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+def check_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> list[str]:
+    """The class names of a manifest, after checking the keys evaluation needs."""
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"manifest {path} has no list of class names under 'classes'; rerun the tfrecords stage")
+    if manifest.get("num_classes", len(classes)) != len(classes):
+        raise DataError(f"manifest {path}: num_classes {manifest.get('num_classes')} != {len(classes)} class names")
+    return classes
+
+
+def check_training_record(record: dict[str, Any], arch: str, manifest_path: str | os.PathLike[str],
+                          record_path: str | os.PathLike[str]) -> None:
+    """Refuse a model trained for another architecture or on another data split.
+
+    A model trained on another manifest may have seen today's validation photos in training:
+    its validation accuracy would be meaningless, so this is an error, not a warning.
+    """
+    if record.get("arch") not in (None, arch):
+        raise DataError(f"{record_path} is the training record of {record['arch']!r}, not {arch!r}")
+    trained_on = record.get("manifest_sha256")
+    if trained_on:
+        current = file_sha256(manifest_path)
+        if trained_on != current:
+            raise DataError(
+                f"{arch} was trained on another manifest (sha256 {trained_on[:12]}…) than "
+                f"{manifest_path} (sha256 {current[:12]}…): its validation split may overlap the "
+                "model's training data. Retrain the model on the current data, or evaluate it "
+                "with the manifest it was trained on."
+            )
+
+
+TRAINING_FIGURES = ("wall_seconds", "train_images_per_second", "epochs", "best_val_accuracy",
+                    "final_val_accuracy", "precision", "device", "hparams", "seed", "deterministic",
+                    "resumed_from_epoch", "parameters", "code_version", "versions", "manifest_sha256")
+
+
+def training_figures(record: dict[str, Any]) -> dict[str, Any]:
+    """The figures of training.json that metrics.json carries along (absent ones as None)."""
+    return {key: record.get(key) for key in TRAINING_FIGURES}
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow: device, model, data, timing
+# --------------------------------------------------------------------------------------------
+
+
+def configure_threads(threads: int) -> dict[str, int]:
+    """Limit TensorFlow's CPU thread pools (0 keeps TensorFlow's default: all cores).
+
+    Returns the pool sizes in effect. TensorFlow fixes them when it runs its first op; in a
+    process where that already happened (a notebook, a test) the request is logged and left.
+    """
+    import tensorflow as tf
+
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0, not {threads}")
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        except RuntimeError:
+            logger.warning("TensorFlow is already initialised: cannot limit it to %d threads", threads)
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+
+
+def select_device(accelerator: str) -> dict[str, Any]:
+    """Pick the device evaluation runs on and describe it: {"kind", "name", "replicas"}.
+
+    Evaluation runs on one device: the first GPU, or the CPU. Cost figures per device are
+    what the report compares; a TPU would need a distribution strategy for every timed call,
+    so TPU evaluation is refused with a clear message rather than silently measured on CPU.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if accelerator == "tpu":
+        raise ConfigError("evaluation runs on one GPU or the CPU: use --accelerator auto, gpu or cpu")
+    if accelerator == "gpu" and not gpus:
+        raise ConfigError("--accelerator gpu, but TensorFlow sees no GPU; use --accelerator auto or cpu")
+    if accelerator not in {"auto", "gpu", "cpu"}:
+        raise ConfigError(f"unknown --accelerator {accelerator!r}: use auto, gpu or cpu")
+    try:
+        if gpus and accelerator in {"auto", "gpu"}:
+            tf.config.set_visible_devices(gpus[0], "GPU")
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return {"kind": "gpu", "name": details.get("device_name", gpus[0].name), "replicas": 1}
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+    except RuntimeError as error:  # TensorFlow already initialised (a notebook, a test)
+        raise ConfigError(f"cannot choose the device: TensorFlow is already initialised ({error}); "
+                          "run flowerlab evaluate in a fresh process") from None
+    return {"kind": "cpu", "name": cpu_name(), "replicas": 1}
+
+
+def cpu_name() -> str:
+    """The processor's model name and the number of CPUs this process may use."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import platform
+
+    name = name or platform.processor() or platform.machine() or "CPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name} ({cores} cores)"
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Load a .keras model safely (no arbitrary code), with flowerlab's custom layers registered."""
+    import keras
+
+    import flowerlab.models  # noqa: F401  (importing it registers the custom layers with Keras)
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"model not found: {path} (train it first: flowerlab train ...)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises many types (zip, HDF5, TypeError, ValueError)
+        raise DataError(f"cannot load model {path}: {type(error).__name__}: {error}. "
+                        "It may be corrupt or from another flowerlab version; retrain it.") from error
+
+
+def model_image_size(model: Any, num_classes: int, path: str | os.PathLike[str]) -> int:
+    """The square input size of an image classifier, after checking its input and output shapes."""
+    input_shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if input_shape is None or len(input_shape) != 4 or input_shape[3] != 3 or input_shape[1] != input_shape[2] \
+            or input_shape[1] is None:
+        raise DataError(f"model {path} takes input {model.input_shape}, not square RGB images (None, S, S, 3)")
+    output_shape = tuple(model.output_shape)
+    if len(output_shape) != 2 or output_shape[1] != num_classes:
+        raise DataError(f"model {path} outputs {model.output_shape}, but the manifest has {num_classes} "
+                        "classes: it was trained on other data; retrain it")
+    return int(input_shape[1])
+
+
+def forward_flops(model: Any, image_size: int) -> tuple[int, dict[str, int]]:
+    """FLOPs of one image's forward pass and their split by TensorFlow op type.
+
+    TensorFlow's profiler on the model's inference graph, variables frozen to constants, batch 1.
+    Conv2D, DepthwiseConv2dNative and MatMul count 2 FLOPs per multiply-add.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
+
+    forward = tf.function(lambda images: model(images, training=False))
+    concrete = forward.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32))
+    _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    # The v1 profiler logs a deprecation warning about its own internals on every call.
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        with tf.Graph().as_default() as graph:
+            tf.graph_util.import_graph_def(graph_def, name="")
+            builder = tf.compat.v1.profiler.ProfileOptionBuilder
+            options = builder(builder.float_operation()).with_empty_output().build()
+            profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
+                                                    cmd="op", options=options)
+    finally:
+        tf_logger.setLevel(level)
+    by_op: dict[str, int] = {}
+    pending = list(profile.children)  # the op view nests each op type under the previous one
+    while pending:
+        node = pending.pop()
+        if node.float_ops:
+            by_op[node.name] = by_op.get(node.name, 0) + int(node.float_ops)
+        pending.extend(node.children)
+    return int(profile.total_float_ops), dict(sorted(by_op.items(), key=lambda item: -item[1]))
+
+
+def validation_shards(manifest_path: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:
+    """The validation TFRecord files the manifest lists (relative to its folder + tfrecords/); all must exist."""
+    folder = Path(manifest_path).parent / "tfrecords"
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise DataError(f"manifest {manifest_path} has no 'shards' list; rerun the tfrecords stage")
+    files = [str(folder / shard["file"]) for shard in shards if shard.get("split") == "validation"]
+    if not files:
+        raise DataError(f"manifest {manifest_path} lists no validation shard: nothing to evaluate on")
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} validation shard(s) of {manifest_path} are missing, e.g. {missing[0]}; "
+                        "rerun the tfrecords stage")
+    return files
+
+
+@dataclass
+class Batch:
+    images: Any  # float32 tensor [n, size, size, 3] in [0, 1]
+    classes: np.ndarray  # int64 [n]
+    ids: list[str]
+    sources: list[str]
+
+
+def validation_batches(files: Sequence[str], *, record_size: int, image_size: int,
+                       batch_size: int) -> Iterator[Batch]:
+    """The validation records in file order (deterministic), decoded as the training pipeline does:
+    JPEG -> float32 in [0, 1], resized (bilinear) when the model's input size differs."""
+    import tensorflow as tf
+
+    features = {"image": tf.io.FixedLenFeature([], tf.string), "class": tf.io.FixedLenFeature([], tf.int64),
+                "id": tf.io.FixedLenFeature([], tf.string), "source": tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(serialized: Any) -> dict[str, Any]:
+        example = tf.io.parse_single_example(serialized, features)
+        image = tf.image.convert_image_dtype(tf.io.decode_jpeg(example["image"], channels=3), tf.float32)
+        image = tf.reshape(image, [record_size, record_size, 3])
+        if image_size != record_size:
+            image = tf.image.resize(image, [image_size, image_size])
+        return {**example, "image": image}
+
+    dataset = tf.data.TFRecordDataset(list(files)).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                                         deterministic=True)
+    try:
+        for batch in dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE):
+            yield Batch(images=batch["image"], classes=batch["class"].numpy().astype(np.int64),
+                        ids=[value.decode("utf-8") for value in batch["id"].numpy()],
+                        sources=[value.decode("utf-8") for value in batch["source"].numpy()])
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        raise DataError(f"cannot read the validation TFRecords {list(files)}: {error.message.splitlines()[0]}; "
+                        "rerun the tfrecords stage") from None
+
+
+def make_forward(model: Any) -> Callable[[Any], np.ndarray]:
+    """Inference as one traced function returning float32 numpy probabilities.
+
+    `.numpy()` copies the result to the host, which waits for the device: the timings below
+    measure finished work, not queued kernels.
+    """
+    import tensorflow as tf
+
+    traced = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32),
+                         reduce_retracing=True)
+    return lambda images: traced(images).numpy()
+
+
+def predict(forward: Callable[[Any], np.ndarray], batches: Iterator[Batch], total: int) -> tuple[
+        np.ndarray, np.ndarray, list[str], list[str], Any]:
+    """Probabilities, true classes, ids and sources of every record, and the first batch's images."""
+    from tqdm import tqdm
+
+    probabilities: list[np.ndarray] = []
+    classes: list[np.ndarray] = []
+    ids: list[str] = []
+    sources: list[str] = []
+    first_images = None
+    with tqdm(total=total, unit="img", desc="predict", file=sys.stderr,
+              disable=not sys.stderr.isatty()) as progress:
+        for batch in batches:
+            first_images = batch.images if first_images is None else first_images
+            probabilities.append(forward(batch.images))
+            classes.append(batch.classes)
+            ids += batch.ids
+            sources += batch.sources
+            progress.update(len(batch.ids))
+    if not ids:
+        raise DataError("the validation shards hold no record: nothing to evaluate on")
+    return np.concatenate(probabilities), np.concatenate(classes), ids, sources, first_images
+
+
+def timing_batch(images: Any, batch_size: int) -> Any:
+    """A batch of exactly `batch_size` images, repeating `images` when the split is smaller,
+    so that throughput is always measured at the evaluation batch size."""
+    import tensorflow as tf
+
+    available = int(images.shape[0])
+    if available >= batch_size:
+        return images[:batch_size]
+    repeats = -(-batch_size // available)
+    return tf.concat([images] * repeats, axis=0)[:batch_size]
+
+
+def measure_throughput(forward: Callable[[Any], np.ndarray], images: Any, *,
+                       min_calls: int = THROUGHPUT_MIN_CALLS,
+                       min_seconds: float = THROUGHPUT_MIN_SECONDS) -> dict[str, float]:
+    """Steady-state images/s of the forward pass on one in-memory batch (warm-up excluded)."""
+    for _ in range(WARMUP_CALLS):
+        forward(images)
+    calls = 0
+    start = time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_seconds:
+        forward(images)
+        calls += 1
+    elapsed = time.perf_counter() - start
+    batch = int(images.shape[0])
+    return {"images_per_second": batch * calls / elapsed, "batch_size": batch, "timed_calls": calls,
+            "seconds": elapsed}
+
+
+def measure_latency(forward: Callable[[Any], np.ndarray], image: Any, runs: int) -> dict[str, float]:
+    """Median and p95 milliseconds of `runs` single-image forward passes (warm-up excluded)."""
+    if runs < 1:
+        raise ConfigError(f"--latency-runs must be >= 1, not {runs}")
+    for _ in range(WARMUP_CALLS):
+        forward(image)
+    durations = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        forward(image)
+        durations.append(time.perf_counter() - start)
+    median, p95 = latency_summary(durations)
+    return {"latency_ms_median": median, "latency_ms_p95": p95, "latency_runs": runs}
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+
+def write_predictions(path: str | os.PathLike[str], *, ids: Sequence[str], sources: Sequence[str],
+                      true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> None:
+    """predictions.csv: id, source, true_class, predicted_class, prob_<class>... (atomically)."""
+    predicted = np.argmax(probabilities, axis=1)
+    with atomic.atomic_output(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "source", "true_class", "predicted_class", *(f"prob_{c}" for c in classes)])
+        for row in range(len(ids)):
+            writer.writerow([ids[row], sources[row], classes[true[row]], classes[predicted[row]],
+                             *(f"{p:.6f}" for p in probabilities[row])])
+
+
+def evaluate(*, arch: str, model_path: str | os.PathLike[str], training_json: str | os.PathLike[str],
+             manifest_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], batch_size: int,
+             latency_runs: int, accelerator: str = "auto", threads: int = 0) -> dict[str, Any]:
+    """Evaluate one model and write metrics.json and predictions.csv to `out_dir`; return the metrics."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, not {batch_size}")
+    if latency_runs < 1:
+        raise ConfigError(f"--latency-runs must be >= 1, not {latency_runs}")
+    record = read_json(training_json, "training record")
+    check_training_record(record, arch, manifest_path, training_json)
+    manifest = read_json(manifest_path, "manifest")
+    classes = check_manifest(manifest, manifest_path)
+    files = validation_shards(manifest_path, manifest)
+
+    thread_pools = configure_threads(threads)
+    device = select_device(accelerator)
+    from flowerlab.models import count_parameters  # TensorFlow: imported only once needed
+
+    logger.info("evaluating %s on %s (%s)", arch, device["name"], device["kind"])
+    model = load_model(model_path)
+    image_size = model_image_size(model, len(classes), model_path)
+    record_size = int(manifest.get("image_size") or image_size)
+    total, trainable = count_parameters(model)
+
+    expected = int(manifest.get("splits", {}).get("validation", {}).get("records", 0)) or None
+    forward = make_forward(model)
+    probabilities, true, ids, sources, first_images = predict(
+        forward, validation_batches(files, record_size=record_size, image_size=image_size,
+                                    batch_size=batch_size), expected or 0)
+    if expected is not None and expected != len(ids):
+        raise DataError(f"the validation shards hold {len(ids)} records, the manifest says {expected}; "
+                        "rerun the tfrecords stage")
+    quality = quality_metrics(true, probabilities, classes)
+    logger.info("%s: validation accuracy %.4f, loss %.4f on %d images", arch, quality["accuracy"],
+                quality["loss"], len(ids))
+    for note in quality["notes"]:
+        logger.warning("%s: %s", arch, note)
+
+    flops, flops_by_op = forward_flops(model, image_size)
+    throughput = measure_throughput(forward, timing_batch(first_images, batch_size))
+    latency = measure_latency(forward, first_images[:1], latency_runs)
+    logger.info("%s: %.3f GFLOPs/image, %.1f images/s at batch %d, latency median %.2f ms",
+                arch, flops / 1e9, throughput["images_per_second"], throughput["batch_size"],
+                latency["latency_ms_median"])
+
+    metrics = {
+        "arch": arch,
+        "classes": classes,
+        **quality,
+        "image_size": image_size,
+        "parameters_total": total,
+        "parameters_trainable": trainable,
+        "flops_per_image": flops,
+        "flops_by_op": flops_by_op,
+        "flops_convention": "TensorFlow profiler, frozen inference graph, batch 1: 2 FLOPs per multiply-add",
+        "model_bytes": Path(model_path).stat().st_size,
+        "inference_images_per_second": throughput["images_per_second"],
+        "inference_timed_calls": throughput["timed_calls"],
+        **latency,
+        "eval_batch_size": batch_size,
+        "device": device,
+        "threads": threads,
+        "thread_pools": thread_pools,  # 0: TensorFlow's default (all cores)
+        "training": training_figures(record),
+        "inputs": {"model": str(model_path), "manifest": str(manifest_path),
+                   "manifest_sha256": file_sha256(manifest_path), "training_json": str(training_json)},
+        "versions": library_versions(),
+    }
+    out_dir = Path(out_dir)
+    write_predictions(out_dir / "predictions.csv", ids=ids, sources=sources, true=true,
+                      probabilities=probabilities, classes=classes)
+    # metrics.json last: its presence says the evaluation finished.
+    atomic.write_json(out_dir / "metrics.json", json_safe(metrics))
+    return metrics
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("flowerlab", "tensorflow", "keras", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars as Python numbers and NaN/inf as None (they are not JSON)."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", required=True, help="architecture name (as in the study)")
+    parser.add_argument("--model", required=True, help="trained model (results/models/ARCH/model.keras)")
+    parser.add_argument("--training-json", required=True, help="its training record (training.json)")
+    parser.add_argument("--manifest", required=True, help="results/data/manifest.json")
+    parser.add_argument("--out-dir", required=True, help="where metrics.json and predictions.csv go")
+    parser.add_argument("--batch-size", type=int, default=64, help="inference batch (default 64)")
+    parser.add_argument("--latency-runs", type=int, default=50,
+                        help="single-image calls timed for the latency median and p95 (default 50)")
+    parser.add_argument("--accelerator", choices=["auto", "gpu", "cpu", "tpu"], default="auto",
+                        help="auto: the first GPU if any, else the CPU (TPU evaluation is not supported)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow CPU threads (0: TensorFlow's default, all cores)")
+    return parser
+
+
+def configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cli(argv: list[str]) -> int:
+    args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
+    configure_logging()
+    try:
+        evaluate(arch=args.arch, model_path=args.model, training_json=args.training_json,
+                 manifest_path=args.manifest, out_dir=args.out_dir, batch_size=args.batch_size,
+                 latency_runs=args.latency_runs, accelerator=args.accelerator, threads=args.threads)
+    except FlowerlabError as error:
+        logger.error("%s", error)
+        return 1
+    return 0

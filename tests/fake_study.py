@@ -1,0 +1,184 @@
+"""A tiny fake study for the evaluation and report tests: the files every stage before them writes.
+
+`make_fake_study(results, archs)` writes, under `results/`, what the data and training stages
+would (docs/architecture.md): an inventory with a few skipped files, TFRecords of small
+synthetic photos with their manifest, and per architecture an untrained tiny model, a
+history.csv and a training.json. Nothing is trained: the tests exercise the evaluation and
+report code, not the models' quality. Everything takes a few seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ["daisy", "roses", "tulips"]
+IMAGE_SIZE = 16
+TRAIN_PER_CLASS = 4
+VALIDATION_PER_CLASS = 3
+
+
+def synthetic_jpeg(rng: np.random.Generator, class_index: int, size: int) -> bytes:
+    """A small noisy JPEG whose dominant colour depends on the class."""
+    import io
+
+    from PIL import Image
+
+    base = np.zeros((size, size, 3), dtype=np.float64)
+    base[..., class_index % 3] = 180
+    pixels = np.clip(base + rng.normal(40, 30, size=base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def example_bytes(*, jpeg: bytes, class_index: int, classes: list[str], size: int, photo_id: str,
+                  source: str) -> bytes:
+    """One serialized tf.train.Example with the schema of docs/architecture.md."""
+    import tensorflow as tf
+
+    def bytes_feature(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def int_feature(values: list[int]) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    one_hot = [1.0 if index == class_index else 0.0 for index in range(len(classes))]
+    features = {
+        "image": bytes_feature(jpeg),
+        "class": int_feature([class_index]),
+        "label": bytes_feature(classes[class_index].encode()),
+        "size": int_feature([size, size]),
+        "one_hot_class": tf.train.Feature(float_list=tf.train.FloatList(value=one_hot)),
+        "id": bytes_feature(photo_id.encode()),
+        "source": bytes_feature(source.encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def write_data(data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAGE_SIZE, seed: int = 0) -> dict:
+    """TFRecords (2 train shards, 1 validation shard), manifest.json, inventory.csv/.json."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    records: dict[str, list[bytes]] = {"train": [], "validation": []}
+    per_class: dict[str, dict[str, int]] = {"train": {}, "validation": {}}
+    inventory_rows = []
+    for split, count in (("train", TRAIN_PER_CLASS), ("validation", VALIDATION_PER_CLASS)):
+        for class_index, name in enumerate(classes):
+            per_class[split][name] = count
+            for number in range(count):
+                jpeg = synthetic_jpeg(rng, class_index, size)
+                source = f"{name}/{split}_{number:03d}.jpg"
+                photo_id = hashlib.sha256(source.encode() + jpeg).hexdigest()
+                records[split].append(example_bytes(jpeg=jpeg, class_index=class_index, classes=classes,
+                                                    size=size, photo_id=photo_id, source=source))
+                inventory_rows.append([source, name, len(jpeg), photo_id, "JPEG", size, size, "kept", "", ""])
+    skipped = [
+        ["daisy/empty.jpg", "daisy", 0, "", "", "", "", "skipped", "zero_bytes", ""],
+        ["roses/notes.txt", "roses", 12, "ab" * 32, "", "", "", "skipped", "not_an_image", ""],
+        ["roses/copy.jpg", "roses", 300, "cd" * 32, "JPEG", size, size, "skipped", "duplicate_same_class",
+         inventory_rows[0][0]],
+    ]
+    inventory_rows += skipped
+
+    shard_dir = data_dir / "tfrecords"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    train_parts = np.array_split(np.arange(len(records["train"])), 2)
+    for split, parts in (("train", train_parts), ("validation", [np.arange(len(records["validation"]))])):
+        for index, part in enumerate(parts):
+            name = f"{split}-{index:02d}-{len(part)}.tfrec"
+            with tf.io.TFRecordWriter(str(shard_dir / name)) as writer:
+                for row in part:
+                    writer.write(records[split][row])
+            digest = hashlib.sha256((shard_dir / name).read_bytes()).hexdigest()
+            shards.append({"file": name, "split": split, "records": len(part), "sha256": digest})
+
+    with open(data_dir / "inventory.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "class", "bytes", "sha256", "format", "width", "height", "status", "reason",
+                         "duplicate_of"])
+        writer.writerows(inventory_rows)
+    kept = len(inventory_rows) - len(skipped)
+    inventory = {
+        "root": "/nonexistent/flower_photos", "classes": classes, "files_found": len(inventory_rows),
+        "kept": kept, "skipped": len(skipped),
+        "skipped_by_reason": {"zero_bytes": 1, "not_an_image": 1, "duplicate_same_class": 1},
+        "kept_by_class": {name: TRAIN_PER_CLASS + VALIDATION_PER_CLASS for name in classes},
+    }
+    (data_dir / "inventory.json").write_text(json.dumps(inventory, indent=2))
+    manifest = {
+        "format_version": 1,
+        "settings": {"image_size": size, "jpeg_quality": 95, "validation_fraction": 0.19, "shards": 3,
+                     "seed": 35155},
+        "classes": classes, "num_classes": len(classes), "image_size": size,
+        "inventory_sha256": hashlib.sha256((data_dir / "inventory.csv").read_bytes()).hexdigest(),
+        "splits": {split: {"records": len(records[split]), "per_class": per_class[split]}
+                   for split in records},
+        "shards": shards,
+    }
+    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def tiny_model(arch: str, num_classes: int, size: int, seed: int):
+    """A small untrained model with the study's contract: [0, 1] images in, softmax out."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    if arch == "dense":
+        body = [layers.Flatten(), layers.Dense(8, activation="relu")]
+    else:
+        body = [layers.Conv2D(4, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
+                layers.Conv2D(6, 3, padding="same", activation="relu"), layers.GlobalAveragePooling2D()]
+    return keras.Sequential([keras.Input((size, size, 3)), *body,
+                             layers.Dense(num_classes, activation="softmax")], name=arch)
+
+
+def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int = 3, seed: int = 1) -> None:
+    """model.keras, history.csv and training.json of one architecture."""
+    manifest = json.loads(manifest_path.read_text())
+    folder = models_dir / arch
+    folder.mkdir(parents=True, exist_ok=True)
+    model = tiny_model(arch, manifest["num_classes"], manifest["image_size"], seed)
+    model.save(folder / "model.keras")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for epoch in range(1, epochs + 1):
+        progress = 1 - math.exp(-epoch / 2)
+        rows.append({"epoch": epoch, "loss": 1.2 - 0.6 * progress, "accuracy": 0.35 + 0.5 * progress,
+                     "val_loss": 1.25 - 0.5 * progress + rng.normal(0, 0.02),
+                     "val_accuracy": 0.33 + 0.4 * progress + rng.normal(0, 0.02), "learning_rate": 0.001,
+                     "epoch_seconds": 2.0 + rng.random(), "images_per_second": 40.0 + rng.random()})
+    with open(folder / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    record = {
+        "arch": arch, "hparams": {"epochs": epochs, "batch_size": 4, "learning_rate": 0.001, "augment": False},
+        "device": {"kind": "cpu", "name": "test CPU (2 cores)", "replicas": 1}, "precision": "float32",
+        "seed": seed, "deterministic": False, "versions": {"tensorflow": "test"},
+        "wall_seconds": 7.5 * epochs, "train_images_per_second": 40.0 if arch == "dense" else 12.0,
+        "epochs": epochs, "best_val_accuracy": max(r["val_accuracy"] for r in rows),
+        "final_val_accuracy": rows[-1]["val_accuracy"], "parameters": {"total": total, "trainable": total},
+        "resumed_from_epoch": None,
+        "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+        "code_version": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+    }
+    (folder / "training.json").write_text(json.dumps(record, indent=2))
+
+
+def make_fake_study(results: Path, archs: list[str]) -> Path:
+    """results/data/* and results/models/{arch}/* for `archs`; returns `results`."""
+    write_data(results / "data")
+    for seed, arch in enumerate(archs, start=1):
+        write_model(results / "models", arch, results / "data" / "manifest.json", epochs=3 + seed, seed=seed)
+    return results
