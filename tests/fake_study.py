@@ -37,33 +37,11 @@ def synthetic_jpeg(rng: np.random.Generator, class_index: int, size: int) -> byt
     return buffer.getvalue()
 
 
-def example_bytes(*, jpeg: bytes, class_index: int, classes: list[str], size: int, photo_id: str,
-                  source: str) -> bytes:
-    """One serialized tf.train.Example with the schema of docs/architecture.md."""
-    import tensorflow as tf
-
-    def bytes_feature(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    def int_feature(values: list[int]) -> tf.train.Feature:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    one_hot = [1.0 if index == class_index else 0.0 for index in range(len(classes))]
-    features = {
-        "image": bytes_feature(jpeg),
-        "class": int_feature([class_index]),
-        "label": bytes_feature(classes[class_index].encode()),
-        "size": int_feature([size, size]),
-        "one_hot_class": tf.train.Feature(float_list=tf.train.FloatList(value=one_hot)),
-        "id": bytes_feature(photo_id.encode()),
-        "source": bytes_feature(source.encode()),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
-
-
 def write_data(data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAGE_SIZE, seed: int = 0) -> dict:
-    """TFRecords (2 train shards, 1 validation shard), manifest.json, inventory.csv/.json."""
-    import tensorflow as tf
+    """TFRecords (2 train shards, 1 validation shard), manifest.json, inventory.csv/.json.
+
+    Records are made by the data stage's own writer (flowerlab.data.tfrecords)."""
+    from flowerlab.data.tfrecords import serialize_example, write_shard
 
     rng = np.random.default_rng(seed)
     records: dict[str, list[bytes]] = {"train": [], "validation": []}
@@ -76,8 +54,9 @@ def write_data(data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAG
                 jpeg = synthetic_jpeg(rng, class_index, size)
                 source = f"{name}/{split}_{number:03d}.jpg"
                 photo_id = hashlib.sha256(source.encode() + jpeg).hexdigest()
-                records[split].append(example_bytes(jpeg=jpeg, class_index=class_index, classes=classes,
-                                                    size=size, photo_id=photo_id, source=source))
+                records[split].append(serialize_example(
+                    image=jpeg, class_index=class_index, label=name, height=size, width=size,
+                    num_classes=len(classes), photo_id=photo_id, source=source))
                 inventory_rows.append([source, name, len(jpeg), photo_id, "JPEG", size, size, "kept", "", ""])
     skipped = [
         ["daisy/empty.jpg", "daisy", 0, "", "", "", "", "skipped", "zero_bytes", ""],
@@ -94,9 +73,7 @@ def write_data(data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAG
     for split, parts in (("train", train_parts), ("validation", [np.arange(len(records["validation"]))])):
         for index, part in enumerate(parts):
             name = f"{split}-{index:02d}-{len(part)}.tfrec"
-            with tf.io.TFRecordWriter(str(shard_dir / name)) as writer:
-                for row in part:
-                    writer.write(records[split][row])
+            write_shard(shard_dir / name, (records[split][row] for row in part))
             digest = hashlib.sha256((shard_dir / name).read_bytes()).hexdigest()
             shards.append({"file": name, "split": split, "records": len(part), "sha256": digest})
 

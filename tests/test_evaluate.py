@@ -239,16 +239,32 @@ def test_evaluation_refuses_a_corrupt_or_missing_model(study: Path, tmp_path: Pa
         run_evaluation(study, tmp_path / "out", model_path=tmp_path / "absent.keras")
 
 
-def test_evaluation_refuses_missing_validation_shards(study: Path, tmp_path: Path) -> None:
-    manifest = json.loads((study / "data/manifest.json").read_text())
-    (tmp_path / "data/tfrecords").mkdir(parents=True)
-    (tmp_path / "data/manifest.json").write_text(json.dumps(manifest))
+def copy_data_without_shards(study: Path, target: Path) -> tuple[Path, Path]:
+    """The study's manifest in `target`/data with an empty tfrecords folder, and a training
+    record that does not pin the manifest's checksum."""
+    (target / "data/tfrecords").mkdir(parents=True)
+    (target / "data/manifest.json").write_text((study / "data/manifest.json").read_text())
     record = json.loads((study / "models/convnet/training.json").read_text())
     record.pop("manifest_sha256")
-    (tmp_path / "training.json").write_text(json.dumps(record))
-    with pytest.raises(DataError, match="validation shard"):
-        run_evaluation(study, tmp_path / "out", manifest_path=tmp_path / "data/manifest.json",
-                       training_json=tmp_path / "training.json")
+    (target / "training.json").write_text(json.dumps(record))
+    return target / "data/manifest.json", target / "training.json"
+
+
+def test_evaluation_refuses_missing_validation_shards(study: Path, tmp_path: Path) -> None:
+    manifest, record = copy_data_without_shards(study, tmp_path)
+    with pytest.raises(DataError, match=r"shard .*validation-00-9.tfrec.* is missing"):
+        run_evaluation(study, tmp_path / "out", manifest_path=manifest, training_json=record)
+
+
+def test_evaluation_refuses_a_changed_validation_shard(study: Path, tmp_path: Path) -> None:
+    manifest, record = copy_data_without_shards(study, tmp_path)
+    shard = next((study / "data/tfrecords").glob("validation-*.tfrec"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "data/tfrecords" / shard.name).write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt or was changed"):
+        run_evaluation(study, tmp_path / "out", manifest_path=manifest, training_json=record)
+    assert not (tmp_path / "out").exists()
 
 
 def test_timing_batch_repeats_a_small_split_to_the_batch_size() -> None:
@@ -269,7 +285,7 @@ def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_p
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((tmp_path / "out/metrics.json").read_text())
-    assert metrics["thread_pools"]["intra_op"] == 1
+    assert metrics["threads"]["intra_op"] == 1
     assert metrics["eval_batch_size"] == 8
     assert (tmp_path / "out/predictions.csv").is_file()
 

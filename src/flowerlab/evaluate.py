@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from flowerlab import atomic
+from flowerlab.data.tfrecords import feature_spec, load_manifest
 from flowerlab.errors import ConfigError, DataError, FlowerlabError
 
 logger = logging.getLogger(__name__)
@@ -185,14 +186,17 @@ def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     return value
 
 
-def check_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> list[str]:
-    """The class names of a manifest, after checking the keys evaluation needs."""
+def check_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> tuple[list[str], int]:
+    """The class names and the image size of the records, after checking the manifest has them."""
     classes = manifest.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"manifest {path} has no list of class names under 'classes'; rerun the tfrecords stage")
     if manifest.get("num_classes", len(classes)) != len(classes):
         raise DataError(f"manifest {path}: num_classes {manifest.get('num_classes')} != {len(classes)} class names")
-    return classes
+    image_size = manifest.get("image_size")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"manifest {path} has no valid 'image_size' ({image_size!r}); rerun the tfrecords stage")
+    return classes, image_size
 
 
 def check_training_record(record: dict[str, Any], arch: str, manifest_path: str | os.PathLike[str],
@@ -232,70 +236,55 @@ def training_figures(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure_threads(threads: int) -> dict[str, int]:
-    """Limit TensorFlow's CPU thread pools (0 keeps TensorFlow's default: all cores).
+    """Limit TensorFlow's CPU thread pools as training does (0: TensorFlow's default, all cores).
 
-    Returns the pool sizes in effect. TensorFlow fixes them when it runs its first op; in a
-    process where that already happened (a notebook, a test) the request is logged and left.
+    Returns the pool sizes in effect (0 means TensorFlow's default). Must run before
+    TensorFlow executes its first op.
     """
     import tensorflow as tf
 
+    from flowerlab import devices
+
     if threads < 0:
-        raise ConfigError(f"--threads must be >= 0, not {threads}")
+        raise ConfigError(f"--threads must be >= 0 (0: TensorFlow's default), not {threads}")
     if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-        except RuntimeError:
-            logger.warning("TensorFlow is already initialised: cannot limit it to %d threads", threads)
+        return devices.configure_threads(threads)
     return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def select_device(accelerator: str) -> dict[str, Any]:
-    """Pick the device evaluation runs on and describe it: {"kind", "name", "replicas"}.
+    """Pick the one device evaluation runs on and describe it: {"kind", "name", "replicas"}.
 
-    Evaluation runs on one device: the first GPU, or the CPU. Cost figures per device are
-    what the report compares; a TPU would need a distribution strategy for every timed call,
-    so TPU evaluation is refused with a clear message rather than silently measured on CPU.
+    auto: the first GPU if TensorFlow sees one, else the CPU. Cost figures are per device:
+    several GPUs would only measure the split of one batch, and a TPU would need a
+    distribution strategy around every timed call, so `tpu` is refused with a clear message
+    rather than silently measured on the host's CPU. Names are those training records use.
     """
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    from flowerlab import devices
+
     if accelerator == "tpu":
-        raise ConfigError("evaluation runs on one GPU or the CPU: use --accelerator auto, gpu or cpu")
-    if accelerator == "gpu" and not gpus:
-        raise ConfigError("--accelerator gpu, but TensorFlow sees no GPU; use --accelerator auto or cpu")
+        raise ConfigError("evaluation runs on one GPU or the CPU, not on a TPU: use --accelerator auto, "
+                          "gpu or cpu (the TPU's training throughput is still reported from training.json)")
     if accelerator not in {"auto", "gpu", "cpu"}:
         raise ConfigError(f"unknown --accelerator {accelerator!r}: use auto, gpu or cpu")
-    try:
-        if gpus and accelerator in {"auto", "gpu"}:
+    gpus = devices.physical_gpus()
+    if accelerator == "gpu" and not gpus:
+        raise ConfigError("--accelerator gpu, but TensorFlow sees no GPU (is the CUDA build installed? "
+                          "is CUDA_VISIBLE_DEVICES empty?); use --accelerator auto or cpu")
+    if gpus and accelerator != "cpu":
+        try:
             tf.config.set_visible_devices(gpus[0], "GPU")
-            details = tf.config.experimental.get_device_details(gpus[0])
-            return {"kind": "gpu", "name": details.get("device_name", gpus[0].name), "replicas": 1}
-        if gpus:
-            tf.config.set_visible_devices([], "GPU")
-    except RuntimeError as error:  # TensorFlow already initialised (a notebook, a test)
-        raise ConfigError(f"cannot choose the device: TensorFlow is already initialised ({error}); "
-                          "run flowerlab evaluate in a fresh process") from None
-    return {"kind": "cpu", "name": cpu_name(), "replicas": 1}
-
-
-def cpu_name() -> str:
-    """The processor's model name and the number of CPUs this process may use."""
-    name = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import platform
-
-    name = name or platform.processor() or platform.machine() or "CPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name} ({cores} cores)"
+            devices.enable_memory_growth(gpus[0])
+        except RuntimeError as error:
+            raise ConfigError(f"cannot select the GPU: TensorFlow is already initialised ({error}); "
+                              "run flowerlab evaluate in a fresh process") from None
+        return {"kind": "gpu", "name": devices.gpu_model_name(gpus[0]), "replicas": 1}
+    if gpus:
+        devices.hide_gpus()
+    return {"kind": "cpu", "name": devices.cpu_model_name(), "replicas": 1}
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
@@ -362,19 +351,13 @@ def forward_flops(model: Any, image_size: int) -> tuple[int, dict[str, int]]:
     return int(profile.total_float_ops), dict(sorted(by_op.items(), key=lambda item: -item[1]))
 
 
-def validation_shards(manifest_path: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:
-    """The validation TFRecord files the manifest lists (relative to its folder + tfrecords/); all must exist."""
-    folder = Path(manifest_path).parent / "tfrecords"
-    shards = manifest.get("shards")
-    if not isinstance(shards, list):
-        raise DataError(f"manifest {manifest_path} has no 'shards' list; rerun the tfrecords stage")
-    files = [str(folder / shard["file"]) for shard in shards if shard.get("split") == "validation"]
+def validation_shards(manifest_path: str | os.PathLike[str]) -> list[str]:
+    """The validation TFRecord files of the manifest, each checked against its sha256."""
+    from flowerlab.data.pipeline import verify_shards
+
+    files = verify_shards(manifest_path, "validation")
     if not files:
         raise DataError(f"manifest {manifest_path} lists no validation shard: nothing to evaluate on")
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        raise DataError(f"{len(missing)} validation shard(s) of {manifest_path} are missing, e.g. {missing[0]}; "
-                        "rerun the tfrecords stage")
     return files
 
 
@@ -386,33 +369,49 @@ class Batch:
     sources: list[str]
 
 
-def validation_batches(files: Sequence[str], *, record_size: int, image_size: int,
-                       batch_size: int) -> Iterator[Batch]:
-    """The validation records in file order (deterministic), decoded as the training pipeline does:
-    JPEG -> float32 in [0, 1], resized (bilinear) when the model's input size differs."""
+def record_keys(path: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(ids, sources, classes) of one shard's records, in file order; no image is decoded."""
     import tensorflow as tf
 
-    features = {"image": tf.io.FixedLenFeature([], tf.string), "class": tf.io.FixedLenFeature([], tf.int64),
-                "id": tf.io.FixedLenFeature([], tf.string), "source": tf.io.FixedLenFeature([], tf.string)}
+    features = {key: spec for key, spec in feature_spec(num_classes=1).items() if key in {"id", "source", "class"}}
+    ids: list[str] = []
+    sources: list[str] = []
+    classes: list[int] = []
+    for batch in tf.data.TFRecordDataset(path).batch(1024).map(
+            lambda records: tf.io.parse_example(records, features)):
+        ids += [value.decode("utf-8") for value in batch["id"].numpy()]
+        sources += [value.decode("utf-8") for value in batch["source"].numpy()]
+        classes += batch["class"].numpy().tolist()
+    return ids, sources, np.asarray(classes, dtype=np.int64)
 
-    def parse(serialized: Any) -> dict[str, Any]:
-        example = tf.io.parse_single_example(serialized, features)
-        image = tf.image.convert_image_dtype(tf.io.decode_jpeg(example["image"], channels=3), tf.float32)
-        image = tf.reshape(image, [record_size, record_size, 3])
-        if image_size != record_size:
-            image = tf.image.resize(image, [image_size, image_size])
-        return {**example, "image": image}
 
-    dataset = tf.data.TFRecordDataset(list(files)).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                                                         deterministic=True)
-    try:
-        for batch in dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE):
-            yield Batch(images=batch["image"], classes=batch["class"].numpy().astype(np.int64),
-                        ids=[value.decode("utf-8") for value in batch["id"].numpy()],
-                        sources=[value.decode("utf-8") for value in batch["source"].numpy()])
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        raise DataError(f"cannot read the validation TFRecords {list(files)}: {error.message.splitlines()[0]}; "
-                        "rerun the tfrecords stage") from None
+def validation_batches(files: Sequence[str], *, record_size: int, image_size: int, num_classes: int,
+                       batch_size: int) -> Iterator[Batch]:
+    """Batches of the validation records with their ids, decoded by the training input pipeline.
+
+    Images come from `flowerlab.data.pipeline.make_dataset` (the one reader of the records, so
+    evaluation sees exactly what training's validation saw, resized the same way when the
+    model's input differs). It carries no ids, so each shard is read on its own, in file order,
+    next to its (id, source, class) keys; the classes of both reads must agree record by record.
+    """
+    from flowerlab.data.pipeline import make_dataset, translate_record_errors
+
+    for path in files:
+        with translate_record_errors([path]):
+            ids, sources, classes = record_keys(path)
+            dataset = make_dataset([path], image_size=record_size, num_classes=num_classes,
+                                   batch_size=batch_size, training=False, target_size=image_size,
+                                   cache=False, deterministic=True)
+            start = 0
+            for images, labels in dataset:
+                stop = start + int(images.shape[0])
+                if stop > len(ids) or not np.array_equal(np.argmax(labels.numpy(), axis=1), classes[start:stop]):
+                    raise DataError(f"{path}: the records' images and ids do not line up; rebuild the TFRecords")
+                yield Batch(images=images, classes=classes[start:stop], ids=ids[start:stop],
+                            sources=sources[start:stop])
+                start = stop
+        if start != len(ids):
+            raise DataError(f"{path}: {len(ids)} record ids but {start} images; rebuild the TFRecords")
 
 
 def make_forward(model: Any) -> Callable[[Any], np.ndarray]:
@@ -513,6 +512,28 @@ def write_predictions(path: str | os.PathLike[str], *, ids: Sequence[str], sourc
                              *(f"{p:.6f}" for p in probabilities[row])])
 
 
+def measure_costs(model: Any, forward: Callable[[Any], np.ndarray], images: Any, *, image_size: int,
+                  batch_size: int, latency_runs: int) -> dict[str, Any]:
+    """Parameters, FLOPs, inference throughput and latency of `model`, timed on `images`."""
+    from flowerlab.models import count_parameters
+
+    total, trainable = count_parameters(model)
+    flops, flops_by_op = forward_flops(model, image_size)
+    throughput = measure_throughput(forward, timing_batch(images, batch_size))
+    latency = measure_latency(forward, images[:1], latency_runs)
+    return {
+        "parameters_total": total,
+        "parameters_trainable": trainable,
+        "flops_per_image": flops,
+        "flops_by_op": flops_by_op,
+        "flops_convention": "TensorFlow profiler on the frozen inference graph of one image: "
+                            "2 FLOPs per multiply-add, plus element-wise ops",
+        "inference_images_per_second": throughput["images_per_second"],
+        "inference_timed_calls": throughput["timed_calls"],
+        **latency,
+    }
+
+
 def evaluate(*, arch: str, model_path: str | os.PathLike[str], training_json: str | os.PathLike[str],
              manifest_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], batch_size: int,
              latency_runs: int, accelerator: str = "auto", threads: int = 0) -> dict[str, Any]:
@@ -521,65 +542,54 @@ def evaluate(*, arch: str, model_path: str | os.PathLike[str], training_json: st
         raise ConfigError(f"--batch-size must be >= 1, not {batch_size}")
     if latency_runs < 1:
         raise ConfigError(f"--latency-runs must be >= 1, not {latency_runs}")
+    # Cheap checks first: a wrong input fails before TensorFlow starts.
     record = read_json(training_json, "training record")
     check_training_record(record, arch, manifest_path, training_json)
-    manifest = read_json(manifest_path, "manifest")
-    classes = check_manifest(manifest, manifest_path)
-    files = validation_shards(manifest_path, manifest)
+    manifest = load_manifest(manifest_path)
+    classes, record_size = check_manifest(manifest, manifest_path)
 
-    thread_pools = configure_threads(threads)
+    thread_pools = configure_threads(threads)  # before TensorFlow's first op
     device = select_device(accelerator)
-    from flowerlab.models import count_parameters  # TensorFlow: imported only once needed
+    from flowerlab import provenance
+    from flowerlab.data.pipeline import count_records
 
-    logger.info("evaluating %s on %s (%s)", arch, device["name"], device["kind"])
+    files = validation_shards(manifest_path)
+    expected = count_records(manifest, "validation")
+    logger.info("evaluating %s on %s (%s): %d validation images", arch, device["name"], device["kind"], expected)
     model = load_model(model_path)
     image_size = model_image_size(model, len(classes), model_path)
-    record_size = int(manifest.get("image_size") or image_size)
-    total, trainable = count_parameters(model)
-
-    expected = int(manifest.get("splits", {}).get("validation", {}).get("records", 0)) or None
     forward = make_forward(model)
     probabilities, true, ids, sources, first_images = predict(
         forward, validation_batches(files, record_size=record_size, image_size=image_size,
-                                    batch_size=batch_size), expected or 0)
-    if expected is not None and expected != len(ids):
+                                    num_classes=len(classes), batch_size=batch_size), expected)
+    if expected != len(ids):
         raise DataError(f"the validation shards hold {len(ids)} records, the manifest says {expected}; "
                         "rerun the tfrecords stage")
     quality = quality_metrics(true, probabilities, classes)
-    logger.info("%s: validation accuracy %.4f, loss %.4f on %d images", arch, quality["accuracy"],
-                quality["loss"], len(ids))
+    logger.info("%s: validation accuracy %.4f, loss %.4f", arch, quality["accuracy"], quality["loss"])
     for note in quality["notes"]:
         logger.warning("%s: %s", arch, note)
 
-    flops, flops_by_op = forward_flops(model, image_size)
-    throughput = measure_throughput(forward, timing_batch(first_images, batch_size))
-    latency = measure_latency(forward, first_images[:1], latency_runs)
-    logger.info("%s: %.3f GFLOPs/image, %.1f images/s at batch %d, latency median %.2f ms",
-                arch, flops / 1e9, throughput["images_per_second"], throughput["batch_size"],
-                latency["latency_ms_median"])
-
+    costs = measure_costs(model, forward, first_images, image_size=image_size, batch_size=batch_size,
+                          latency_runs=latency_runs)
+    logger.info("%s: %.3f GFLOPs/image, %.1f images/s at batch %d, latency median %.2f ms (p95 %.2f)",
+                arch, costs["flops_per_image"] / 1e9, costs["inference_images_per_second"], batch_size,
+                costs["latency_ms_median"], costs["latency_ms_p95"])
     metrics = {
         "arch": arch,
         "classes": classes,
         **quality,
         "image_size": image_size,
-        "parameters_total": total,
-        "parameters_trainable": trainable,
-        "flops_per_image": flops,
-        "flops_by_op": flops_by_op,
-        "flops_convention": "TensorFlow profiler, frozen inference graph, batch 1: 2 FLOPs per multiply-add",
+        **costs,
         "model_bytes": Path(model_path).stat().st_size,
-        "inference_images_per_second": throughput["images_per_second"],
-        "inference_timed_calls": throughput["timed_calls"],
-        **latency,
         "eval_batch_size": batch_size,
         "device": device,
-        "threads": threads,
-        "thread_pools": thread_pools,  # 0: TensorFlow's default (all cores)
+        "threads": thread_pools,  # 0: TensorFlow's default (all cores)
         "training": training_figures(record),
         "inputs": {"model": str(model_path), "manifest": str(manifest_path),
                    "manifest_sha256": file_sha256(manifest_path), "training_json": str(training_json)},
-        "versions": library_versions(),
+        "versions": provenance.library_versions(),
+        "code_version": provenance.code_version(),
     }
     out_dir = Path(out_dir)
     write_predictions(out_dir / "predictions.csv", ids=ids, sources=sources, true=true,
@@ -587,18 +597,6 @@ def evaluate(*, arch: str, model_path: str | os.PathLike[str], training_json: st
     # metrics.json last: its presence says the evaluation finished.
     atomic.write_json(out_dir / "metrics.json", json_safe(metrics))
     return metrics
-
-
-def library_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {}
-    for package in ("flowerlab", "tensorflow", "keras", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def json_safe(value: Any) -> Any:
