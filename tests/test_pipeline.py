@@ -255,3 +255,13 @@ def test_errors_that_are_not_about_records_propagate_unchanged() -> None:
     with pytest.raises(tf.errors.InvalidArgumentError):
         with pipeline.translate_record_errors(["x.tfrec"]):
             tf.reshape(tf.zeros([3]), [2, 2])
+
+
+def test_record_count_other_than_the_manifests_is_a_data_error(train_files: list[str]) -> None:
+    ds = dataset(train_files, training=False, expected_records=24)
+    assert int(ds.cardinality()) == 5  # known length: ceil(24 / 5) batches
+    assert len(unbatched(ds)[0]) == 24
+    wrong = dataset(train_files, training=False, expected_records=25)
+    with pytest.raises(DataError, match="another number of records than the manifest"):
+        with pipeline.translate_record_errors(train_files):
+            unbatched(wrong)

@@ -222,6 +222,11 @@ def describe_record_error(error: tf.errors.OpError, files: Sequence[str]) -> str
             f"a TFRecord shard is corrupt or truncated ({first_line}) in: {shards}; "
             "verify the shards against the manifest's sha256 and rebuild the TFRecords"
         )
+    if isinstance(error, tf.errors.FailedPreconditionError) and "expected to contain" in message:
+        return (
+            f"the TFRecord shards hold another number of records than the manifest says ({first_line}) "
+            f"in: {shards}; rebuild the TFRecords"
+        )
     lowered = message.lower()
     if isinstance(error, tf.errors.InvalidArgumentError) and any(w in lowered for w in _TF_DATA_WORDS):
         return f"a TFRecord record could not be decoded ({first_line}) in: {shards}; rebuild the TFRecords"
@@ -233,7 +238,7 @@ def translate_record_errors(files: Sequence[str | os.PathLike[str]]) -> Iterator
     """Turn TensorFlow's errors about unreadable records into a `DataError` naming the files."""
     try:
         yield
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
         described = describe_record_error(error, [os.fspath(f) for f in files])
         if described is None:
             raise
@@ -330,6 +335,7 @@ def make_dataset(
     threads: int | None = None,
     first_epoch: int = 0,
     check_first_records: bool = True,
+    expected_records: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of `(images, labels)` from TFRecord shards written as docs/architecture.md says.
 
@@ -346,6 +352,9 @@ def make_dataset(
     threads: bounds tf.data's private thread pool (None: TensorFlow's default).
     target_size: resize (bilinear) on the fly when the model's input differs from the records.
     check_first_records: decode each shard's first record now, to fail early on a wrong size.
+    expected_records: the manifest's count for these files; reading a different number is a
+    DataError (via translate_record_errors), and it gives the dataset a known length, so Keras
+    knows how many validation batches to expect.
     """
     paths = _check_files(files)
     _validate_arguments(
@@ -364,6 +373,8 @@ def make_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
+    if expected_records is not None:
+        decoded = decoded.apply(tf.data.experimental.assert_cardinality(expected_records))
     if cache:
         decoded = decoded.cache()  # uint8: 4x smaller than the course's cached floats
 

@@ -1,0 +1,126 @@
+"""Keras callbacks of `flowerlab train`: per-epoch records, checkpoints and progress lines.
+
+Keras calls callbacks in list order at the end of an epoch; train.py passes
+[scheduler, EpochRecorder, EpochCheckpointer, EpochLogger, ...] so that the history row exists
+before the checkpoint that stores it and before the log line that prints it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from flowerlab import checkpoints
+
+logger = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
+    "images_per_second",
+)
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A float for the records; NaN/inf (a diverged run) become None, which JSON can hold."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def current_learning_rate(model: keras.Model) -> float:
+    """The optimizer's learning rate now (LossScaleOptimizer forwards to the inner one)."""
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """One history row per epoch (docs/architecture.md's history.csv columns).
+
+    `epoch_seconds` is the whole epoch (training + validation); `images_per_second` counts the
+    training part only (up to the start of validation), so it measures training throughput.
+    """
+
+    def __init__(self, *, images_per_epoch: int, rows: list[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        self._epoch_start = 0.0
+        self._train_end: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        logs = dict(logs or {})
+        end = time.perf_counter()
+        train_seconds = (self._train_end or end) - self._epoch_start
+        row = {
+            "epoch": epoch + 1,
+            "loss": finite_or_none(logs.get("loss")),
+            "accuracy": finite_or_none(logs.get("accuracy")),
+            "val_loss": finite_or_none(logs.get("val_loss")),
+            "val_accuracy": finite_or_none(logs.get("val_accuracy")),
+            "learning_rate": current_learning_rate(self.model),
+            "epoch_seconds": end - self._epoch_start,
+            "images_per_second": self.images_per_epoch / train_seconds if train_seconds > 0 else None,
+        }
+        if row["loss"] is None:
+            logger.warning("epoch %d: the loss is not finite (%s): training diverged", epoch + 1, logs.get("loss"))
+        self.rows.append(row)
+
+
+class EpochCheckpointer(keras.callbacks.Callback):
+    """After every epoch, the model (with optimizer state) and `state_for(epochs_done, rows)`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        recorder: EpochRecorder,
+        state_for: Callable[[int, list[dict[str, Any]]], dict[str, Any]],
+    ) -> None:
+        super().__init__()
+        self.directory = directory
+        self.recorder = recorder
+        self.state_for = state_for
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        started = time.perf_counter()
+        path = checkpoints.save_checkpoint(self.directory, self.model, self.state_for(epoch + 1, self.recorder.rows))
+        logger.debug("checkpoint %s written in %.2f s", path, time.perf_counter() - started)
+
+
+def format_epoch(row: Mapping[str, Any], epochs: int) -> str:
+    """'epoch 3/20 loss 0.8123 acc 0.6512 val_loss 0.9012 val_acc 0.6100 lr 1.00e-03 12.3 s 243 img/s'."""
+
+    def number(value: Any, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    return (
+        f"epoch {row['epoch']}/{epochs} loss {number(row['loss'], '.4f')} acc {number(row['accuracy'], '.4f')} "
+        f"val_loss {number(row['val_loss'], '.4f')} val_acc {number(row['val_accuracy'], '.4f')} "
+        f"lr {number(row['learning_rate'], '.2e')} {row['epoch_seconds']:.1f} s "
+        f"{number(row['images_per_second'], '.0f')} img/s"
+    )
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """One log line per epoch: what a Snakemake log (not a terminal) shows of the progress."""
+
+    def __init__(self, recorder: EpochRecorder, epochs: int) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        logger.info(format_epoch(self.recorder.rows[-1], self.epochs))

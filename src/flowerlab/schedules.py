@@ -1,0 +1,59 @@
+"""Learning-rate schedules as pure functions of the (0-based) epoch.
+
+Being pure functions of the epoch is what makes a resumed run exact: Keras calls the schedule
+with the absolute epoch (`initial_epoch` onwards), so epoch 7 gets the same learning rate whether
+training ran straight through or restarted at epoch 5.
+
+`constant`: `learning_rate` every epoch (the course's convnet and squeezenet recipes do not scale
+it with the number of replicas).
+
+`ramp_decay`: the course's Xception recipe (docs/REFERENCE.md §4), with lr_max = learning_rate x
+replicas because the global batch grows with the replicas:
+
+    e <  rampup:  lr_start + (lr_max - lr_start) * e / rampup
+    e >= rampup:  (lr_max - lr_min) * decay ** (e - rampup) + lr_min
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flowerlab.errors import ConfigError
+
+SCHEDULES = ("constant", "ramp_decay")
+
+
+def ramp_decay(epoch: int, *, lr_start: float, lr_max: float, lr_min: float, rampup_epochs: int,
+               decay: float) -> float:
+    """The course's linear ramp-up then exponential decay towards `lr_min`."""
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    if epoch < rampup_epochs:
+        return lr_start + (lr_max - lr_start) * epoch / rampup_epochs
+    return (lr_max - lr_min) * decay ** (epoch - rampup_epochs) + lr_min
+
+
+def learning_rate_at(epoch: int, hparams: Mapping[str, Any], *, replicas: int = 1) -> float:
+    """The learning rate of `epoch` (0-based) for resolved hyperparameters (schema defaults filled)."""
+    schedule = hparams.get("schedule", "constant")
+    if schedule == "constant":
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        return float(hparams["learning_rate"])
+    if schedule == "ramp_decay":
+        return ramp_decay(
+            epoch,
+            lr_start=float(hparams["lr_start"]),
+            lr_max=float(hparams["learning_rate"]) * replicas,
+            lr_min=float(hparams["lr_min"]),
+            rampup_epochs=int(hparams["rampup_epochs"]),
+            decay=float(hparams["decay"]),
+        )
+    raise ConfigError(f"unknown learning-rate schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+def schedule_function(hparams: Mapping[str, Any], *, replicas: int = 1) -> Callable[[int], float]:
+    """`epoch -> learning rate`, for `keras.callbacks.LearningRateScheduler` and for the records."""
+    learning_rate_at(0, hparams, replicas=replicas)  # fail now on a bad schedule, not at epoch 0
+    return lambda epoch: learning_rate_at(int(epoch), hparams, replicas=replicas)

@@ -1,0 +1,49 @@
+"""Learning-rate schedules: pure functions of the epoch (what makes resuming exact)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowerlab.errors import ConfigError
+from flowerlab.schedules import learning_rate_at, ramp_decay, schedule_function
+
+# The course's Xception recipe (REFERENCE.md §4) on 8 TPU cores.
+XCEPTION = {"schedule": "ramp_decay", "learning_rate": 5e-5, "lr_start": 1e-5, "lr_min": 1e-5,
+            "rampup_epochs": 5, "decay": 0.8}
+
+
+@pytest.mark.parametrize(("epoch", "expected"), [
+    (0, 1e-5),                           # starts at lr_start
+    (1, 1e-5 + (4e-4 - 1e-5) / 5),       # linear ramp towards 5e-5 x 8 replicas
+    (4, 1e-5 + (4e-4 - 1e-5) * 4 / 5),
+    (5, 4e-4),                           # peak right after the ramp
+    (6, (4e-4 - 1e-5) * 0.8 + 1e-5),     # then x0.8 per epoch towards lr_min
+    (11, (4e-4 - 1e-5) * 0.8**6 + 1e-5),
+])
+def test_ramp_decay_matches_the_course_recipe(epoch: int, expected: float) -> None:
+    assert learning_rate_at(epoch, XCEPTION, replicas=8) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ramp_decay_on_one_replica_peaks_at_the_learning_rate() -> None:
+    rates = [learning_rate_at(e, XCEPTION) for e in range(12)]
+    assert max(rates) == pytest.approx(5e-5) and rates.index(max(rates)) == 5
+    assert all(a < b for a, b in zip(rates[:5], rates[1:6]))      # rising
+    assert all(a > b for a, b in zip(rates[5:], rates[6:]))       # falling
+    assert all(rate > 1e-5 for rate in rates[5:])                 # towards, never below, lr_min
+
+
+def test_no_rampup_starts_at_the_peak() -> None:
+    assert ramp_decay(0, lr_start=1e-5, lr_max=1e-3, lr_min=1e-5, rampup_epochs=0, decay=0.5) == pytest.approx(1e-3)
+    assert ramp_decay(1, lr_start=1e-5, lr_max=1e-3, lr_min=1e-5, rampup_epochs=0, decay=0.5) == pytest.approx(5.05e-4)
+
+
+def test_constant_ignores_replicas_and_epoch() -> None:
+    hparams = {"schedule": "constant", "learning_rate": 1e-3}
+    assert {learning_rate_at(e, hparams, replicas=8) for e in range(20)} == {1e-3}
+
+
+def test_bad_schedule_and_epoch() -> None:
+    with pytest.raises(ConfigError, match="cosine"):
+        schedule_function({"schedule": "cosine", "learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="epoch"):
+        learning_rate_at(-1, XCEPTION)

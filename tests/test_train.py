@@ -1,0 +1,190 @@
+"""`flowerlab train` on tiny synthetic records: outputs, records, determinism, bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from flowerlab import train as training
+from flowerlab.errors import ConfigError
+from flowerlab.schedules import learning_rate_at
+from synthetic_records import write_dataset
+
+SIZE = 16
+CLASSES = 3
+DOCUMENTED_RECORD_KEYS = {
+    "arch", "hparams", "device", "precision", "seed", "deterministic", "versions", "wall_seconds",
+    "train_images_per_second", "epochs", "best_val_accuracy", "final_val_accuracy", "parameters",
+    "resumed_from_epoch", "manifest_sha256", "code_version",
+}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"), image_size=SIZE, num_classes=CLASSES,
+                         train_per_class=16, validation_per_class=6)
+
+
+def settings(manifest: Path, folder: Path, **hparams) -> training.TrainSettings:
+    raw = {"epochs": 2, "batch_size": 8, "precision": "float32", **hparams}
+    return training.TrainSettings(
+        arch="dense", manifest=manifest, out_dir=folder / "model", checkpoint_dir=folder / "checkpoints",
+        hparams=training.resolve_hparams(raw), accelerator="cpu", seed=3, deterministic=True,
+    )
+
+
+def read_history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[training.TrainSettings, dict]:
+    run = settings(manifest, tmp_path_factory.mktemp("run"))
+    return run, training.train(run)
+
+
+def test_two_epochs_write_the_documented_outputs(two_epoch_run, manifest: Path) -> None:
+    run, returned = two_epoch_run
+    record = json.loads((run.out_dir / "training.json").read_text())
+    assert record == json.loads(json.dumps(returned))
+    assert DOCUMENTED_RECORD_KEYS <= record.keys()
+    assert record["arch"] == "dense" and record["epochs"] == 2 and record["seed"] == 3
+    assert record["device"]["kind"] == "cpu" and record["device"]["replicas"] == 1 and record["device"]["name"]
+    assert record["precision"] == "float32" and record["deterministic"] is True
+    assert {"python", "tensorflow", "keras", "numpy"} <= record["versions"].keys()
+    assert record["versions"]["tensorflow"].startswith("2.")
+    assert set(record["code_version"]) == {"commit", "dirty"}
+    assert record["parameters"] == {"total": 16 * 16 * 3 * 500 + 500 + 500 * 50 + 50 + 50 * 3 + 3,
+                                    "trainable": 16 * 16 * 3 * 500 + 500 + 500 * 50 + 50 + 50 * 3 + 3}
+    assert record["resumed_from_epoch"] == 0
+    assert record["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert record["hparams"]["learning_rate"] == 0.001 and record["hparams"]["schedule"] == "constant"
+    assert record["train_images_per_second"] > 0 and record["train_images_per_second_epochs"] == [2]
+    assert record["wall_seconds"] > 0
+
+    history = read_history(run.out_dir / "history.csv")
+    assert list(history[0]) == list(training.HISTORY_COLUMNS)
+    assert [int(row["epoch"]) for row in history] == [1, 2]
+    assert float(history[1]["loss"]) < float(history[0]["loss"])  # it learns
+    assert record["best_val_accuracy"] == max(float(row["val_accuracy"]) for row in history)
+    assert record["final_val_accuracy"] == float(history[-1]["val_accuracy"])
+    assert all(float(row["learning_rate"]) == pytest.approx(0.001) for row in history)
+    assert all(float(row["images_per_second"]) > 0 and float(row["epoch_seconds"]) > 0 for row in history)
+    # The steady-state figure is epoch 2's rate (epoch 1 traces the graphs and fills the cache).
+    assert record["train_images_per_second"] == pytest.approx(float(history[1]["images_per_second"]))
+
+    assert not run.checkpoint_dir.exists()  # removed once the outputs are in place
+    assert not [p for p in run.out_dir.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_model_file_is_the_inference_model(two_epoch_run) -> None:
+    import keras
+    import numpy as np
+
+    run, _ = two_epoch_run
+    with zipfile.ZipFile(run.out_dir / "model.keras") as archive:
+        assert not [name for name in archive.namelist() if "optimizer" in name]
+    model = keras.saving.load_model(run.out_dir / "model.keras")
+    probabilities = model.predict(np.random.default_rng(0).random((4, SIZE, SIZE, 3), dtype=np.float32), verbose=0)
+    assert probabilities.shape == (4, CLASSES) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_deterministic_cpu_runs_give_identical_histories(two_epoch_run, manifest: Path, tmp_path: Path) -> None:
+    run, first = two_epoch_run
+    again = training.train(settings(manifest, tmp_path))
+    metrics = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+    first_rows = read_history(run.out_dir / "history.csv")
+    again_rows = read_history(tmp_path / "model" / "history.csv")
+    assert [[row[m] for m in metrics] for row in first_rows] == [[row[m] for m in metrics] for row in again_rows]
+    assert first["fingerprint"] == again["fingerprint"]
+
+
+def test_schedule_drives_the_recorded_learning_rates(manifest: Path, tmp_path: Path) -> None:
+    hparams = {"epochs": 3, "schedule": "ramp_decay", "learning_rate": 4e-3, "lr_start": 1e-3,
+               "lr_min": 5e-4, "rampup_epochs": 2, "decay": 0.5, "augment": True}
+    run = settings(manifest, tmp_path, **hparams)
+    training.train(run)
+    rates = [float(row["learning_rate"]) for row in read_history(run.out_dir / "history.csv")]
+    expected = [learning_rate_at(epoch, run.hparams) for epoch in range(3)]
+    assert expected == pytest.approx([1e-3, 2.5e-3, 4e-3])
+    assert rates == pytest.approx(expected, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters and bad input
+
+
+def test_hparams_take_the_schema_defaults() -> None:
+    hparams = training.resolve_hparams({"epochs": 3, "batch_size": 16})
+    assert hparams == {"augment": False, "batch_size": 16, "decay": 0.8, "epochs": 3, "learning_rate": 0.001,
+                       "lr_min": 1e-05, "lr_start": 1e-05, "precision": "auto", "rampup_epochs": 5,
+                       "schedule": "constant"}
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"epochs": 0, "batch_size": 8}, r"'epochs'.*less than the minimum"),
+    ({"epochs": 2, "batch_size": 8, "learning_rat": 0.1}, r"learning_rat.*allowed keys: augment"),
+    ({"epochs": 2, "batch_size": 8, "schedule": "cosine"}, r"'schedule'.*allowed: constant, ramp_decay"),
+    ({"epochs": 2, "batch_size": 8, "augment": "yes"}, r"'augment'.*boolean"),
+    ({"batch_size": 8}, r"'epochs': missing"),
+    ([1, 2], r"JSON object"),
+])
+def test_bad_hparams_are_config_errors(raw, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        training.resolve_hparams(raw)
+
+
+def cli_args(manifest: Path, folder: Path, *, arch: str = "dense", hparams: str = '{"epochs": 1, "batch_size": 8}') -> list[str]:
+    return ["train", "--arch", arch, "--manifest", str(manifest), "--out-dir", str(folder / "out"),
+            "--checkpoint-dir", str(folder / "ckpt"), "--hparams", hparams, "--accelerator", "cpu",
+            "--seed", "1"]
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing_manifest", "manifest .*missing.json not found"),
+    ("unknown_arch", "unknown architecture 'resnet'"),
+    ("bad_hparams", "'epochs'.*less than the minimum"),
+    ("bad_json", "--hparams is not valid JSON"),
+])
+def test_cli_reports_bad_input_in_one_line_before_any_work(case: str, message: str, manifest: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    args = {
+        "missing_manifest": cli_args(tmp_path / "missing.json", tmp_path),
+        "unknown_arch": cli_args(manifest, tmp_path, arch="resnet"),
+        "bad_hparams": cli_args(manifest, tmp_path, hparams='{"epochs": 0, "batch_size": 8}'),
+        "bad_json": cli_args(manifest, tmp_path, hparams="{epochs: 1}"),
+    }[case]
+    assert training.cli(args) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("flowerlab train: error: ")
+    assert __import__("re").search(message, error)
+    assert "Traceback" not in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ckpt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def test_steady_state_rate_excludes_each_sessions_first_epoch() -> None:
+    rows = [{"epoch": 1, "images_per_second": 10.0}, {"epoch": 2, "images_per_second": 100.0},
+            {"epoch": 3, "images_per_second": 20.0}, {"epoch": 4, "images_per_second": 100.0}]
+    rate, used = training.steady_state_images_per_second(rows, [1, 3])  # resumed at epoch 3
+    assert used == [2, 4] and rate == pytest.approx(100.0)
+    rate, used = training.steady_state_images_per_second(rows[:1], [1])
+    assert used == [1] and rate == pytest.approx(10.0)
+    # Equal images per epoch: the overall rate is the harmonic mean of the epochs' rates.
+    rate, _ = training.steady_state_images_per_second(rows[:2] + [{"epoch": 3, "images_per_second": 50.0}], [1])
+    assert rate == pytest.approx(2 / (1 / 100 + 1 / 50))
+
+
+def test_history_csv_has_every_column_and_blank_for_missing() -> None:
+    text = training.history_csv([{"epoch": 1, "loss": 0.5, "accuracy": None}])
+    assert text.splitlines() == [",".join(training.HISTORY_COLUMNS), "1,0.5,,,,,,"]
