@@ -1,0 +1,228 @@
+"""Resumable training: kill -9 and rerun, fingerprints, atomic checkpoints, exact continuation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from flowerlab import checkpoints
+from flowerlab import train as training
+from synthetic_records import write_dataset
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"), image_size=SIZE, num_classes=3,
+                         train_per_class=16, validation_per_class=6)
+
+
+def history(out_dir: Path) -> list[dict[str, str]]:
+    with open(out_dir / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------------------------------------
+# The real command, killed with SIGKILL
+
+
+def train_command(manifest: Path, folder: Path, checkpoint_dir: Path, hparams: dict) -> list[str]:
+    return [sys.executable, "-m", "flowerlab", "train", "--arch", "dense", "--manifest", str(manifest),
+            "--out-dir", str(folder / "model"), "--checkpoint-dir", str(checkpoint_dir),
+            "--hparams", json.dumps(hparams), "--accelerator", "cpu", "--seed", "5", "--threads", "2"]
+
+
+def kill_after_first_checkpoint(command: list[str], checkpoint_dir: Path, log: Path) -> None:
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 120
+    try:
+        while not any(checkpoint_dir.glob("epoch-*")):
+            assert process.poll() is None, f"training exited ({process.returncode}) before a checkpoint:\n{log.read_text()}"
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+
+
+def test_killed_training_resumes_at_the_next_epoch_and_a_changed_hparam_starts_fresh(
+        manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    epochs = 30  # ~0.1 s each: the kill lands well before the end
+    hparams = {"epochs": epochs, "batch_size": 16, "precision": "float32"}
+    checkpoint_dir = tmp_path / "checkpoints"
+    command = train_command(manifest, tmp_path, checkpoint_dir, hparams)
+
+    kill_after_first_checkpoint(command, checkpoint_dir, tmp_path / "killed.log")
+    assert not (tmp_path / "model" / "training.json").exists()
+    saved = checkpoints.find_checkpoint(checkpoint_dir, _any_fingerprint(checkpoint_dir))
+    assert saved is not None and 1 <= saved.epoch < epochs
+    shutil.copytree(checkpoint_dir, tmp_path / "checkpoints-copy")
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    record = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert record["resumed_from_epoch"] >= saved.epoch >= 1
+    assert [int(row["epoch"]) for row in history(tmp_path / "model")] == list(range(1, epochs + 1))
+    assert f"resuming dense from {checkpoint_dir}" in rerun.stderr
+    assert "epoch 30/30" in rerun.stderr  # one progress line per epoch in a log
+    assert not checkpoint_dir.exists()
+
+    # Same checkpoint, one hyperparameter changed: ignored, training starts from epoch 1.
+    # (In process: the command's code path without paying TensorFlow's start-up a third time.)
+    changed = train_command(manifest, tmp_path / "changed", tmp_path / "checkpoints-copy", {**hparams, "epochs": 3})
+    with caplog.at_level(logging.INFO):
+        assert training.cli(changed[3:-2]) == 0  # "train", ... without --threads (TF is running)
+    assert "made with other inputs or settings (differs in: hparams.epochs)" in caplog.text
+    record = json.loads((tmp_path / "changed" / "model" / "training.json").read_text())
+    assert record["resumed_from_epoch"] == 0
+    assert [int(row["epoch"]) for row in history(tmp_path / "changed" / "model")] == [1, 2, 3]
+
+
+def _any_fingerprint(checkpoint_dir: Path) -> str:
+    state = next(checkpoint_dir.glob("epoch-*/state.json"))
+    return json.loads(state.read_text())["fingerprint"]
+
+
+# ---------------------------------------------------------------------------------------------
+# In process: a resumed run is the uninterrupted run
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfter(keras.callbacks.Callback):
+    """Stands for a crash right after epoch `epoch`'s checkpoint was written."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 == self.epoch:
+            raise Interrupted
+
+
+def test_resumed_run_equals_the_uninterrupted_run(manifest: Path, tmp_path: Path) -> None:
+    hparams = training.resolve_hparams({
+        "epochs": 4, "batch_size": 8, "precision": "float32", "augment": True, "schedule": "ramp_decay",
+        "learning_rate": 2e-3, "lr_start": 5e-4, "rampup_epochs": 2})
+
+    def settings(name: str) -> training.TrainSettings:
+        return training.TrainSettings(arch="dense", manifest=manifest, out_dir=tmp_path / name / "model",
+                                      checkpoint_dir=tmp_path / name / "ckpt", hparams=hparams,
+                                      accelerator="cpu", seed=11, deterministic=True)
+
+    straight = training.train(settings("straight"))
+    with pytest.raises(Interrupted):
+        training.train(settings("resumed"), extra_callbacks=[InterruptAfter(2)])
+    assert [p.name for p in (tmp_path / "resumed" / "ckpt").iterdir()] == ["epoch-0002"]
+    resumed = training.train(settings("resumed"))
+
+    assert straight["resumed_from_epoch"] == 0 and resumed["resumed_from_epoch"] == 2
+    metrics = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+    straight_rows = [[row[m] for m in metrics] for row in history(tmp_path / "straight" / "model")]
+    resumed_rows = [[row[m] for m in metrics] for row in history(tmp_path / "resumed" / "model")]
+    assert resumed_rows == straight_rows  # bit-identical: same weights, optimizer state, data, schedule
+    weights = [keras.saving.load_model(tmp_path / name / "model" / "model.keras").get_weights()
+               for name in ("straight", "resumed")]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
+    # Epoch 3 started the resumed session: it is left out of the steady-state rate.
+    assert resumed["train_images_per_second_epochs"] == [2, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint files
+
+
+def tiny_model() -> keras.Model:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(np.ones((4, 4), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]], verbose=0)
+    return model
+
+
+def state(epoch: int, fingerprint: str = "f" * 64, **inputs) -> dict:
+    return {"format": checkpoints.FORMAT_VERSION, "epoch": epoch, "fingerprint": fingerprint,
+            "fingerprint_inputs": inputs, "history": [{"epoch": e} for e in range(1, epoch + 1)]}
+
+
+def test_only_the_newest_checkpoint_is_kept_and_it_restores_the_optimizer(tmp_path: Path) -> None:
+    model = tiny_model()
+    checkpoints.save_checkpoint(tmp_path, model, state(1))
+    checkpoints.save_checkpoint(tmp_path, model, state(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0002"]
+    found = checkpoints.find_checkpoint(tmp_path, "f" * 64)
+    assert found is not None and found.epoch == 2 and found.state["history"][-1] == {"epoch": 2}
+    restored = keras.models.load_model(found.model_path)
+    assert int(restored.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(restored.optimizer.variables, model.optimizer.variables))
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_valid(tmp_path: Path, monkeypatch) -> None:
+    model = tiny_model()
+    checkpoints.save_checkpoint(tmp_path, model, state(1))
+    # A kill during a save leaves a temporary folder of a dead process ...
+    leftover = tmp_path / ".epoch-0002.tmp-999999999-dead"
+    leftover.mkdir()
+    (leftover / "model.keras").write_bytes(b"half a zip")
+    found = checkpoints.find_checkpoint(tmp_path, "f" * 64)
+    assert found is not None and found.epoch == 1
+    # ... and a save that fails part-way leaves nothing of its own.
+    monkeypatch.setattr(checkpoints.atomic, "write_json", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save_checkpoint(tmp_path, model, state(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".epoch-0002.tmp-999999999-dead", "epoch-0001"]
+    monkeypatch.undo()
+    checkpoints.save_checkpoint(tmp_path, model, state(2))  # the next good save cleans up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0002"]
+
+
+def test_checkpoints_of_other_experiments_or_unreadable_are_ignored(tmp_path: Path, caplog) -> None:
+    model = tiny_model()
+    old_inputs = {"hparams": {"learning_rate": 0.001, "epochs": 5}, "seed": 1}
+    checkpoints.save_checkpoint(tmp_path, model, state(3, "a" * 64, **old_inputs))
+    new_inputs = {"hparams": {"learning_rate": 0.01, "epochs": 5}, "seed": 1}
+    with caplog.at_level(logging.WARNING, logger="flowerlab.checkpoints"):
+        assert checkpoints.find_checkpoint(tmp_path, "b" * 64, new_inputs) is None
+    assert "differs in: hparams.learning_rate" in caplog.text
+    (tmp_path / "epoch-0003" / "state.json").write_text("{not json")
+    assert checkpoints.find_checkpoint(tmp_path, "a" * 64) is None
+    assert checkpoints.find_checkpoint(tmp_path / "absent", "a" * 64) is None
+
+
+def test_fingerprint_covers_data_settings_and_hparams() -> None:
+    manifest = {"inventory_sha256": "i", "settings": {"image_size": 192},
+                "shards": [{"file": "train-00-1.tfrec", "split": "train", "records": 1, "sha256": "s"}]}
+    base = dict(arch="dense", hparams={"epochs": 2}, seed=1, deterministic=False, accelerator_kind="cpu",
+                replicas=1, precision="float32")
+    reference = checkpoints.fingerprint(checkpoints.fingerprint_inputs(manifest, **base))
+    assert reference == checkpoints.fingerprint(checkpoints.fingerprint_inputs(dict(manifest), **base))
+    variants = [
+        ({**manifest, "shards": [{**manifest["shards"][0], "sha256": "t"}]}, base),
+        ({**manifest, "settings": {"image_size": 224}}, base),
+        ({**manifest, "inventory_sha256": "j"}, base),
+        (manifest, {**base, "hparams": {"epochs": 3}}),
+        (manifest, {**base, "seed": 2}),
+        (manifest, {**base, "arch": "convnet"}),
+        (manifest, {**base, "accelerator_kind": "gpu"}),
+        (manifest, {**base, "precision": "mixed_bfloat16"}),
+        (manifest, {**base, "replicas": 8}),
+    ]
+    for changed_manifest, changed in variants:
+        assert checkpoints.fingerprint(checkpoints.fingerprint_inputs(changed_manifest, **changed)) != reference
