@@ -159,3 +159,64 @@ def make_fake_study(results: Path, archs: list[str]) -> Path:
     for seed, arch in enumerate(archs, start=1):
         write_model(results / "models", arch, results / "data" / "manifest.json", epochs=3 + seed, seed=seed)
     return results
+
+
+# ------------------------------------------------------------------------------------------
+# The stages after training, run on a fake study exactly as the workflow runs them
+# ------------------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO_ROOT / "workflow" / "notebooks" / "report.ipynb"
+HTML_TEMPLATE = REPO_ROOT / "workflow" / "notebooks" / "report.html.j2"
+
+
+def evaluate_and_collect(results: Path, archs: list[str]) -> None:
+    """results/evaluation/{arch}/ and results/metrics.csv/.json (in this process, TF default threads)."""
+    from flowerlab import collect, evaluate
+
+    for arch in archs:
+        evaluate.evaluate(arch=arch, model_path=results / "models" / arch / "model.keras",
+                          training_json=results / "models" / arch / "training.json",
+                          manifest_path=results / "data" / "manifest.json",
+                          out_dir=results / "evaluation" / arch, batch_size=4, latency_runs=3)
+    collect.collect([results / "evaluation" / arch / "metrics.json" for arch in archs],
+                    results / "metrics.csv", results / "metrics.json")
+
+
+def notebook_parameters(results: Path) -> dict[str, str]:
+    """The report notebook's parameters for a study under `results` (absolute paths)."""
+    return {"metrics_csv": str(results / "metrics.csv"), "models_dir": str(results / "models"),
+            "evaluation_dir": str(results / "evaluation"), "manifest": str(results / "data" / "manifest.json"),
+            "inventory_csv": str(results / "data" / "inventory.csv"),
+            "inventory_json": str(results / "data" / "inventory.json"), "figures_dir": str(results / "figures")}
+
+
+def render_report(results: Path) -> Path:
+    """Execute the report notebook with papermill, export it to HTML with the report template,
+    and publish the landing page; returns results/report/index.html."""
+    import subprocess
+    import sys
+
+    import papermill
+
+    from flowerlab import report
+
+    report_dir = results / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(NOTEBOOK), str(report_dir / "report.ipynb"), parameters=notebook_parameters(results),
+                               kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False)
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--template-file",
+                    str(HTML_TEMPLATE), "--output-dir", str(report_dir), str(report_dir / "report.ipynb")],
+                   check=True, capture_output=True, timeout=300)
+    archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
+    return report.publish(figures_dir=results / "figures", metrics=results / "metrics.csv",
+                          notebook_html=report_dir / "report.html", out=report_dir / "index.html",
+                          manifest=results / "data" / "manifest.json",
+                          evaluations=[results / "evaluation" / arch / "metrics.json" for arch in archs])
+
+
+def make_fake_report(results: Path, archs: list[str]) -> Path:
+    """A whole fake study, from data to the published landing page; returns index.html."""
+    make_fake_study(results, archs)
+    evaluate_and_collect(results, archs)
+    return render_report(results)

@@ -1,0 +1,480 @@
+"""The report's figures: one function per figure, data in, matplotlib Figure out.
+
+Figures are built with matplotlib's object-oriented API on the Agg canvas (no pyplot, so no
+global figure registry, no display needed, and nothing to close), styled by seaborn inside a
+context manager so that importing this module changes no global setting. Every function
+accepts one architecture or many; only architectures present in its data appear, so a study
+with some architectures disabled draws only those it evaluated.
+
+`save_figure(fig, name, caption, out_dir)` writes `name.png` and `name.svg` atomically and
+records the caption in `out_dir/captions.json`, which the landing page reads.
+
+Inputs are the study's files, loaded by `flowerlab.report`:
+- `metrics`: results/metrics.csv as a DataFrame (flowerlab.collect.COLUMNS);
+- `histories`: {arch: results/models/{arch}/history.csv as a DataFrame};
+- `evaluations`: {arch: results/evaluation/{arch}/metrics.json as a dict};
+- `predictions`: results/evaluation/{arch}/predictions.csv as a DataFrame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+
+from flowerlab import atomic
+from flowerlab.collect import COURSE_VAL_ACCURACY
+from flowerlab.errors import DataError
+from flowerlab.report import format_count, format_seconds
+
+CAPTIONS_FILE = "captions.json"
+PNG_DPI = 150
+# Colours: one per architecture, stable across figures (same architecture, same colour).
+PALETTE = "colorblind"
+WRONG = "#c0392b"  # misclassified photos
+RIGHT = "#1e8449"
+
+# The figures of the report, in reading order: file name -> what it shows.
+FIGURES: dict[str, str] = {
+    "accuracy_vs_parameters": "Validation accuracy against parameter count",
+    "throughput": "Training and inference throughput",
+    "accuracy_vs_training_time": "Validation accuracy against training wall time",
+    "learning_curves": "Learning curves",
+    "confusion_matrices": "Confusion matrices",
+    "prediction_gallery": "Validation photos with their predicted class",
+    "data_overview": "The data: photos per class and split, and the skipped files",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Common helpers
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """seaborn's look for the axes created inside, without touching global rcParams for good."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+        yield
+
+
+def new_figure(rows: int = 1, columns: int = 1, *, width: float = 7.0, height: float = 4.5,
+               **subplot_kwargs: Any) -> tuple[Figure, np.ndarray]:
+    """A Figure on the Agg canvas and its axes as a 2-D array (always 2-D, even for 1x1)."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False, **subplot_kwargs)
+    return figure, axes
+
+
+def arch_colours(archs: Sequence[str]) -> dict[str, Any]:
+    """One colour per architecture, the same in every figure of a report."""
+    colours = sns.color_palette(PALETTE, n_colors=max(len(archs), 1))
+    return dict(zip(archs, colours))
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise DataError(f"{what} lacks the column(s) {missing}; regenerate it (flowerlab collect)")
+    if frame.empty:
+        raise DataError(f"{what} has no row: no architecture was evaluated")
+
+
+def _label_points(ax: Any, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
+    for x, y, label in zip(xs, ys, labels):
+        ax.annotate(label, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=9)
+
+
+def _percent_axis(ax: Any, values: Sequence[float]) -> None:
+    """Accuracy on a percent axis from 0 (or a bit below the lowest point) to 100 %."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    low = min(finite) if finite else 0.0
+    ax.set_ylim(max(0.0, math.floor((low - 0.1) * 10) / 10), 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+
+def _devices_text(values: pd.Series) -> str:
+    devices = sorted({str(v) for v in values.dropna() if str(v)})
+    return "; ".join(devices) if devices else "device not recorded"
+
+
+# --------------------------------------------------------------------------------------------
+# 1-3: the comparison across architectures (metrics.csv)
+# --------------------------------------------------------------------------------------------
+
+
+def _accuracy_scatter(metrics: pd.DataFrame, x_column: str, x_label: str, title: str,
+                      x_formatter: Any) -> Figure:
+    archs = list(metrics["arch"])
+    colours = arch_colours(archs)
+    with _style():
+        figure, axes = new_figure(width=7.5, height=4.8)
+        ax = axes[0, 0]
+        data = metrics.dropna(subset=[x_column, "val_accuracy"])
+        sns.scatterplot(data=data, x=x_column, y="val_accuracy", hue="arch", palette=colours, s=90,
+                        ax=ax, legend=False, zorder=3)
+        _label_points(ax, data[x_column], data["val_accuracy"], data["arch"])
+        course = data.dropna(subset=["course_val_accuracy"]) if "course_val_accuracy" in data else data.iloc[:0]
+        if not course.empty:
+            ax.scatter(course[x_column], course["course_val_accuracy"], marker="D", s=55, facecolors="none",
+                       edgecolors=[colours[a] for a in course["arch"]], linewidths=1.5, zorder=3)
+            for _, row in course.iterrows():
+                ax.plot([row[x_column]] * 2, [row["val_accuracy"], row["course_val_accuracy"]],
+                        color=colours[row["arch"]], linestyle=":", linewidth=1, zorder=2)
+            # Neutral proxies: the legend explains the marker shapes, the labels name the colours.
+            proxies = [Line2D([], [], marker="o", linestyle="", color="grey", markersize=8, label="this study"),
+                       Line2D([], [], marker="D", linestyle="", markerfacecolor="none", markeredgecolor="grey",
+                              markeredgewidth=1.5, markersize=7, label="the course's notebooks")]
+            ax.legend(handles=proxies, loc="lower right", fontsize=8, frameon=True)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(x_formatter)
+        _pad_log_axis(ax, data[x_column])
+        _percent_axis(ax, list(data["val_accuracy"]) + list(course.get("course_val_accuracy", [])))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("validation accuracy")
+        ax.set_title(title)
+    return figure
+
+
+def _pad_log_axis(ax: Any, values: Sequence[float]) -> None:
+    """Room for the labels beside the points on a log axis, also with a single point."""
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if finite:
+        ax.set_xlim(min(finite) / 2.5, max(finite) * 4)
+
+
+def accuracy_vs_parameters(metrics: pd.DataFrame) -> Figure:
+    """Validation accuracy against parameter count (log scale), one labelled point per
+    architecture; hollow diamonds mark the course's accuracy where it has one."""
+    _require_columns(metrics, ["arch", "val_accuracy", "parameters"], "metrics table")
+    return _accuracy_scatter(metrics, "parameters", "parameters (log scale)",
+                             "Accuracy against model size", FuncFormatter(lambda v, _: format_count(v)))
+
+
+def accuracy_vs_training_time(metrics: pd.DataFrame) -> Figure:
+    """Validation accuracy against training wall time (log scale), one point per architecture."""
+    _require_columns(metrics, ["arch", "val_accuracy", "training_seconds"], "metrics table")
+    devices = _devices_text(metrics.get("training_device", pd.Series(dtype=object)))
+    return _accuracy_scatter(metrics, "training_seconds", f"training wall time (log scale) on {devices}",
+                             "Accuracy against training time", FuncFormatter(lambda v, _: format_seconds(v)))
+
+
+def throughput(metrics: pd.DataFrame) -> Figure:
+    """Training and inference images/s per architecture (log scale), values written on the bars."""
+    _require_columns(metrics, ["arch", "train_images_per_s", "inference_images_per_s"], "metrics table")
+    archs = list(metrics["arch"])
+    colours = arch_colours(archs)
+    panels = [("train_images_per_s", "training", "training_device"),
+              ("inference_images_per_s", "inference", "device")]
+    with _style():
+        figure, axes = new_figure(1, 2, width=10, height=max(2.6, 0.55 * len(archs) + 1.6), sharey=True)
+        for ax, (column, what, device_column) in zip(axes[0], panels):
+            values = pd.to_numeric(metrics[column], errors="coerce")
+            positions = np.arange(len(archs))
+            ax.barh(positions, values.fillna(0), color=[colours[a] for a in archs])
+            for position, value in zip(positions, values):
+                text = f" {value:,.1f}" if math.isfinite(value) else " not measured"
+                ax.text(value if math.isfinite(value) else 0, position, text, va="center", fontsize=8)
+            ax.set_yticks(positions, archs)
+            ax.invert_yaxis()
+            finite = values[np.isfinite(values) & (values > 0)]
+            if not finite.empty:
+                ax.set_xscale("log")
+                ax.set_xlim(finite.min() / 2, finite.max() * 8)
+            ax.set_xlabel("images / s (log scale)")
+            device = _devices_text(metrics.get(device_column, pd.Series(dtype=object)))
+            batch = ""
+            if what == "inference" and "eval_batch_size" in metrics and metrics["eval_batch_size"].notna().any():
+                batch = f", batch {int(metrics['eval_batch_size'].dropna().iloc[0])}"
+            ax.set_title(f"{what} on {device}{batch}", fontsize=9)
+        figure.suptitle("Throughput (images per second, higher is better)")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# 4-5: per architecture (history.csv, metrics.json)
+# --------------------------------------------------------------------------------------------
+
+
+def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+    """Train and validation accuracy (top row) and loss (bottom row) per epoch, one column per
+    architecture; a dotted line marks the course's final validation accuracy where it has one."""
+    if not histories:
+        raise DataError("no training history to plot: no architecture was trained")
+    archs = list(histories)
+    with _style():
+        figure, axes = new_figure(2, len(archs), width=max(4.0, 3.4 * len(archs)), height=5.6, sharey="row")
+        for column, arch in enumerate(archs):
+            history = histories[arch]
+            missing = {"epoch", "accuracy", "val_accuracy", "loss", "val_loss"} - set(history.columns)
+            if missing:
+                raise DataError(f"history of {arch} lacks the column(s) {sorted(missing)}")
+            top, bottom = axes[0, column], axes[1, column]
+            for ax, metric in ((top, "accuracy"), (bottom, "loss")):
+                ax.plot(history["epoch"], history[metric], marker="o", markersize=3, label="train")
+                ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", markersize=3, label="validation")
+                ax.set_xlabel("epoch")
+                ax.xaxis.get_major_locator().set_params(integer=True)
+            if arch in COURSE_VAL_ACCURACY:
+                top.axhline(COURSE_VAL_ACCURACY[arch], color="grey", linestyle=":", linewidth=1.2,
+                            label="course (final)")
+            top.set_title(arch)
+            top.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            top.set_ylim(0, 1.02)
+        axes[0, 0].set_ylabel("accuracy")
+        axes[1, 0].set_ylabel("cross-entropy loss")
+        handles, labels = [], []
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                if label not in labels:
+                    handles.append(handle)
+                    labels.append(label)
+        figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    return figure
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum: the fraction of a true class predicted as each class.
+    A class with no validation image keeps a row of zeros (not NaN)."""
+    matrix = np.asarray(matrix, dtype=float)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def confusion_matrices(evaluations: Mapping[str, Mapping[str, Any]], *, columns: int = 3) -> Figure:
+    """One row-normalised confusion matrix per architecture (rows true, columns predicted),
+    cells annotated with the percentage, class names on the axes."""
+    if not evaluations:
+        raise DataError("no evaluation to plot: no architecture was evaluated")
+    archs = list(evaluations)
+    columns = min(columns, len(archs))
+    rows = math.ceil(len(archs) / columns)
+    classes_count = max(len(e["classes"]) for e in evaluations.values())
+    side = max(3.6, 0.6 * classes_count + 1.8)
+    with _style():
+        figure, axes = new_figure(rows, columns, width=side * columns, height=side * rows * 0.92)
+        for index, arch in enumerate(archs):
+            ax = axes[index // columns, index % columns]
+            evaluation = evaluations[arch]
+            classes = evaluation["classes"]
+            fractions = row_normalised(np.asarray(evaluation["confusion_matrix"]))
+            sns.heatmap(fractions, ax=ax, vmin=0, vmax=1, cmap="Blues", annot=fractions * 100, fmt=".0f",
+                        annot_kws={"fontsize": 8}, cbar=False, square=True, linewidths=0.5,
+                        xticklabels=classes, yticklabels=classes)
+            ax.set_title(f"{arch}: {evaluation['accuracy']:.1%} correct", fontsize=10)
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("true class")
+            ax.tick_params(axis="x", labelrotation=45)
+            ax.tick_params(axis="y", labelrotation=0)
+        for index in range(len(archs), rows * columns):
+            axes[index // columns, index % columns].set_visible(False)
+        figure.suptitle("Confusion matrices (% of each true class, rows sum to 100)")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# 6: the gallery of validation photos
+# --------------------------------------------------------------------------------------------
+
+
+def select_gallery(predictions: pd.DataFrame, count: int = 24, *, seed: int = 0,
+                   wrong_fraction: float = 0.5) -> pd.DataFrame:
+    """A reproducible sample of `count` predictions: up to `wrong_fraction` of them misclassified
+    (the interesting ones), the rest correct, ordered by true class then id."""
+    _require_columns(predictions, ["id", "true_class", "predicted_class"], "predictions table")
+    wrong = predictions[predictions["true_class"] != predictions["predicted_class"]]
+    right = predictions[predictions["true_class"] == predictions["predicted_class"]]
+    count = min(count, len(predictions))
+    wrong_count = min(len(wrong), round(count * wrong_fraction))
+    right_count = min(len(right), count - wrong_count)
+    wrong_count = min(len(wrong), count - right_count)  # fill up with mistakes if few are right
+    sample = pd.concat([wrong.sample(wrong_count, random_state=seed), right.sample(right_count, random_state=seed)])
+    return sample.sort_values(["true_class", "id"]).reset_index(drop=True)
+
+
+def read_record_images(files: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """The images (uint8 HxWx3) of the records with these ids, read from TFRecord files.
+
+    Imports TensorFlow (only to read the record framing and parse the Example); the JPEG bytes
+    are decoded with Pillow. Ids not found are absent from the result.
+    """
+    import tensorflow as tf
+    from PIL import Image
+
+    wanted = set(ids)
+    features = {"id": tf.io.FixedLenFeature([], tf.string), "image": tf.io.FixedLenFeature([], tf.string)}
+    found: dict[str, np.ndarray] = {}
+    for path in files:
+        for batch in tf.data.TFRecordDataset(os.fspath(path)).batch(256).map(
+                lambda records: tf.io.parse_example(records, features)):
+            for record_id, jpeg in zip(batch["id"].numpy(), batch["image"].numpy()):
+                key = record_id.decode("utf-8")
+                if key in wanted:
+                    with Image.open(io.BytesIO(jpeg)) as image:
+                        found[key] = np.asarray(image.convert("RGB"))
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def prediction_gallery(sample: pd.DataFrame, images: Mapping[str, np.ndarray], *, arch: str = "",
+                       columns: int = 6) -> Figure:
+    """Validation photos with their true and predicted class; misclassified ones framed and
+    titled in red. `sample` has id, true_class, predicted_class (and prob_<class> columns)."""
+    _require_columns(sample, ["id", "true_class", "predicted_class"], "gallery sample")
+    shown = sample[sample["id"].isin(images.keys())]
+    if shown.empty:
+        raise DataError("none of the gallery's photos was found in the validation TFRecords")
+    columns = min(columns, len(shown))
+    rows = math.ceil(len(shown) / columns)
+    with _style(), sns.axes_style("white"):
+        figure, axes = new_figure(rows, columns, width=1.9 * columns, height=2.25 * rows + 0.6)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        for index, (_, row) in enumerate(shown.iterrows()):
+            ax = axes[index // columns, index % columns]
+            ax.set_axis_on()
+            ax.imshow(images[row["id"]])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            correct = row["true_class"] == row["predicted_class"]
+            probability = row.get(f"prob_{row['predicted_class']}")
+            confidence = f" {float(probability):.0%}" if probability is not None and pd.notna(probability) else ""
+            title = f"true: {row['true_class']}\npred: {row['predicted_class']}{confidence}"
+            ax.set_title(title if correct else f"✗ {title}", fontsize=8, color=RIGHT if correct else WRONG)
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_color(RIGHT if correct else WRONG)
+                spine.set_linewidth(1 if correct else 3)
+        wrong = int((shown["true_class"] != shown["predicted_class"]).sum())
+        name = f"{arch}: " if arch else ""
+        figure.suptitle(f"{name}{len(shown)} validation photos, {wrong} misclassified (red, ✗)")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# 7: the data
+# --------------------------------------------------------------------------------------------
+
+
+def data_overview(manifest: Mapping[str, Any], inventory: Mapping[str, Any]) -> Figure:
+    """Photos per class in each split (manifest.json) and the files the inventory skipped, by
+    reason (inventory.json)."""
+    classes = list(manifest.get("classes", []))
+    splits = manifest.get("splits", {})
+    if not classes or not splits:
+        raise DataError("manifest has no classes or splits to draw")
+    counts = pd.DataFrame([{"class": name, "split": split, "photos": int(splits[split].get("per_class", {}).get(name, 0))}
+                           for split in splits for name in classes])
+    skipped = dict(inventory.get("skipped_by_reason") or {})
+    with _style():
+        figure, axes = new_figure(1, 2, width=11, height=4.2, gridspec_kw={"width_ratios": [3, 2]})
+        left, right = axes[0]
+        sns.barplot(data=counts, x="class", y="photos", hue="split", ax=left, palette="muted")
+        for container in left.containers:
+            left.bar_label(container, fontsize=8)
+        left.set_ylim(0, max(1, counts["photos"].max()) * 1.25)  # headroom for the labels and legend
+        left.yaxis.set_major_locator(MaxNLocator(integer=True))
+        sns.move_legend(left, "upper right", ncols=len(splits), title=None, fontsize=8)
+        totals = ", ".join(f"{split} {int(splits[split].get('records', 0)):,}" for split in splits)
+        left.set_title(f"Photos per class and split ({totals})")
+        left.set_xlabel("")
+        left.tick_params(axis="x", labelrotation=20)
+        if skipped:
+            reasons = sorted(skipped, key=lambda reason: -skipped[reason])
+            right.barh(reasons, [skipped[r] for r in reasons], color=WRONG)
+            for position, reason in enumerate(reasons):
+                right.text(skipped[reason], position, f" {skipped[reason]}", va="center", fontsize=8)
+            right.invert_yaxis()
+            right.set_xlim(0, max(skipped.values()) * 1.25)
+            right.xaxis.set_major_locator(MaxNLocator(integer=True))
+            right.set_xlabel("files")
+        else:
+            right.text(0.5, 0.5, "no file skipped", ha="center", va="center", transform=right.transAxes)
+            right.set_xticks([])
+            right.set_yticks([])
+        found, kept = inventory.get("files_found"), inventory.get("kept")
+        right.set_title(f"Skipped by the inventory ({sum(skipped.values())} of {found} files; {kept} kept)")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# Captions and saving
+# --------------------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def figure_caption(name: str, metrics: pd.DataFrame | None = None, *, gallery_arch: str = "") -> str:
+    """The one-line caption of figure `name`, naming the devices for the cost figures."""
+    training_devices = _devices_text(metrics["training_device"]) if metrics is not None and "training_device" in metrics else "the training device"
+    eval_devices = _devices_text(metrics["device"]) if metrics is not None and "device" in metrics else "the evaluation device"
+    captions = {
+        "accuracy_vs_parameters": "Validation accuracy of each architecture against its parameter count (log "
+                                  "scale); hollow diamonds are the accuracies the course's notebooks printed.",
+        "throughput": f"Training throughput (steady state, on {training_devices}) and inference throughput "
+                      f"(forward pass at the evaluation batch size, warm-up excluded, on {eval_devices}), "
+                      "in images per second on a log scale.",
+        "accuracy_vs_training_time": f"Validation accuracy against training wall time (log scale) on "
+                                     f"{training_devices}.",
+        "learning_curves": "Training and validation accuracy (top) and loss (bottom) per epoch; the dotted line is "
+                           "the course's final validation accuracy where it has one.",
+        "confusion_matrices": "Confusion matrices on the validation split, rows normalised: each cell is the "
+                              "percentage of a true class predicted as the column's class.",
+        "prediction_gallery": f"A sample of validation photos with the {gallery_arch + ' ' if gallery_arch else ''}"
+                              "model's prediction and its probability; misclassified photos are framed in red.",
+        "data_overview": "Photos per class in the training and validation splits, and the files the inventory "
+                         "skipped, by reason.",
+    }
+    if name not in captions:
+        raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
+    return _one_line(captions[name])
+
+
+def save_figure(figure: Figure, name: str, caption: str, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write `name`.png and `name`.svg to `out_dir` atomically and record the caption in
+    captions.json ({name: {"title", "caption", "png", "svg"}}); returns the two paths."""
+    out_dir = Path(out_dir)
+    paths = {"png": out_dir / f"{name}.png", "svg": out_dir / f"{name}.svg"}
+    for kind, path in paths.items():
+        buffer = io.BytesIO()
+        # SVG text stays text (searchable, scalable); metadata=None keeps the files reproducible.
+        options = {"dpi": PNG_DPI, "metadata": {"Software": None}} if kind == "png" else {"metadata": {"Date": None}}
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flowerlab"}):
+            figure.savefig(buffer, format=kind, bbox_inches="tight", **options)
+        atomic.write_bytes(path, buffer.getvalue())
+    record_caption(out_dir, name, caption)
+    return paths
+
+
+def record_caption(out_dir: str | os.PathLike[str], name: str, caption: str) -> None:
+    """Add or replace one figure's entry in captions.json, keeping the report's figure order."""
+    path = Path(out_dir) / CAPTIONS_FILE
+    captions: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            captions = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            captions = {}  # a corrupt file from an older run is rebuilt, not trusted
+    captions[name] = {"title": FIGURES.get(name, name.replace("_", " ")), "caption": _one_line(caption),
+                      "png": f"{name}.png", "svg": f"{name}.svg"}
+    order = {figure: index for index, figure in enumerate(FIGURES)}
+    ordered = dict(sorted(captions.items(), key=lambda item: order.get(item[0], len(order))))
+    atomic.write_json(path, ordered)
