@@ -291,3 +291,29 @@ def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path,
                  "--notebook-html", str(results / "report/report.html"), "--out", str(tmp_path / "index.html")]) == 1
     assert not (tmp_path / "index.html").exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------------------
+# Captions of the Snakemake report (workflow/report/*.rst)
+# ------------------------------------------------------------------------------------------
+
+
+def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: Path) -> None:
+    """Each caption is a Jinja2 template (snakemake.config available) of reStructuredText."""
+    import types
+
+    import jinja2
+    import yaml
+    from docutils.core import publish_parts
+
+    config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    snakemake = types.SimpleNamespace(config=config, wildcards={}, params={})
+    captions = sorted((repo_root / "workflow" / "report").glob("*.rst"))
+    names = {path.stem for path in captions}
+    assert set(figures.FIGURES) | {"metrics", "report_notebook", "landing_page"} <= names
+    for path in captions:
+        text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(path.read_text()).render(
+            snakemake=snakemake)
+        body = publish_parts(text, writer_name="html",
+                             settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+        assert "<p>" in body and "{{" not in body, path.name

@@ -234,7 +234,7 @@ th { background: var(--bg-alt); font-weight: 600; }
 tbody tr:nth-child(even) { background: #fbfcfd; }
 td.text { text-align: left; white-space: normal; }
 figure { margin: 2rem 0; }
-figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; background: #fff; border: 1px solid var(--line);
+figure img { display: block; max-width: min(100%, 1000px); height: auto; margin: 0 auto; background: #fff; border: 1px solid var(--line);
              border-radius: 4px; }
 figcaption { color: var(--muted); font-size: .92rem; margin-top: .5rem; }
 figcaption a { color: var(--accent); }
