@@ -23,6 +23,18 @@ from synthetic_records import write_dataset
 SIZE = 16
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_tensorflow_globals():
+    """train() sets process-wide state (dtype policy, op determinism) as a command should; put
+    it back so that the tests of other modules run as they would alone."""
+    yield
+    import keras
+    from tensorflow.python.framework import config as tf_config  # the public API cannot undo it
+
+    keras.mixed_precision.set_global_policy("float32")
+    tf_config.disable_op_determinism()
+
+
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("data"), image_size=SIZE, num_classes=3,

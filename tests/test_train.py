@@ -24,6 +24,18 @@ DOCUMENTED_RECORD_KEYS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_tensorflow_globals():
+    """train() sets process-wide state (dtype policy, op determinism) as a command should; put
+    it back so that the tests of other modules run as they would alone."""
+    yield
+    import keras
+    from tensorflow.python.framework import config as tf_config  # the public API cannot undo it
+
+    keras.mixed_precision.set_global_policy("float32")
+    tf_config.disable_op_determinism()
+
+
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("data"), image_size=SIZE, num_classes=CLASSES,
@@ -115,6 +127,21 @@ def test_schedule_drives_the_recorded_learning_rates(manifest: Path, tmp_path: P
     expected = [learning_rate_at(epoch, run.hparams) for epoch in range(3)]
     assert expected == pytest.approx([1e-3, 2.5e-3, 4e-3])
     assert rates == pytest.approx(expected, rel=1e-6)
+
+
+def test_mixed_precision_and_a_model_input_larger_than_the_records(manifest: Path, tmp_path: Path) -> None:
+    """bfloat16 compute with a float32 softmax, and the pipeline resizing 16 px records to 24 px."""
+    import keras
+    import numpy as np
+
+    run = settings(manifest, tmp_path, epochs=1, precision="mixed_bfloat16", image_size=24)
+    record = training.train(run)
+    assert record["precision"] == "mixed_bfloat16" and record["image_size"] == 24
+    assert record["train_images_per_second_epochs"] == [1]  # a 1-epoch run: its only epoch, said so
+    model = keras.saving.load_model(run.out_dir / "model.keras")
+    assert model.input_shape == (None, 24, 24, 3)
+    probabilities = model.predict(np.zeros((2, 24, 24, 3), np.float32), verbose=0)
+    assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------
