@@ -9,9 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from flowerlab.data import pipeline
-from flowerlab.errors import ConfigError, DataError
 from synthetic_records import (
     decoded_records,
     encode_jpeg,
@@ -20,6 +17,9 @@ from synthetic_records import (
     write_dataset,
     write_shard,
 )
+
+from flowerlab.data import pipeline
+from flowerlab.errors import ConfigError, DataError
 
 SIZE = 32
 CLASSES = 3
@@ -37,8 +37,8 @@ def train_files(manifest_path: Path) -> list[str]:
 
 
 def dataset(files: list[str], **overrides) -> tf.data.Dataset:
-    settings = dict(image_size=SIZE, num_classes=CLASSES, batch_size=5, training=True, seed=7,
-                    deterministic=True)
+    settings = {"image_size": SIZE, "num_classes": CLASSES, "batch_size": 5, "training": True, "seed": 7,
+                "deterministic": True}
     settings.update(overrides)
     return pipeline.make_dataset(files, **settings)
 
@@ -196,9 +196,11 @@ def test_wrong_image_size_in_first_record_fails_at_construction(tmp_path: Path) 
 def test_wrong_image_size_later_in_a_shard_names_the_shard(tmp_path: Path, train_files: list[str]) -> None:
     shard = bad_shard(tmp_path / "train-09-3.tfrec", sizes=[SIZE, SIZE, 40], classes=[0, 1, 2])
     ds = dataset([*train_files, shard], training=False)  # the first record of each shard is fine
-    with pytest.raises(DataError, match=r"train-09-3\.tfrec.*40 40 3.*rebuild"):
-        with pipeline.translate_record_errors([*train_files, shard]):
-            unbatched(ds)
+    with (
+        pytest.raises(DataError, match=r"train-09-3\.tfrec.*40 40 3.*rebuild"),
+        pipeline.translate_record_errors([*train_files, shard]),
+    ):
+        unbatched(ds)
 
 
 def test_class_outside_the_manifest_classes_is_refused(tmp_path: Path) -> None:
@@ -212,9 +214,11 @@ def test_corrupt_shard_gives_a_data_error(tmp_path: Path, train_files: list[str]
     corrupt = tmp_path / "train-00-12.tfrec"
     corrupt.write_bytes(data[: len(data) // 2] + bytes(64))  # damaged in the middle
     ds = dataset([str(corrupt)], training=False)
-    with pytest.raises(DataError, match="corrupt or truncated"):
-        with pipeline.translate_record_errors([str(corrupt)]):
-            unbatched(ds)
+    with (
+        pytest.raises(DataError, match="corrupt or truncated"),
+        pipeline.translate_record_errors([str(corrupt)]),
+    ):
+        unbatched(ds)
 
 
 def test_not_a_tfrecord_file_names_it(tmp_path: Path) -> None:
@@ -252,9 +256,11 @@ def test_verify_shards_names_a_changed_shard(tmp_path: Path) -> None:
 
 
 def test_errors_that_are_not_about_records_propagate_unchanged() -> None:
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        with pipeline.translate_record_errors(["x.tfrec"]):
-            tf.reshape(tf.zeros([3]), [2, 2])
+    with (
+        pytest.raises(tf.errors.InvalidArgumentError),
+        pipeline.translate_record_errors(["x.tfrec"]),
+    ):
+        tf.reshape(tf.zeros([3]), [2, 2])
 
 
 def test_record_count_other_than_the_manifests_is_a_data_error(train_files: list[str]) -> None:
@@ -262,9 +268,11 @@ def test_record_count_other_than_the_manifests_is_a_data_error(train_files: list
     assert int(ds.cardinality()) == 5  # known length: ceil(24 / 5) batches
     assert len(unbatched(ds)[0]) == 24
     wrong = dataset(train_files, training=False, expected_records=25)
-    with pytest.raises(DataError, match="another number of records than the manifest"):
-        with pipeline.translate_record_errors(train_files):
-            unbatched(wrong)
+    with (
+        pytest.raises(DataError, match="another number of records than the manifest"),
+        pipeline.translate_record_errors(train_files),
+    ):
+        unbatched(wrong)
 
 
 @pytest.mark.real_data

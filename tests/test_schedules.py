@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from flowerlab.errors import ConfigError
@@ -27,8 +29,8 @@ def test_ramp_decay_matches_the_course_recipe(epoch: int, expected: float) -> No
 def test_ramp_decay_on_one_replica_peaks_at_the_learning_rate() -> None:
     rates = [learning_rate_at(e, XCEPTION) for e in range(12)]
     assert max(rates) == pytest.approx(5e-5) and rates.index(max(rates)) == 5
-    assert all(a < b for a, b in zip(rates[:5], rates[1:6]))      # rising
-    assert all(a > b for a, b in zip(rates[5:], rates[6:]))       # falling
+    assert all(a < b for a, b in pairwise(rates[:6]))      # rising
+    assert all(a > b for a, b in pairwise(rates[5:]))       # falling
     assert all(rate > 1e-5 for rate in rates[5:])                 # towards, never below, lr_min
 
 

@@ -9,11 +9,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from synthetic_records import write_dataset
 
 from flowerlab import train as training
 from flowerlab.errors import ConfigError
 from flowerlab.schedules import learning_rate_at
-from synthetic_records import write_dataset
 
 SIZE = 16
 CLASSES = 3
@@ -30,7 +30,9 @@ def restore_tensorflow_globals():
     it back so that the tests of other modules run as they would alone."""
     yield
     import keras
-    from tensorflow.python.framework import config as tf_config  # the public API cannot undo it
+    from tensorflow.python.framework import (
+        config as tf_config,  # the public API cannot undo it
+    )
 
     keras.mixed_precision.set_global_policy("float32")
     tf_config.disable_op_determinism()

@@ -25,6 +25,7 @@ than reuse a model trained by other code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -32,13 +33,18 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowerlab import atomic, checkpoints, provenance
-from flowerlab.data.common import configure_logging, positive_int, run_command, sha256_file
+from flowerlab.data.common import (
+    configure_logging,
+    positive_int,
+    run_command,
+    sha256_file,
+)
 from flowerlab.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -362,10 +368,12 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
                                        image_size=plan.image_size, weights=weights)
             compile_model(model, schedule(0))
 
-    common = dict(image_size=plan.record_size, num_classes=plan.num_classes, batch_size=global_batch,
-                  target_size=plan.image_size if plan.image_size != plan.record_size else None,
-                  seed=settings.seed, deterministic=settings.deterministic,
-                  drop_remainder=drop_remainder, threads=settings.threads)
+    common = {
+        "image_size": plan.record_size, "num_classes": plan.num_classes, "batch_size": global_batch,
+        "target_size": plan.image_size if plan.image_size != plan.record_size else None,
+        "seed": settings.seed, "deterministic": settings.deterministic,
+        "drop_remainder": drop_remainder, "threads": settings.threads,
+    }
     train_data = pipeline.make_dataset(plan.train_files, training=True, augment=bool(hparams["augment"]),
                                        repeat=True, first_epoch=session.initial_epoch,
                                        expected_records=plan.train_records, **common)
@@ -446,25 +454,18 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
-class out_of_memory_hint:  # noqa: N801 - used as a context manager, reads like one
+@contextlib.contextmanager
+def out_of_memory_hint(arch: str, global_batch: int) -> Iterator[None]:
     """Turn TensorFlow's out-of-memory error into a ConfigError that says which setting to lower."""
+    import tensorflow as tf
 
-    def __init__(self, arch: str, global_batch: int) -> None:
-        self.arch, self.global_batch = arch, global_batch
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
-        import tensorflow as tf
-
-        if kind is not None and issubclass(kind, tf.errors.ResourceExhaustedError):
-            raise ConfigError(
-                f"{self.arch}: out of memory at global batch {self.global_batch}; lower "
-                f"models.{self.arch}.batch_size (or image_size). TensorFlow said: "
-                f"{str(error).strip().splitlines()[0]}"
-            ) from error
-        return False
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as error:
+        raise ConfigError(
+            f"{arch}: out of memory at global batch {global_batch}; lower models.{arch}.batch_size "
+            f"(or image_size). TensorFlow said: {str(error).strip().splitlines()[0]}"
+        ) from error
 
 
 # --------------------------------------------------------------------------------------------

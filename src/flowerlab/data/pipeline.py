@@ -380,7 +380,7 @@ def make_dataset(
 
     per_image_float = training and augment
     if training:
-        shuffle = shuffle_buffer if shuffle_buffer > 0 else 0
+        shuffle = max(0, shuffle_buffer)
 
         def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
             return _epoch(decoded, epoch, seed=seed, shuffle_buffer=shuffle, augment=augment)
