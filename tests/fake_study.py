@@ -37,7 +37,9 @@ def synthetic_jpeg(rng: np.random.Generator, class_index: int, size: int) -> byt
     return buffer.getvalue()
 
 
-def write_data(data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAGE_SIZE, seed: int = 0) -> dict:
+def write_data(
+    data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAGE_SIZE, seed: int = 0
+) -> dict:
     """TFRecords (2 train shards, 1 validation shard), manifest.json, inventory.csv/.json.
 
     Records are made by the data stage's own writer (flowerlab.data.tfrecords)."""
@@ -54,15 +56,34 @@ def write_data(data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAG
                 jpeg = synthetic_jpeg(rng, class_index, size)
                 source = f"{name}/{split}_{number:03d}.jpg"
                 photo_id = hashlib.sha256(source.encode() + jpeg).hexdigest()
-                records[split].append(serialize_example(
-                    image=jpeg, class_index=class_index, label=name, height=size, width=size,
-                    num_classes=len(classes), photo_id=photo_id, source=source))
+                records[split].append(
+                    serialize_example(
+                        image=jpeg,
+                        class_index=class_index,
+                        label=name,
+                        height=size,
+                        width=size,
+                        num_classes=len(classes),
+                        photo_id=photo_id,
+                        source=source,
+                    )
+                )
                 inventory_rows.append([source, name, len(jpeg), photo_id, "JPEG", size, size, "kept", "", ""])
     skipped = [
         ["daisy/empty.jpg", "daisy", 0, "", "", "", "", "skipped", "zero_bytes", ""],
         ["roses/notes.txt", "roses", 12, "ab" * 32, "", "", "", "skipped", "not_an_image", ""],
-        ["roses/copy.jpg", "roses", 300, "cd" * 32, "JPEG", size, size, "skipped", "duplicate_same_class",
-         inventory_rows[0][0]],
+        [
+            "roses/copy.jpg",
+            "roses",
+            300,
+            "cd" * 32,
+            "JPEG",
+            size,
+            size,
+            "skipped",
+            "duplicate_same_class",
+            inventory_rows[0][0],
+        ],
     ]
     inventory_rows += skipped
 
@@ -79,25 +100,48 @@ def write_data(data_dir: Path, *, classes: list[str] = CLASSES, size: int = IMAG
 
     with open(data_dir / "inventory.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "class", "bytes", "sha256", "format", "width", "height", "status", "reason",
-                         "duplicate_of"])
+        writer.writerow(
+            [
+                "path",
+                "class",
+                "bytes",
+                "sha256",
+                "format",
+                "width",
+                "height",
+                "status",
+                "reason",
+                "duplicate_of",
+            ]
+        )
         writer.writerows(inventory_rows)
     kept = len(inventory_rows) - len(skipped)
     inventory = {
-        "root": "/nonexistent/flower_photos", "classes": classes, "files_found": len(inventory_rows),
-        "kept": kept, "skipped": len(skipped),
+        "root": "/nonexistent/flower_photos",
+        "classes": classes,
+        "files_found": len(inventory_rows),
+        "kept": kept,
+        "skipped": len(skipped),
         "skipped_by_reason": {"zero_bytes": 1, "not_an_image": 1, "duplicate_same_class": 1},
         "kept_by_class": {name: TRAIN_PER_CLASS + VALIDATION_PER_CLASS for name in classes},
     }
     (data_dir / "inventory.json").write_text(json.dumps(inventory, indent=2))
     manifest = {
         "format_version": 1,
-        "settings": {"image_size": size, "jpeg_quality": 95, "validation_fraction": 0.19, "shards": 3,
-                     "seed": 35155},
-        "classes": classes, "num_classes": len(classes), "image_size": size,
+        "settings": {
+            "image_size": size,
+            "jpeg_quality": 95,
+            "validation_fraction": 0.19,
+            "shards": 3,
+            "seed": 35155,
+        },
+        "classes": classes,
+        "num_classes": len(classes),
+        "image_size": size,
         "inventory_sha256": hashlib.sha256((data_dir / "inventory.csv").read_bytes()).hexdigest(),
-        "splits": {split: {"records": len(records[split]), "per_class": per_class[split]}
-                   for split in records},
+        "splits": {
+            split: {"records": len(records[split]), "per_class": per_class[split]} for split in records
+        },
         "shards": shards,
     }
     (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -113,10 +157,15 @@ def tiny_model(arch: str, num_classes: int, size: int, seed: int):
     if arch == "dense":
         body = [layers.Flatten(), layers.Dense(8, activation="relu")]
     else:
-        body = [layers.Conv2D(4, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
-                layers.Conv2D(6, 3, padding="same", activation="relu"), layers.GlobalAveragePooling2D()]
-    return keras.Sequential([keras.Input((size, size, 3)), *body,
-                             layers.Dense(num_classes, activation="softmax")], name=arch)
+        body = [
+            layers.Conv2D(4, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(6, 3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+        ]
+    return keras.Sequential(
+        [keras.Input((size, size, 3)), *body, layers.Dense(num_classes, activation="softmax")], name=arch
+    )
 
 
 def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int = 3, seed: int = 1) -> None:
@@ -130,22 +179,37 @@ def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int
     rows = []
     for epoch in range(1, epochs + 1):
         progress = 1 - math.exp(-epoch / 2)
-        rows.append({"epoch": epoch, "loss": 1.2 - 0.6 * progress, "accuracy": 0.35 + 0.5 * progress,
-                     "val_loss": 1.25 - 0.5 * progress + rng.normal(0, 0.02),
-                     "val_accuracy": 0.33 + 0.4 * progress + rng.normal(0, 0.02), "learning_rate": 0.001,
-                     "epoch_seconds": 2.0 + rng.random(), "images_per_second": 40.0 + rng.random()})
+        rows.append(
+            {
+                "epoch": epoch,
+                "loss": 1.2 - 0.6 * progress,
+                "accuracy": 0.35 + 0.5 * progress,
+                "val_loss": 1.25 - 0.5 * progress + rng.normal(0, 0.02),
+                "val_accuracy": 0.33 + 0.4 * progress + rng.normal(0, 0.02),
+                "learning_rate": 0.001,
+                "epoch_seconds": 2.0 + rng.random(),
+                "images_per_second": 40.0 + rng.random(),
+            }
+        )
     with open(folder / "history.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     total = sum(int(np.prod(w.shape)) for w in model.weights)
     record = {
-        "arch": arch, "hparams": {"epochs": epochs, "batch_size": 4, "learning_rate": 0.001, "augment": False},
-        "device": {"kind": "cpu", "name": "test CPU (2 cores)", "replicas": 1}, "precision": "float32",
-        "seed": seed, "deterministic": False, "versions": {"tensorflow": "test"},
-        "wall_seconds": 7.5 * epochs, "train_images_per_second": 40.0 if arch == "dense" else 12.0,
-        "epochs": epochs, "best_val_accuracy": max(r["val_accuracy"] for r in rows),
-        "final_val_accuracy": rows[-1]["val_accuracy"], "parameters": {"total": total, "trainable": total},
+        "arch": arch,
+        "hparams": {"epochs": epochs, "batch_size": 4, "learning_rate": 0.001, "augment": False},
+        "device": {"kind": "cpu", "name": "test CPU (2 cores)", "replicas": 1},
+        "precision": "float32",
+        "seed": seed,
+        "deterministic": False,
+        "versions": {"tensorflow": "test"},
+        "wall_seconds": 7.5 * epochs,
+        "train_images_per_second": 40.0 if arch == "dense" else 12.0,
+        "epochs": epochs,
+        "best_val_accuracy": max(r["val_accuracy"] for r in rows),
+        "final_val_accuracy": rows[-1]["val_accuracy"],
+        "parameters": {"total": total, "trainable": total},
         "resumed_from_epoch": None,
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
         "code_version": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
@@ -175,20 +239,33 @@ def evaluate_and_collect(results: Path, archs: list[str]) -> None:
     from flowerlab import collect, evaluate
 
     for arch in archs:
-        evaluate.evaluate(arch=arch, model_path=results / "models" / arch / "model.keras",
-                          training_json=results / "models" / arch / "training.json",
-                          manifest_path=results / "data" / "manifest.json",
-                          out_dir=results / "evaluation" / arch, batch_size=4, latency_runs=3)
-    collect.collect([results / "evaluation" / arch / "metrics.json" for arch in archs],
-                    results / "metrics.csv", results / "metrics.json")
+        evaluate.evaluate(
+            arch=arch,
+            model_path=results / "models" / arch / "model.keras",
+            training_json=results / "models" / arch / "training.json",
+            manifest_path=results / "data" / "manifest.json",
+            out_dir=results / "evaluation" / arch,
+            batch_size=4,
+            latency_runs=3,
+        )
+    collect.collect(
+        [results / "evaluation" / arch / "metrics.json" for arch in archs],
+        results / "metrics.csv",
+        results / "metrics.json",
+    )
 
 
 def notebook_parameters(results: Path) -> dict[str, str]:
     """The report notebook's parameters for a study under `results` (absolute paths)."""
-    return {"metrics_csv": str(results / "metrics.csv"), "models_dir": str(results / "models"),
-            "evaluation_dir": str(results / "evaluation"), "manifest": str(results / "data" / "manifest.json"),
-            "inventory_csv": str(results / "data" / "inventory.csv"),
-            "inventory_json": str(results / "data" / "inventory.json"), "figures_dir": str(results / "figures")}
+    return {
+        "metrics_csv": str(results / "metrics.csv"),
+        "models_dir": str(results / "models"),
+        "evaluation_dir": str(results / "evaluation"),
+        "manifest": str(results / "data" / "manifest.json"),
+        "inventory_csv": str(results / "data" / "inventory.csv"),
+        "inventory_json": str(results / "data" / "inventory.json"),
+        "figures_dir": str(results / "figures"),
+    }
 
 
 def render_report(results: Path) -> Path:
@@ -203,16 +280,41 @@ def render_report(results: Path) -> Path:
 
     report_dir = results / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(NOTEBOOK), str(report_dir / "report.ipynb"), parameters=notebook_parameters(results),
-                               kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False)
-    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--template-file",
-                    str(HTML_TEMPLATE), "--output-dir", str(report_dir), str(report_dir / "report.ipynb")],
-                   check=True, capture_output=True, timeout=300)
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(report_dir / "report.ipynb"),
+        parameters=notebook_parameters(results),
+        kernel_name="python3",
+        cwd=str(REPO_ROOT),
+        progress_bar=False,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "html",
+            "--template-file",
+            str(HTML_TEMPLATE),
+            "--output-dir",
+            str(report_dir),
+            str(report_dir / "report.ipynb"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
-    return report.publish(figures_dir=results / "figures", metrics=results / "metrics.csv",
-                          notebook_html=report_dir / "report.html", out=report_dir / "index.html",
-                          manifest=results / "data" / "manifest.json",
-                          evaluations=[results / "evaluation" / arch / "metrics.json" for arch in archs])
+    return report.publish(
+        figures_dir=results / "figures",
+        metrics=results / "metrics.csv",
+        notebook_html=report_dir / "report.html",
+        out=report_dir / "index.html",
+        manifest=results / "data" / "manifest.json",
+        evaluations=[results / "evaluation" / arch / "metrics.json" for arch in archs],
+    )
 
 
 def make_fake_report(results: Path, archs: list[str]) -> Path:

@@ -55,5 +55,7 @@ def broken_references(page: Path) -> list[str]:
         elif target is not None and not target.exists():
             problems.append(f"link {href!r} -> {target} does not exist")
     # The page must stand alone: styles inline, no script, stylesheet or frame loaded from elsewhere.
-    problems += [f"loads an external resource: {src}" for src in found.external if not src.startswith("data:")]
+    problems += [
+        f"loads an external resource: {src}" for src in found.external if not src.startswith("data:")
+    ]
     return problems

@@ -28,9 +28,18 @@ import fake_study
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("FLOWERLAB_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--mute-audio"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--mute-audio",
+]
 # Time the page may take to load and run its scripts (virtual time: not a wall-clock wait).
 LOAD_BUDGET_MS = 10_000
 CHROMIUM_TIMEOUT_S = 120
@@ -53,7 +62,9 @@ window.addEventListener("load", () => {
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.is_file():
-        message = f"{CHROMIUM} not found: install it with `apt-get install -y chromium` (or set FLOWERLAB_CHROMIUM)"
+        message = (
+            f"{CHROMIUM} not found: install it with `apt-get install -y chromium` (or set FLOWERLAB_CHROMIUM)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -62,23 +73,32 @@ def chromium() -> Path:
 
 def run_chromium(browser: Path, profile: Path, *arguments: str) -> subprocess.CompletedProcess:
     """Chromium with a fresh profile, as root in a container, nothing fetched in the background."""
-    return subprocess.run([str(browser), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments],
-                          capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=False)
+    return subprocess.run(
+        [str(browser), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=CHROMIUM_TIMEOUT_S,
+        check=False,
+    )
 
 
 def probe_page(browser: Path, page: Path, profile: Path) -> dict:
     """What the browser saw on `page`: its images' load state and its links."""
     probe = page.with_name(f".probe-{page.name}")
     text = page.read_text(encoding="utf-8")
-    probe.write_text(text.replace("</body>", PROBE + "</body>") if "</body>" in text else text + PROBE,
-                     encoding="utf-8")
+    probe.write_text(
+        text.replace("</body>", PROBE + "</body>") if "</body>" in text else text + PROBE, encoding="utf-8"
+    )
     try:
-        done = run_chromium(browser, profile, f"--virtual-time-budget={LOAD_BUDGET_MS}", "--dump-dom",
-                            probe.as_uri())
+        done = run_chromium(
+            browser, profile, f"--virtual-time-budget={LOAD_BUDGET_MS}", "--dump-dom", probe.as_uri()
+        )
     finally:
         probe.unlink()
     match = re.search(r'<pre id="flowerlab-probe">(.*?)</pre>', done.stdout, re.DOTALL)
-    assert match, f"the page did not finish loading in Chromium (exit {done.returncode}): {done.stderr[-2000:]}"
+    assert match, (
+        f"the page did not finish loading in Chromium (exit {done.returncode}): {done.stderr[-2000:]}"
+    )
     return json.loads(html.unescape(match.group(1)))
 
 
@@ -95,8 +115,14 @@ def broken_links(page: Path, links: list[str]) -> list[str]:
 
 def screenshot(browser: Path, page: Path, out: Path, profile: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = run_chromium(browser, profile, "--window-size=1280,2400", f"--virtual-time-budget={LOAD_BUDGET_MS}",
-                        f"--screenshot={out}", page.as_uri())
+    done = run_chromium(
+        browser,
+        profile,
+        "--window-size=1280,2400",
+        f"--virtual-time-budget={LOAD_BUDGET_MS}",
+        f"--screenshot={out}",
+        page.as_uri(),
+    )
     assert out.is_file() and out.stat().st_size > 10_000, f"no screenshot: {done.stderr[-2000:]}"
 
 
@@ -114,8 +140,9 @@ def fake_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fake_study.make_fake_report(tmp_path_factory.mktemp("browser") / "results", ["dense", "convnet"])
 
 
-def test_landing_page_images_and_links_work_in_chromium(chromium: Path, fake_report: Path, tmp_path: Path,
-                                                        repo_root: Path) -> None:
+def test_landing_page_images_and_links_work_in_chromium(
+    chromium: Path, fake_report: Path, tmp_path: Path, repo_root: Path
+) -> None:
     seen = assert_page_loads_in_the_browser(chromium, fake_report, tmp_path)
     assert len(seen["images"]) == 7
     assert "report.html" in seen["links"] and "../metrics.csv" in seen["links"]
@@ -134,7 +161,13 @@ def test_the_workflow_report_in_this_checkout(chromium: Path, repo_root: Path, t
         pytest.skip(f"{page} not found: run the workflow (e.g. the smoke study) first")
     # Probe a copy beside the original, so that the run's own results folder is not touched.
     copy = tmp_path / "results" / "report"
-    shutil.copytree(page.parent.parent, tmp_path / "results", ignore=shutil.ignore_patterns("*.tfrec", "*.keras"))
+    shutil.copytree(
+        page.parent.parent, tmp_path / "results", ignore=shutil.ignore_patterns("*.tfrec", "*.keras")
+    )
     assert_page_loads_in_the_browser(chromium, copy / "index.html", tmp_path)
-    screenshot(chromium, copy / "index.html", repo_root / "test-artifacts" / "workflow-report.png",
-               tmp_path / "profile-shot")
+    screenshot(
+        chromium,
+        copy / "index.html",
+        repo_root / "test-artifacts" / "workflow-report.png",
+        tmp_path / "profile-shot",
+    )

@@ -12,25 +12,58 @@ from flowerlab import collect
 from flowerlab.cli import main
 from flowerlab.errors import DataError
 
-EXPECTED_COLUMNS = ["arch", "val_accuracy", "course_val_accuracy", "val_loss", "val_macro_f1", "best_val_accuracy",
-                    "validation_images", "parameters", "trainable_parameters", "gflops_per_image", "image_size",
-                    "model_mb", "train_images_per_s", "inference_images_per_s", "eval_batch_size",
-                    "latency_ms_median", "latency_ms_p95", "training_seconds", "epochs", "device",
-                    "training_device", "precision"]
+EXPECTED_COLUMNS = [
+    "arch",
+    "val_accuracy",
+    "course_val_accuracy",
+    "val_loss",
+    "val_macro_f1",
+    "best_val_accuracy",
+    "validation_images",
+    "parameters",
+    "trainable_parameters",
+    "gflops_per_image",
+    "image_size",
+    "model_mb",
+    "train_images_per_s",
+    "inference_images_per_s",
+    "eval_batch_size",
+    "latency_ms_median",
+    "latency_ms_p95",
+    "training_seconds",
+    "epochs",
+    "device",
+    "training_device",
+    "precision",
+]
 
 
 def evaluation(arch: str, accuracy: float, **overrides) -> dict:
     """A metrics.json as flowerlab evaluate writes it (only the keys collect reads)."""
     record = {
-        "arch": arch, "accuracy": accuracy, "loss": 0.5, "images": 680,
+        "arch": arch,
+        "accuracy": accuracy,
+        "loss": 0.5,
+        "images": 680,
         "macro_average": {"precision": 0.8, "recall": 0.8, "f1": 0.79},
-        "parameters_total": 2_488_389, "parameters_trainable": 230_405, "flops_per_image": 450_608_094,
-        "image_size": 192, "model_bytes": 10_500_000, "inference_images_per_second": 210.5,
-        "eval_batch_size": 64, "latency_ms_median": 12.25, "latency_ms_p95": 14.0,
+        "parameters_total": 2_488_389,
+        "parameters_trainable": 230_405,
+        "flops_per_image": 450_608_094,
+        "image_size": 192,
+        "model_bytes": 10_500_000,
+        "inference_images_per_second": 210.5,
+        "eval_batch_size": 64,
+        "latency_ms_median": 12.25,
+        "latency_ms_p95": 14.0,
         "device": {"kind": "cpu", "name": "AMD EPYC (2 cores)", "replicas": 1},
-        "training": {"wall_seconds": 3600.5, "train_images_per_second": 128.0, "epochs": 10,
-                     "best_val_accuracy": accuracy + 0.01, "precision": "float32",
-                     "device": {"kind": "gpu", "name": "NVIDIA H100", "replicas": 2}},
+        "training": {
+            "wall_seconds": 3600.5,
+            "train_images_per_second": 128.0,
+            "epochs": 10,
+            "best_val_accuracy": accuracy + 0.01,
+            "precision": "float32",
+            "device": {"kind": "gpu", "name": "NVIDIA H100", "replicas": 2},
+        },
     }
     record.update(overrides)
     return record
@@ -59,16 +92,37 @@ def test_row_has_every_column_with_units_and_converted_figures() -> None:
     assert row["best_val_accuracy"] == pytest.approx(0.89)
 
 
-@pytest.mark.parametrize("arch, course", [("mobilenet_v2", 0.8641), ("convnet", 0.7043), ("squeezenet", 0.8101),
-                                          ("xception", 0.9676), ("dense", None), ("mobilenet_v2_finetune", None)])
+@pytest.mark.parametrize(
+    "arch, course",
+    [
+        ("mobilenet_v2", 0.8641),
+        ("convnet", 0.7043),
+        ("squeezenet", 0.8101),
+        ("xception", 0.9676),
+        ("dense", None),
+        ("mobilenet_v2_finetune", None),
+    ],
+)
 def test_course_accuracy_beside_ours_only_where_the_course_has_one(arch: str, course: float | None) -> None:
     assert collect.metrics_row(evaluation(arch, 0.5))["course_val_accuracy"] == course
 
 
 def test_collect_writes_csv_and_json_in_the_given_order(tmp_path: Path) -> None:
     paths = [write(tmp_path, evaluation("dense", 0.41)), write(tmp_path, evaluation("convnet", 0.72))]
-    assert main(["collect", "--evaluations", *map(str, paths), "--out-csv", str(tmp_path / "metrics.csv"),
-                 "--out-json", str(tmp_path / "metrics.json")]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "--evaluations",
+                *map(str, paths),
+                "--out-csv",
+                str(tmp_path / "metrics.csv"),
+                "--out-json",
+                str(tmp_path / "metrics.json"),
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["arch"] for row in rows] == ["dense", "convnet"]
@@ -104,6 +158,18 @@ def test_bad_evaluations_are_refused_with_the_file_named(tmp_path: Path) -> None
     broken = write(tmp_path / "three", {"arch": "dense"})
     with pytest.raises(DataError, match=r"has no 'accuracy'"):
         collect.collect_rows([broken])
-    assert main(["collect", "--evaluations", str(broken), "--out-csv", str(tmp_path / "m.csv"),
-                 "--out-json", str(tmp_path / "m.json")]) == 1
+    assert (
+        main(
+            [
+                "collect",
+                "--evaluations",
+                str(broken),
+                "--out-csv",
+                str(tmp_path / "m.csv"),
+                "--out-json",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "m.csv").exists()

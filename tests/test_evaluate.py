@@ -25,9 +25,7 @@ CLASSES = ["a", "b", "c"]
 # Class "c" is never predicted: its precision is 0/0.
 TRUE = [0, 0, 1, 1, 2, 2, 2]
 PREDICTED = [0, 1, 1, 1, 0, 1, 1]
-EXPECTED_MATRIX = [[1, 1, 0],
-                   [0, 2, 0],
-                   [1, 2, 0]]
+EXPECTED_MATRIX = [[1, 1, 0], [0, 2, 0], [1, 2, 0]]
 
 
 def test_confusion_matrix_rows_are_true_classes_columns_predictions() -> None:
@@ -44,7 +42,9 @@ def test_accuracy_from_confusion() -> None:
 def test_per_class_metrics_on_known_matrix_with_a_class_never_predicted() -> None:
     metrics, notes = evaluate.per_class_metrics(np.array(EXPECTED_MATRIX), CLASSES)
     assert metrics["a"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
-    assert metrics["b"] == pytest.approx({"precision": 2 / 5, "recall": 1.0, "f1": 2 * 0.4 / 1.4, "support": 2})
+    assert metrics["b"] == pytest.approx(
+        {"precision": 2 / 5, "recall": 1.0, "f1": 2 * 0.4 / 1.4, "support": 2}
+    )
     assert metrics["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 3}
     assert notes == ["precision of 'c' set to 0: the model never predicted this class"]
     assert not any(np.isnan(value) for values in metrics.values() for value in values.values())
@@ -107,8 +107,14 @@ def test_latency_summary_median_and_p95() -> None:
 def test_forward_flops_of_a_hand_counted_model() -> None:
     import keras
 
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-                              keras.layers.Flatten(), keras.layers.Dense(5, use_bias=False)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5, use_bias=False),
+        ]
+    )
     total, by_op = evaluate.forward_flops(model, 8)
     conv = 8 * 8 * 4 * (3 * 3 * 3) * 2  # outputs x multiply-adds per output x 2
     dense = 8 * 8 * 4 * 5 * 2
@@ -136,10 +142,15 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_evaluation(results: Path, out_dir: Path, **overrides) -> dict:
-    arguments = dict(arch="convnet", model_path=results / "models/convnet/model.keras",
-                     training_json=results / "models/convnet/training.json",
-                     manifest_path=results / "data/manifest.json", out_dir=out_dir, batch_size=4,
-                     latency_runs=5)
+    arguments = dict(
+        arch="convnet",
+        model_path=results / "models/convnet/model.keras",
+        training_json=results / "models/convnet/training.json",
+        manifest_path=results / "data/manifest.json",
+        out_dir=out_dir,
+        batch_size=4,
+        latency_runs=5,
+    )
     arguments.update(overrides)
     return evaluate.evaluate(**arguments)
 
@@ -152,9 +163,23 @@ def evaluated(study: Path) -> Path:
 
 def test_metrics_json_has_the_contract_keys(evaluated: Path) -> None:
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    for key in ("accuracy", "loss", "per_class", "confusion_matrix", "classes", "parameters_total",
-                "parameters_trainable", "flops_per_image", "model_bytes", "inference_images_per_second",
-                "latency_ms_median", "latency_ms_p95", "eval_batch_size", "device", "training"):
+    for key in (
+        "accuracy",
+        "loss",
+        "per_class",
+        "confusion_matrix",
+        "classes",
+        "parameters_total",
+        "parameters_trainable",
+        "flops_per_image",
+        "model_bytes",
+        "inference_images_per_second",
+        "latency_ms_median",
+        "latency_ms_p95",
+        "eval_batch_size",
+        "device",
+        "training",
+    ):
         assert key in metrics, key
     assert metrics["classes"] == fake_study.CLASSES
     assert metrics["images"] == len(fake_study.CLASSES) * fake_study.VALIDATION_PER_CLASS
@@ -189,8 +214,13 @@ def test_predictions_csv_agrees_with_the_model_and_the_metrics(evaluated: Path) 
     with open(evaluated / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    assert list(rows[0]) == ["id", "source", "true_class", "predicted_class",
-                             *(f"prob_{name}" for name in fake_study.CLASSES)]
+    assert list(rows[0]) == [
+        "id",
+        "source",
+        "true_class",
+        "predicted_class",
+        *(f"prob_{name}" for name in fake_study.CLASSES),
+    ]
     assert len(rows) == metrics["images"]
     assert len({row["id"] for row in rows}) == len(rows)
     assert all(row["source"].split("/")[0] == row["true_class"] for row in rows)
@@ -211,7 +241,9 @@ def test_predictions_csv_agrees_with_the_model_and_the_metrics(evaluated: Path) 
     assert metrics["loss"] == pytest.approx(loss, rel=1e-4)
     assert metrics["accuracy"] == pytest.approx(accuracy)
     probabilities = np.array([[float(row[f"prob_{c}"]) for c in fake_study.CLASSES] for row in rows])
-    np.testing.assert_allclose(probabilities, model.predict(np.array(images, np.float32), verbose=0), atol=2e-6)
+    np.testing.assert_allclose(
+        probabilities, model.predict(np.array(images, np.float32), verbose=0), atol=2e-6
+    )
 
 
 def test_evaluation_refuses_a_model_trained_on_another_manifest(study: Path, tmp_path: Path) -> None:
@@ -277,19 +309,47 @@ def test_timing_batch_repeats_a_small_split_to_the_batch_size() -> None:
 
 def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_path: Path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    base = [sys.executable, "-m", "flowerlab", "evaluate", "--arch", "convnet",
-            "--training-json", str(study / "models/convnet/training.json"),
-            "--manifest", str(study / "data/manifest.json"), "--out-dir", str(tmp_path / "out"),
-            "--batch-size", "8", "--latency-runs", "3", "--accelerator", "cpu", "--threads", "1"]
-    done = subprocess.run([*base, "--model", str(study / "models/convnet/model.keras")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    base = [
+        sys.executable,
+        "-m",
+        "flowerlab",
+        "evaluate",
+        "--arch",
+        "convnet",
+        "--training-json",
+        str(study / "models/convnet/training.json"),
+        "--manifest",
+        str(study / "data/manifest.json"),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "8",
+        "--latency-runs",
+        "3",
+        "--accelerator",
+        "cpu",
+        "--threads",
+        "1",
+    ]
+    done = subprocess.run(
+        [*base, "--model", str(study / "models/convnet/model.keras")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     metrics = json.loads((tmp_path / "out/metrics.json").read_text())
     assert metrics["threads"]["intra_op"] == 1
     assert metrics["eval_batch_size"] == 8
     assert (tmp_path / "out/predictions.csv").is_file()
 
-    failed = subprocess.run([*base, "--model", str(tmp_path / "absent.keras")], env=env,
-                            capture_output=True, text=True, timeout=300)
+    failed = subprocess.run(
+        [*base, "--model", str(tmp_path / "absent.keras")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert failed.returncode == 1
     assert "model not found" in failed.stderr and "Traceback" not in failed.stderr

@@ -24,27 +24,49 @@ def metrics_table(archs: list[str]) -> pd.DataFrame:
     """A metrics.csv-like table with plausible figures for `archs`."""
     rows = []
     for index, arch in enumerate(archs):
-        rows.append({"arch": arch, "val_accuracy": 0.6 + 0.05 * index,
-                     "course_val_accuracy": {"convnet": 0.7043, "squeezenet": 0.8101}.get(arch, np.nan),
-                     "parameters": 10 ** (4 + index), "trainable_parameters": 10 ** (4 + index),
-                     "gflops_per_image": 0.5 + index, "train_images_per_s": 100.0 / (index + 1),
-                     "inference_images_per_s": 900.0 / (index + 1), "eval_batch_size": 64,
-                     "latency_ms_median": 3.0, "latency_ms_p95": 4.0, "training_seconds": 60.0 * 10 ** index,
-                     "epochs": 10, "device": "cpu: AMD EPYC", "training_device": "cpu: AMD EPYC",
-                     "precision": "float32"})
+        rows.append(
+            {
+                "arch": arch,
+                "val_accuracy": 0.6 + 0.05 * index,
+                "course_val_accuracy": {"convnet": 0.7043, "squeezenet": 0.8101}.get(arch, np.nan),
+                "parameters": 10 ** (4 + index),
+                "trainable_parameters": 10 ** (4 + index),
+                "gflops_per_image": 0.5 + index,
+                "train_images_per_s": 100.0 / (index + 1),
+                "inference_images_per_s": 900.0 / (index + 1),
+                "eval_batch_size": 64,
+                "latency_ms_median": 3.0,
+                "latency_ms_p95": 4.0,
+                "training_seconds": 60.0 * 10**index,
+                "epochs": 10,
+                "device": "cpu: AMD EPYC",
+                "training_device": "cpu: AMD EPYC",
+                "precision": "float32",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def history(epochs: int) -> pd.DataFrame:
     epoch = np.arange(1, epochs + 1)
-    return pd.DataFrame({"epoch": epoch, "loss": 1 / epoch, "accuracy": 1 - 0.5 / epoch,
-                         "val_loss": 1.1 / epoch, "val_accuracy": 0.9 - 0.5 / epoch})
+    return pd.DataFrame(
+        {
+            "epoch": epoch,
+            "loss": 1 / epoch,
+            "accuracy": 1 - 0.5 / epoch,
+            "val_loss": 1.1 / epoch,
+            "val_accuracy": 0.9 - 0.5 / epoch,
+        }
+    )
 
 
 def evaluation(matrix: list[list[int]]) -> dict:
     matrix = np.asarray(matrix)
-    return {"classes": ["daisy", "roses", "tulips"], "confusion_matrix": matrix.tolist(),
-            "accuracy": float(np.trace(matrix) / matrix.sum())}
+    return {
+        "classes": ["daisy", "roses", "tulips"],
+        "confusion_matrix": matrix.tolist(),
+        "accuracy": float(np.trace(matrix) / matrix.sum()),
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -90,9 +112,12 @@ def test_learning_curves_one_column_per_architecture() -> None:
 
 def test_confusion_matrices_are_row_normalised_with_class_names() -> None:
     matrix = [[2, 1, 0], [0, 3, 0], [0, 0, 0]]  # tulips absent: a row of zeros, not NaN
-    np.testing.assert_allclose(figures.row_normalised(np.array(matrix)),
-                               [[2 / 3, 1 / 3, 0], [0, 1, 0], [0, 0, 0]])
-    figure = figures.confusion_matrices({"convnet": evaluation(matrix), "dense": evaluation(np.eye(3, dtype=int))})
+    np.testing.assert_allclose(
+        figures.row_normalised(np.array(matrix)), [[2 / 3, 1 / 3, 0], [0, 1, 0], [0, 0, 0]]
+    )
+    figure = figures.confusion_matrices(
+        {"convnet": evaluation(matrix), "dense": evaluation(np.eye(3, dtype=int))}
+    )
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["daisy", "roses", "tulips"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["daisy", "roses", "tulips"]
@@ -105,8 +130,16 @@ def predictions_table(count: int, wrong: int) -> pd.DataFrame:
     for index in range(count):
         true = ["daisy", "roses", "tulips"][index % 3]
         predicted = "roses" if index < wrong and true != "roses" else true
-        rows.append({"id": f"{index:04d}", "true_class": true, "predicted_class": predicted,
-                     "prob_daisy": 0.2, "prob_roses": 0.5, "prob_tulips": 0.3})
+        rows.append(
+            {
+                "id": f"{index:04d}",
+                "true_class": true,
+                "predicted_class": predicted,
+                "prob_daisy": 0.2,
+                "prob_roses": 0.5,
+                "prob_tulips": 0.3,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -125,18 +158,25 @@ def test_gallery_marks_misclassified_photos_in_red() -> None:
     images = {row_id: np.full((8, 8, 3), 100, np.uint8) for row_id in sample["id"]}
     figure = figures.prediction_gallery(sample, images, arch="convnet", columns=2)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
-    assert sum(title.startswith("✗") for title in titles) == int((sample["true_class"] != sample["predicted_class"]).sum())
+    assert sum(title.startswith("✗") for title in titles) == int(
+        (sample["true_class"] != sample["predicted_class"]).sum()
+    )
     assert "convnet" in figure.get_suptitle()
     with pytest.raises(DataError, match="none of the gallery's photos"):
         figures.prediction_gallery(sample, {})
 
 
 def test_data_overview_with_and_without_skipped_files() -> None:
-    manifest = {"classes": ["daisy", "roses"],
-                "splits": {"train": {"records": 7, "per_class": {"daisy": 4, "roses": 3}},
-                           "validation": {"records": 2, "per_class": {"daisy": 1, "roses": 1}}}}
-    figure = figures.data_overview(manifest, {"files_found": 11, "kept": 9,
-                                              "skipped_by_reason": {"zero_bytes": 2}})
+    manifest = {
+        "classes": ["daisy", "roses"],
+        "splits": {
+            "train": {"records": 7, "per_class": {"daisy": 4, "roses": 3}},
+            "validation": {"records": 2, "per_class": {"daisy": 1, "roses": 1}},
+        },
+    }
+    figure = figures.data_overview(
+        manifest, {"files_found": 11, "kept": 9, "skipped_by_reason": {"zero_bytes": 2}}
+    )
     bars, skipped = figure.axes[:2]
     assert sorted(p.get_height() for p in bars.patches if p.get_height() > 0) == [1, 1, 3, 4]
     assert [t.get_text() for t in skipped.get_yticklabels()] == ["zero_bytes"]
@@ -149,16 +189,28 @@ def test_save_figure_writes_png_svg_and_the_caption_atomically(tmp_path: Path) -
     paths = figures.save_figure(figure, "accuracy_vs_parameters", "A  caption\non two lines.", tmp_path)
     assert paths["png"].read_bytes().startswith(PNG_SIGNATURE)
     assert b"<svg" in paths["svg"].read_bytes()[:500]
-    figures.save_figure(figures.learning_curves({"convnet": history(2)}), "learning_curves", "Curves.", tmp_path)
+    figures.save_figure(
+        figures.learning_curves({"convnet": history(2)}), "learning_curves", "Curves.", tmp_path
+    )
     figures.save_figure(figure, "accuracy_vs_parameters", "Replaced.", tmp_path)
     captions = json.loads((tmp_path / "captions.json").read_text())
     assert list(captions) == ["accuracy_vs_parameters", "learning_curves"]  # the report's order
     assert captions["accuracy_vs_parameters"]["caption"] == "Replaced."
-    assert captions["learning_curves"] == {"title": "Learning curves", "caption": "Curves.",
-                                           "png": "learning_curves.png", "svg": "learning_curves.svg"}
+    assert captions["learning_curves"] == {
+        "title": "Learning curves",
+        "caption": "Curves.",
+        "png": "learning_curves.png",
+        "svg": "learning_curves.svg",
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["accuracy_vs_parameters.png", "accuracy_vs_parameters.svg", "learning_curves.png",
-         "learning_curves.svg", "captions.json"])
+        [
+            "accuracy_vs_parameters.png",
+            "accuracy_vs_parameters.svg",
+            "learning_curves.png",
+            "learning_curves.svg",
+            "captions.json",
+        ]
+    )
 
 
 def test_every_figure_has_a_one_line_caption_naming_the_devices() -> None:
@@ -171,7 +223,9 @@ def test_every_figure_has_a_one_line_caption_naming_the_devices() -> None:
 
 def test_figures_refuse_an_empty_study() -> None:
     with pytest.raises(DataError, match="no architecture"):
-        figures.accuracy_vs_parameters(metrics_table([]).reindex(columns=["arch", "val_accuracy", "parameters"]))
+        figures.accuracy_vs_parameters(
+            metrics_table([]).reindex(columns=["arch", "val_accuracy", "parameters"])
+        )
     with pytest.raises(DataError, match="no training history"):
         figures.learning_curves({})
 
@@ -183,9 +237,18 @@ def test_figures_refuse_an_empty_study() -> None:
 
 def test_summary_table_formats_figures_for_readers() -> None:
     table = report.summary_table(metrics_table(["dense", "convnet"]))
-    assert list(table.columns) == ["architecture", "validation accuracy", "course's accuracy", "parameters",
-                                   "GFLOPs / image", "training images/s", "inference images/s", "training time",
-                                   "epochs", "device"]  # one device column: training and inference agree
+    assert list(table.columns) == [
+        "architecture",
+        "validation accuracy",
+        "course's accuracy",
+        "parameters",
+        "GFLOPs / image",
+        "training images/s",
+        "inference images/s",
+        "training time",
+        "epochs",
+        "device",
+    ]  # one device column: training and inference agree
     convnet = table.iloc[1]
     assert convnet["validation accuracy"] == "65.0%" and convnet["course's accuracy"] == "70.4%"
     assert table.iloc[0]["course's accuracy"] == "–"
@@ -194,12 +257,16 @@ def test_summary_table_formats_figures_for_readers() -> None:
     assert "device (training)" in report.summary_table(different).columns
 
 
-@pytest.mark.parametrize("seconds, text", [(45, "45 s"), (750, "12.5 min"), (12_240, "3.4 h"), (float("nan"), "–")])
+@pytest.mark.parametrize(
+    "seconds, text", [(45, "45 s"), (750, "12.5 min"), (12_240, "3.4 h"), (float("nan"), "–")]
+)
 def test_format_seconds(seconds: float, text: str) -> None:
     assert report.format_seconds(seconds) == text
 
 
-@pytest.mark.parametrize("count, text", [(355, "355"), (293_233, "293k"), (2_488_389, "2.49M"), (55_321_805, "55.3M")])
+@pytest.mark.parametrize(
+    "count, text", [(355, "355"), (293_233, "293k"), (2_488_389, "2.49M"), (55_321_805, "55.3M")]
+)
 def test_format_count(count: int, text: str) -> None:
     assert report.format_count(count) == text
 
@@ -243,8 +310,12 @@ def test_notebook_executes_and_writes_every_figure(study: str, request: pytest.F
     results = index.parent.parent
     assert_every_figure_written(results / "figures")
     executed = json.loads((results / "report" / "report.ipynb").read_text())
-    errors = [output for cell in executed["cells"] for output in cell.get("outputs", [])
-              if output.get("output_type") == "error"]
+    errors = [
+        output
+        for cell in executed["cells"]
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
     assert not errors
     html_path = results / "report" / "report.html"
     html = html_path.read_text()
@@ -262,16 +333,35 @@ def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> 
     assert all(src.startswith("data:image/png;base64,") for src in found.images)
     assert {"report.html", "../metrics.csv"} <= set(found.links)
     page = two_architectures.read_text()
-    for text in ("dense", "convnet", "70.4%", "snakemake --report", "Training recipes", "image size",
-                 "0123456789ab", "tensorflow"):
+    for text in (
+        "dense",
+        "convnet",
+        "70.4%",
+        "snakemake --report",
+        "Training recipes",
+        "image size",
+        "0123456789ab",
+        "tensorflow",
+    ):
         assert text in page, text
     assert not list(two_architectures.parent.glob(".*.tmp"))
 
 
-def test_landing_page_links_the_snakemake_report_only_when_it_exists(two_architectures: Path, tmp_path: Path) -> None:
+def test_landing_page_links_the_snakemake_report_only_when_it_exists(
+    two_architectures: Path, tmp_path: Path
+) -> None:
     results = two_architectures.parent.parent
-    arguments = ["publish", "--figures", str(results / "figures"), "--metrics", str(results / "metrics.csv"),
-                 "--notebook-html", str(results / "report/report.html"), "--out", str(tmp_path / "index.html")]
+    arguments = [
+        "publish",
+        "--figures",
+        str(results / "figures"),
+        "--metrics",
+        str(results / "metrics.csv"),
+        "--notebook-html",
+        str(results / "report/report.html"),
+        "--out",
+        str(tmp_path / "index.html"),
+    ]
     (tmp_path / "snakemake.html").write_text("<html></html>")
     assert main(arguments) == 0
     assert report_checks.broken_references(tmp_path / "index.html") == []
@@ -285,10 +375,28 @@ def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path,
     figures_copy.mkdir()
     (figures_copy / "captions.json").write_text((results / "figures/captions.json").read_text())
     with pytest.raises(DataError, match="is missing; rerun the report notebook"):
-        report.publish(figures_dir=figures_copy, metrics=results / "metrics.csv",
-                       notebook_html=results / "report/report.html", out=tmp_path / "index.html")
-    assert main(["publish", "--figures", str(results / "figures"), "--metrics", str(tmp_path / "absent.csv"),
-                 "--notebook-html", str(results / "report/report.html"), "--out", str(tmp_path / "index.html")]) == 1
+        report.publish(
+            figures_dir=figures_copy,
+            metrics=results / "metrics.csv",
+            notebook_html=results / "report/report.html",
+            out=tmp_path / "index.html",
+        )
+    assert (
+        main(
+            [
+                "publish",
+                "--figures",
+                str(results / "figures"),
+                "--metrics",
+                str(tmp_path / "absent.csv"),
+                "--notebook-html",
+                str(results / "report/report.html"),
+                "--out",
+                str(tmp_path / "index.html"),
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "index.html").exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
@@ -312,8 +420,12 @@ def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: P
     names = {path.stem for path in captions}
     assert set(figures.FIGURES) | {"metrics", "report_notebook", "landing_page"} <= names
     for path in captions:
-        text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(path.read_text()).render(
-            snakemake=snakemake)
-        body = publish_parts(text, writer_name="html",
-                             settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+        text = (
+            jinja2.Environment(undefined=jinja2.StrictUndefined)
+            .from_string(path.read_text())
+            .render(snakemake=snakemake)
+        )
+        body = publish_parts(
+            text, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 5}
+        )["body"]
         assert "<p>" in body and "{{" not in body, path.name

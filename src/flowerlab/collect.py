@@ -17,13 +17,13 @@ import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from flowerlab import atomic
-from flowerlab.errors import DataError, FlowerlabError
+from flowerlab.data.common import configure_logging, run_command
+from flowerlab.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ COLUMNS: dict[str, str] = {
     "arch": "architecture",
     "val_accuracy": "accuracy of the trained model on the validation split (fraction)",
     "course_val_accuracy": "final validation accuracy the course's notebooks printed (REFERENCE.md §5); "
-                           "empty where the course did not train this architecture",
+    "empty where the course did not train this architecture",
     "val_loss": "categorical cross-entropy on the validation split",
     "val_macro_f1": "unweighted mean of the per-class F1 scores on the validation split",
     "best_val_accuracy": "best validation accuracy of any epoch during training (training.json)",
@@ -52,7 +52,8 @@ COLUMNS: dict[str, str] = {
     "image_size": "model input size in pixels (square)",
     "model_mb": "size of model.keras in megabytes (10^6 bytes)",
     "train_images_per_s": "training throughput, images/s, steady state (first epoch excluded; training.json)",
-    "inference_images_per_s": "inference throughput, images/s at eval_batch_size, forward pass only, warm-up excluded",
+    "inference_images_per_s": "inference throughput, images/s at eval_batch_size, forward pass only, "
+    "warm-up excluded",
     "eval_batch_size": "batch size of the inference throughput measurement",
     "latency_ms_median": "single-image forward pass, median milliseconds",
     "latency_ms_p95": "single-image forward pass, 95th percentile milliseconds",
@@ -88,7 +89,9 @@ def _required(evaluation: dict[str, Any], key: str, source: str | os.PathLike[st
     return evaluation[key]
 
 
-def metrics_row(evaluation: dict[str, Any], source: str | os.PathLike[str] = "metrics.json") -> dict[str, Any]:
+def metrics_row(
+    evaluation: dict[str, Any], source: str | os.PathLike[str] = "metrics.json"
+) -> dict[str, Any]:
     """One architecture's row of the table from its evaluation (metrics.json)."""
     arch = _required(evaluation, "arch", source)
     flops = evaluation.get("flops_per_image")
@@ -128,7 +131,9 @@ def load_evaluation(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(f"evaluation not found: {path} (run flowerlab evaluate for it first)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path} is not valid JSON ({error}); delete it and rerun flowerlab evaluate") from None
+        raise DataError(
+            f"{path} is not valid JSON ({error}); delete it and rerun flowerlab evaluate"
+        ) from None
     if not isinstance(evaluation, dict):
         raise DataError(f"{path} must hold a JSON object (an evaluation's metrics.json)")
     return evaluation
@@ -169,13 +174,16 @@ def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> N
 
 
 def write_json(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
-    clean = [{key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in row.items()}
-             for row in rows]
+    clean = [
+        {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in row.items()}
+        for row in rows
+    ]
     atomic.write_json(path, {"format_version": 1, "columns": COLUMNS, "rows": clean})
 
 
-def collect(paths: Sequence[str | os.PathLike[str]], out_csv: str | os.PathLike[str],
-            out_json: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def collect(
+    paths: Sequence[str | os.PathLike[str]], out_csv: str | os.PathLike[str], out_json: str | os.PathLike[str]
+) -> list[dict[str, Any]]:
     rows = collect_rows(paths)
     write_csv(out_csv, rows)
     write_json(out_json, rows)
@@ -185,8 +193,12 @@ def collect(paths: Sequence[str | os.PathLike[str]], out_csv: str | os.PathLike[
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--evaluations", nargs="+", required=True,
-                        help="metrics.json of each architecture, in the order the table lists them")
+    parser.add_argument(
+        "--evaluations",
+        nargs="+",
+        required=True,
+        help="metrics.json of each architecture, in the order the table lists them",
+    )
     parser.add_argument("--out-csv", required=True, help="results/metrics.csv")
     parser.add_argument("--out-json", required=True, help="results/metrics.json")
     return parser
@@ -194,12 +206,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def cli(argv: list[str]) -> int:
     args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        collect([Path(p) for p in args.evaluations], args.out_csv, args.out_json)
-    except FlowerlabError as error:
-        logger.error("%s", error)
-        return 1
-    return 0
+    configure_logging()
+    return run_command(
+        argv[0], lambda: collect([Path(p) for p in args.evaluations], args.out_csv, args.out_json)
+    )

@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from flowerlab import atomic
+from flowerlab.data.common import configure_logging, positive_int, run_command
 from flowerlab.data.tfrecords import feature_spec, load_manifest
-from flowerlab.errors import ConfigError, DataError, FlowerlabError
+from flowerlab.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +61,21 @@ THROUGHPUT_MIN_SECONDS = 2.0
 # --------------------------------------------------------------------------------------------
 
 
-def confusion_matrix(true: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray,
-                     num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    true: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
     """Counts of (true class, predicted class): rows are true classes, columns predictions."""
     true = np.asarray(true, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
     if true.shape != predicted.shape or true.ndim != 1:
-        raise ValueError(f"true and predicted must be 1-D of the same length, got {true.shape} and {predicted.shape}")
+        raise ValueError(
+            f"true and predicted must be 1-D of the same length, got {true.shape} and {predicted.shape}"
+        )
     for name, values in (("true", true), ("predicted", predicted)):
         if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(f"{name} class indices must be in [0, {num_classes}), got {values.min()}..{values.max()}")
+            raise ValueError(
+                f"{name} class indices must be in [0, {num_classes}), got {values.min()}..{values.max()}"
+            )
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (true, predicted), 1)
     return matrix
@@ -81,7 +87,9 @@ def accuracy_from_confusion(matrix: np.ndarray) -> float:
     return float(np.trace(matrix) / total) if total else 0.0
 
 
-def per_class_metrics(matrix: np.ndarray, classes: Sequence[str]) -> tuple[dict[str, dict[str, float | int]], list[str]]:
+def per_class_metrics(
+    matrix: np.ndarray, classes: Sequence[str]
+) -> tuple[dict[str, dict[str, float | int]], list[str]]:
     """Precision, recall, F1 and support per class, and notes on every undefined value.
 
     A class the model never predicted has no defined precision (0/0); one absent from the
@@ -107,15 +115,21 @@ def per_class_metrics(matrix: np.ndarray, classes: Sequence[str]) -> tuple[dict[
         else:
             recall = true_positives[index] / support[index]
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-        metrics[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
-                         "support": int(support[index])}
+        metrics[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(support[index]),
+        }
     return metrics, notes
 
 
 def macro_average(per_class: dict[str, dict[str, float | int]]) -> dict[str, float]:
     """Unweighted mean of precision, recall and F1 over the classes."""
-    return {key: float(np.mean([values[key] for values in per_class.values()])) if per_class else 0.0
-            for key in ("precision", "recall", "f1")}
+    return {
+        key: float(np.mean([values[key] for values in per_class.values()])) if per_class else 0.0
+        for key in ("precision", "recall", "f1")
+    }
 
 
 def categorical_cross_entropy(true: Sequence[int] | np.ndarray, probabilities: np.ndarray) -> float:
@@ -190,17 +204,27 @@ def check_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> tu
     """The class names and the image size of the records, after checking the manifest has them."""
     classes = manifest.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise DataError(f"manifest {path} has no list of class names under 'classes'; rerun the tfrecords stage")
+        raise DataError(
+            f"manifest {path} has no list of class names under 'classes'; rerun the tfrecords stage"
+        )
     if manifest.get("num_classes", len(classes)) != len(classes):
-        raise DataError(f"manifest {path}: num_classes {manifest.get('num_classes')} != {len(classes)} class names")
+        raise DataError(
+            f"manifest {path}: num_classes {manifest.get('num_classes')} != {len(classes)} class names"
+        )
     image_size = manifest.get("image_size")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DataError(f"manifest {path} has no valid 'image_size' ({image_size!r}); rerun the tfrecords stage")
+        raise DataError(
+            f"manifest {path} has no valid 'image_size' ({image_size!r}); rerun the tfrecords stage"
+        )
     return classes, image_size
 
 
-def check_training_record(record: dict[str, Any], arch: str, manifest_path: str | os.PathLike[str],
-                          record_path: str | os.PathLike[str]) -> None:
+def check_training_record(
+    record: dict[str, Any],
+    arch: str,
+    manifest_path: str | os.PathLike[str],
+    record_path: str | os.PathLike[str],
+) -> None:
     """Refuse a model trained for another architecture or on another data split.
 
     A model trained on another manifest may have seen today's validation photos in training:
@@ -220,9 +244,23 @@ def check_training_record(record: dict[str, Any], arch: str, manifest_path: str 
             )
 
 
-TRAINING_FIGURES = ("wall_seconds", "train_images_per_second", "epochs", "best_val_accuracy",
-                    "final_val_accuracy", "precision", "device", "hparams", "seed", "deterministic",
-                    "resumed_from_epoch", "parameters", "code_version", "versions", "manifest_sha256")
+TRAINING_FIGURES = (
+    "wall_seconds",
+    "train_images_per_second",
+    "epochs",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "precision",
+    "device",
+    "hparams",
+    "seed",
+    "deterministic",
+    "resumed_from_epoch",
+    "parameters",
+    "code_version",
+    "versions",
+    "manifest_sha256",
+)
 
 
 def training_figures(record: dict[str, Any]) -> dict[str, Any]:
@@ -235,22 +273,22 @@ def training_figures(record: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def configure_threads(threads: int) -> dict[str, int]:
-    """Limit TensorFlow's CPU thread pools as training does (0: TensorFlow's default, all cores).
+def configure_threads(threads: int | None) -> dict[str, int]:
+    """Limit TensorFlow's CPU thread pools as training does (None: TensorFlow's choice).
 
-    Returns the pool sizes in effect (0 means TensorFlow's default). Must run before
-    TensorFlow executes its first op.
+    Returns the pool sizes in effect (0 means TensorFlow's default: all cores). Must run
+    before TensorFlow executes its first op.
     """
     import tensorflow as tf
 
     from flowerlab import devices
 
-    if threads < 0:
-        raise ConfigError(f"--threads must be >= 0 (0: TensorFlow's default), not {threads}")
-    if threads:
+    if threads is not None:
         return devices.configure_threads(threads)
-    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
 
 
 def select_device(accelerator: str) -> dict[str, Any]:
@@ -266,21 +304,27 @@ def select_device(accelerator: str) -> dict[str, Any]:
     from flowerlab import devices
 
     if accelerator == "tpu":
-        raise ConfigError("evaluation runs on one GPU or the CPU, not on a TPU: use --accelerator auto, "
-                          "gpu or cpu (the TPU's training throughput is still reported from training.json)")
+        raise ConfigError(
+            "evaluation runs on one GPU or the CPU, not on a TPU: use --accelerator auto, "
+            "gpu or cpu (the TPU's training throughput is still reported from training.json)"
+        )
     if accelerator not in {"auto", "gpu", "cpu"}:
         raise ConfigError(f"unknown --accelerator {accelerator!r}: use auto, gpu or cpu")
     gpus = devices.physical_gpus()
     if accelerator == "gpu" and not gpus:
-        raise ConfigError("--accelerator gpu, but TensorFlow sees no GPU (is the CUDA build installed? "
-                          "is CUDA_VISIBLE_DEVICES empty?); use --accelerator auto or cpu")
+        raise ConfigError(
+            "--accelerator gpu, but TensorFlow sees no GPU (is the CUDA build installed? "
+            "is CUDA_VISIBLE_DEVICES empty?); use --accelerator auto or cpu"
+        )
     if gpus and accelerator != "cpu":
         try:
             tf.config.set_visible_devices(gpus[0], "GPU")
             devices.enable_memory_growth(gpus[0])
         except RuntimeError as error:
-            raise ConfigError(f"cannot select the GPU: TensorFlow is already initialised ({error}); "
-                              "run flowerlab evaluate in a fresh process") from None
+            raise ConfigError(
+                f"cannot select the GPU: TensorFlow is already initialised ({error}); "
+                "run flowerlab evaluate in a fresh process"
+            ) from None
         return {"kind": "gpu", "name": devices.gpu_model_name(gpus[0]), "replicas": 1}
     if gpus:
         devices.hide_gpus()
@@ -299,20 +343,31 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types (zip, HDF5, TypeError, ValueError)
-        raise DataError(f"cannot load model {path}: {type(error).__name__}: {error}. "
-                        "It may be corrupt or from another flowerlab version; retrain it.") from error
+        raise DataError(
+            f"cannot load model {path}: {type(error).__name__}: {error}. "
+            "It may be corrupt or from another flowerlab version; retrain it."
+        ) from error
 
 
 def model_image_size(model: Any, num_classes: int, path: str | os.PathLike[str]) -> int:
     """The square input size of an image classifier, after checking its input and output shapes."""
     input_shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
-    if input_shape is None or len(input_shape) != 4 or input_shape[3] != 3 or input_shape[1] != input_shape[2] \
-            or input_shape[1] is None:
-        raise DataError(f"model {path} takes input {model.input_shape}, not square RGB images (None, S, S, 3)")
+    if (
+        input_shape is None
+        or len(input_shape) != 4
+        or input_shape[3] != 3
+        or input_shape[1] != input_shape[2]
+        or input_shape[1] is None
+    ):
+        raise DataError(
+            f"model {path} takes input {model.input_shape}, not square RGB images (None, S, S, 3)"
+        )
     output_shape = tuple(model.output_shape)
     if len(output_shape) != 2 or output_shape[1] != num_classes:
-        raise DataError(f"model {path} outputs {model.output_shape}, but the manifest has {num_classes} "
-                        "classes: it was trained on other data; retrain it")
+        raise DataError(
+            f"model {path} outputs {model.output_shape}, but the manifest has {num_classes} "
+            "classes: it was trained on other data; retrain it"
+        )
     return int(input_shape[1])
 
 
@@ -337,8 +392,9 @@ def forward_flops(model: Any, image_size: int) -> tuple[int, dict[str, int]]:
             tf.graph_util.import_graph_def(graph_def, name="")
             builder = tf.compat.v1.profiler.ProfileOptionBuilder
             options = builder(builder.float_operation()).with_empty_output().build()
-            profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
-                                                    cmd="op", options=options)
+            profile = tf.compat.v1.profiler.profile(
+                graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
+            )
     finally:
         tf_logger.setLevel(level)
     by_op: dict[str, int] = {}
@@ -373,20 +429,24 @@ def record_keys(path: str) -> tuple[list[str], list[str], np.ndarray]:
     """(ids, sources, classes) of one shard's records, in file order; no image is decoded."""
     import tensorflow as tf
 
-    features = {key: spec for key, spec in feature_spec(num_classes=1).items() if key in {"id", "source", "class"}}
+    features = {
+        key: spec for key, spec in feature_spec(num_classes=1).items() if key in {"id", "source", "class"}
+    }
     ids: list[str] = []
     sources: list[str] = []
     classes: list[int] = []
-    for batch in tf.data.TFRecordDataset(path).batch(1024).map(
-            lambda records: tf.io.parse_example(records, features)):
+    for batch in (
+        tf.data.TFRecordDataset(path).batch(1024).map(lambda records: tf.io.parse_example(records, features))
+    ):
         ids += [value.decode("utf-8") for value in batch["id"].numpy()]
         sources += [value.decode("utf-8") for value in batch["source"].numpy()]
         classes += batch["class"].numpy().tolist()
     return ids, sources, np.asarray(classes, dtype=np.int64)
 
 
-def validation_batches(files: Sequence[str], *, record_size: int, image_size: int, num_classes: int,
-                       batch_size: int) -> Iterator[Batch]:
+def validation_batches(
+    files: Sequence[str], *, record_size: int, image_size: int, num_classes: int, batch_size: int
+) -> Iterator[Batch]:
     """Batches of the validation records with their ids, decoded by the training input pipeline.
 
     Images come from `flowerlab.data.pipeline.make_dataset` (the one reader of the records, so
@@ -399,16 +459,31 @@ def validation_batches(files: Sequence[str], *, record_size: int, image_size: in
     for path in files:
         with translate_record_errors([path]):
             ids, sources, classes = record_keys(path)
-            dataset = make_dataset([path], image_size=record_size, num_classes=num_classes,
-                                   batch_size=batch_size, training=False, target_size=image_size,
-                                   cache=False, deterministic=True)
+            dataset = make_dataset(
+                [path],
+                image_size=record_size,
+                num_classes=num_classes,
+                batch_size=batch_size,
+                training=False,
+                target_size=image_size,
+                cache=False,
+                deterministic=True,
+            )
             start = 0
             for images, labels in dataset:
                 stop = start + int(images.shape[0])
-                if stop > len(ids) or not np.array_equal(np.argmax(labels.numpy(), axis=1), classes[start:stop]):
-                    raise DataError(f"{path}: the records' images and ids do not line up; rebuild the TFRecords")
-                yield Batch(images=images, classes=classes[start:stop], ids=ids[start:stop],
-                            sources=sources[start:stop])
+                if stop > len(ids) or not np.array_equal(
+                    np.argmax(labels.numpy(), axis=1), classes[start:stop]
+                ):
+                    raise DataError(
+                        f"{path}: the records' images and ids do not line up; rebuild the TFRecords"
+                    )
+                yield Batch(
+                    images=images,
+                    classes=classes[start:stop],
+                    ids=ids[start:stop],
+                    sources=sources[start:stop],
+                )
                 start = stop
         if start != len(ids):
             raise DataError(f"{path}: {len(ids)} record ids but {start} images; rebuild the TFRecords")
@@ -422,13 +497,15 @@ def make_forward(model: Any) -> Callable[[Any], np.ndarray]:
     """
     import tensorflow as tf
 
-    traced = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32),
-                         reduce_retracing=True)
+    traced = tf.function(
+        lambda images: tf.cast(model(images, training=False), tf.float32), reduce_retracing=True
+    )
     return lambda images: traced(images).numpy()
 
 
-def predict(forward: Callable[[Any], np.ndarray], batches: Iterator[Batch], total: int) -> tuple[
-        np.ndarray, np.ndarray, list[str], list[str], Any]:
+def predict(
+    forward: Callable[[Any], np.ndarray], batches: Iterator[Batch], total: int
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str], Any]:
     """Probabilities, true classes, ids and sources of every record, and the first batch's images."""
     from tqdm import tqdm
 
@@ -437,8 +514,9 @@ def predict(forward: Callable[[Any], np.ndarray], batches: Iterator[Batch], tota
     ids: list[str] = []
     sources: list[str] = []
     first_images = None
-    with tqdm(total=total, unit="img", desc="predict", file=sys.stderr,
-              disable=not sys.stderr.isatty()) as progress:
+    with tqdm(
+        total=total, unit="img", desc="predict", file=sys.stderr, disable=not sys.stderr.isatty()
+    ) as progress:
         for batch in batches:
             first_images = batch.images if first_images is None else first_images
             probabilities.append(forward(batch.images))
@@ -463,9 +541,13 @@ def timing_batch(images: Any, batch_size: int) -> Any:
     return tf.concat([images] * repeats, axis=0)[:batch_size]
 
 
-def measure_throughput(forward: Callable[[Any], np.ndarray], images: Any, *,
-                       min_calls: int = THROUGHPUT_MIN_CALLS,
-                       min_seconds: float = THROUGHPUT_MIN_SECONDS) -> dict[str, float]:
+def measure_throughput(
+    forward: Callable[[Any], np.ndarray],
+    images: Any,
+    *,
+    min_calls: int = THROUGHPUT_MIN_CALLS,
+    min_seconds: float = THROUGHPUT_MIN_SECONDS,
+) -> dict[str, float]:
     """Steady-state images/s of the forward pass on one in-memory batch (warm-up excluded)."""
     for _ in range(WARMUP_CALLS):
         forward(images)
@@ -476,8 +558,12 @@ def measure_throughput(forward: Callable[[Any], np.ndarray], images: Any, *,
         calls += 1
     elapsed = time.perf_counter() - start
     batch = int(images.shape[0])
-    return {"images_per_second": batch * calls / elapsed, "batch_size": batch, "timed_calls": calls,
-            "seconds": elapsed}
+    return {
+        "images_per_second": batch * calls / elapsed,
+        "batch_size": batch,
+        "timed_calls": calls,
+        "seconds": elapsed,
+    }
 
 
 def measure_latency(forward: Callable[[Any], np.ndarray], image: Any, runs: int) -> dict[str, float]:
@@ -500,20 +586,41 @@ def measure_latency(forward: Callable[[Any], np.ndarray], image: Any, runs: int)
 # --------------------------------------------------------------------------------------------
 
 
-def write_predictions(path: str | os.PathLike[str], *, ids: Sequence[str], sources: Sequence[str],
-                      true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> None:
+def write_predictions(
+    path: str | os.PathLike[str],
+    *,
+    ids: Sequence[str],
+    sources: Sequence[str],
+    true: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+) -> None:
     """predictions.csv: id, source, true_class, predicted_class, prob_<class>... (atomically)."""
     predicted = np.argmax(probabilities, axis=1)
     with atomic.atomic_output(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "source", "true_class", "predicted_class", *(f"prob_{c}" for c in classes)])
         for row in range(len(ids)):
-            writer.writerow([ids[row], sources[row], classes[true[row]], classes[predicted[row]],
-                             *(f"{p:.6f}" for p in probabilities[row])])
+            writer.writerow(
+                [
+                    ids[row],
+                    sources[row],
+                    classes[true[row]],
+                    classes[predicted[row]],
+                    *(f"{p:.6f}" for p in probabilities[row]),
+                ]
+            )
 
 
-def measure_costs(model: Any, forward: Callable[[Any], np.ndarray], images: Any, *, image_size: int,
-                  batch_size: int, latency_runs: int) -> dict[str, Any]:
+def measure_costs(
+    model: Any,
+    forward: Callable[[Any], np.ndarray],
+    images: Any,
+    *,
+    image_size: int,
+    batch_size: int,
+    latency_runs: int,
+) -> dict[str, Any]:
     """Parameters, FLOPs, inference throughput and latency of `model`, timed on `images`."""
     from flowerlab.models import count_parameters
 
@@ -527,16 +634,25 @@ def measure_costs(model: Any, forward: Callable[[Any], np.ndarray], images: Any,
         "flops_per_image": flops,
         "flops_by_op": flops_by_op,
         "flops_convention": "TensorFlow profiler on the frozen inference graph of one image: "
-                            "2 FLOPs per multiply-add, plus element-wise ops",
+        "2 FLOPs per multiply-add, plus element-wise ops",
         "inference_images_per_second": throughput["images_per_second"],
         "inference_timed_calls": throughput["timed_calls"],
         **latency,
     }
 
 
-def evaluate(*, arch: str, model_path: str | os.PathLike[str], training_json: str | os.PathLike[str],
-             manifest_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], batch_size: int,
-             latency_runs: int, accelerator: str = "auto", threads: int = 0) -> dict[str, Any]:
+def evaluate(
+    *,
+    arch: str,
+    model_path: str | os.PathLike[str],
+    training_json: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    batch_size: int,
+    latency_runs: int,
+    accelerator: str = "auto",
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Evaluate one model and write metrics.json and predictions.csv to `out_dir`; return the metrics."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, not {batch_size}")
@@ -555,26 +671,45 @@ def evaluate(*, arch: str, model_path: str | os.PathLike[str], training_json: st
 
     files = validation_shards(manifest_path)
     expected = count_records(manifest, "validation")
-    logger.info("evaluating %s on %s (%s): %d validation images", arch, device["name"], device["kind"], expected)
+    logger.info(
+        "evaluating %s on %s (%s): %d validation images", arch, device["name"], device["kind"], expected
+    )
     model = load_model(model_path)
     image_size = model_image_size(model, len(classes), model_path)
     forward = make_forward(model)
     probabilities, true, ids, sources, first_images = predict(
-        forward, validation_batches(files, record_size=record_size, image_size=image_size,
-                                    num_classes=len(classes), batch_size=batch_size), expected)
+        forward,
+        validation_batches(
+            files,
+            record_size=record_size,
+            image_size=image_size,
+            num_classes=len(classes),
+            batch_size=batch_size,
+        ),
+        expected,
+    )
     if expected != len(ids):
-        raise DataError(f"the validation shards hold {len(ids)} records, the manifest says {expected}; "
-                        "rerun the tfrecords stage")
+        raise DataError(
+            f"the validation shards hold {len(ids)} records, the manifest says {expected}; "
+            "rerun the tfrecords stage"
+        )
     quality = quality_metrics(true, probabilities, classes)
     logger.info("%s: validation accuracy %.4f, loss %.4f", arch, quality["accuracy"], quality["loss"])
     for note in quality["notes"]:
         logger.warning("%s: %s", arch, note)
 
-    costs = measure_costs(model, forward, first_images, image_size=image_size, batch_size=batch_size,
-                          latency_runs=latency_runs)
-    logger.info("%s: %.3f GFLOPs/image, %.1f images/s at batch %d, latency median %.2f ms (p95 %.2f)",
-                arch, costs["flops_per_image"] / 1e9, costs["inference_images_per_second"], batch_size,
-                costs["latency_ms_median"], costs["latency_ms_p95"])
+    costs = measure_costs(
+        model, forward, first_images, image_size=image_size, batch_size=batch_size, latency_runs=latency_runs
+    )
+    logger.info(
+        "%s: %.3f GFLOPs/image, %.1f images/s at batch %d, latency median %.2f ms (p95 %.2f)",
+        arch,
+        costs["flops_per_image"] / 1e9,
+        costs["inference_images_per_second"],
+        batch_size,
+        costs["latency_ms_median"],
+        costs["latency_ms_p95"],
+    )
     metrics = {
         "arch": arch,
         "classes": classes,
@@ -584,16 +719,26 @@ def evaluate(*, arch: str, model_path: str | os.PathLike[str], training_json: st
         "model_bytes": Path(model_path).stat().st_size,
         "eval_batch_size": batch_size,
         "device": device,
-        "threads": thread_pools,  # 0: TensorFlow's default (all cores)
+        "threads": thread_pools,  # TensorFlow's intra-/inter-op pools; 0: its default (all cores)
         "training": training_figures(record),
-        "inputs": {"model": str(model_path), "manifest": str(manifest_path),
-                   "manifest_sha256": file_sha256(manifest_path), "training_json": str(training_json)},
+        "inputs": {
+            "model": str(model_path),
+            "manifest": str(manifest_path),
+            "manifest_sha256": file_sha256(manifest_path),
+            "training_json": str(training_json),
+        },
         "versions": provenance.library_versions(),
         "code_version": provenance.code_version(),
     }
     out_dir = Path(out_dir)
-    write_predictions(out_dir / "predictions.csv", ids=ids, sources=sources, true=true,
-                      probabilities=probabilities, classes=classes)
+    write_predictions(
+        out_dir / "predictions.csv",
+        ids=ids,
+        sources=sources,
+        true=true,
+        probabilities=probabilities,
+        classes=classes,
+    )
     # metrics.json last: its presence says the evaluation finished.
     atomic.write_json(out_dir / "metrics.json", json_safe(metrics))
     return metrics
@@ -624,30 +769,42 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--training-json", required=True, help="its training record (training.json)")
     parser.add_argument("--manifest", required=True, help="results/data/manifest.json")
     parser.add_argument("--out-dir", required=True, help="where metrics.json and predictions.csv go")
-    parser.add_argument("--batch-size", type=int, default=64, help="inference batch (default 64)")
-    parser.add_argument("--latency-runs", type=int, default=50,
-                        help="single-image calls timed for the latency median and p95 (default 50)")
-    parser.add_argument("--accelerator", choices=["auto", "gpu", "cpu", "tpu"], default="auto",
-                        help="auto: the first GPU if any, else the CPU (TPU evaluation is not supported)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow CPU threads (0: TensorFlow's default, all cores)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="inference batch (default 64)")
+    parser.add_argument(
+        "--latency-runs",
+        type=positive_int,
+        default=50,
+        help="single-image calls timed for the latency median and p95 (default 50)",
+    )
+    parser.add_argument(
+        "--accelerator",
+        choices=["auto", "gpu", "cpu", "tpu"],
+        default="auto",
+        help="auto: the first GPU if any, else the CPU (TPU evaluation is not supported)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for TensorFlow (default: TensorFlow's choice, all cores)",
+    )
     return parser
-
-
-def configure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cli(argv: list[str]) -> int:
     args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
     configure_logging()
-    try:
-        evaluate(arch=args.arch, model_path=args.model, training_json=args.training_json,
-                 manifest_path=args.manifest, out_dir=args.out_dir, batch_size=args.batch_size,
-                 latency_runs=args.latency_runs, accelerator=args.accelerator, threads=args.threads)
-    except FlowerlabError as error:
-        logger.error("%s", error)
-        return 1
-    return 0
+    return run_command(
+        argv[0],
+        lambda: evaluate(
+            arch=args.arch,
+            model_path=args.model,
+            training_json=args.training_json,
+            manifest_path=args.manifest,
+            out_dir=args.out_dir,
+            batch_size=args.batch_size,
+            latency_runs=args.latency_runs,
+            accelerator=args.accelerator,
+            threads=args.threads,
+        ),
+    )

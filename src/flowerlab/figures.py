@@ -72,8 +72,9 @@ def _style() -> Iterator[None]:
         yield
 
 
-def new_figure(rows: int = 1, columns: int = 1, *, width: float = 7.0, height: float = 4.5,
-               **subplot_kwargs: Any) -> tuple[Figure, np.ndarray]:
+def new_figure(
+    rows: int = 1, columns: int = 1, *, width: float = 7.0, height: float = 4.5, **subplot_kwargs: Any
+) -> tuple[Figure, np.ndarray]:
     """A Figure on the Agg canvas and its axes as a 2-D array (always 2-D, even for 1x1)."""
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
@@ -84,7 +85,7 @@ def new_figure(rows: int = 1, columns: int = 1, *, width: float = 7.0, height: f
 def arch_colours(archs: Sequence[str]) -> dict[str, Any]:
     """One colour per architecture, the same in every figure of a report."""
     colours = sns.color_palette(PALETTE, n_colors=max(len(archs), 1))
-    return dict(zip(archs, colours))
+    return dict(zip(archs, colours, strict=False))  # the palette has at least len(archs)
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -96,7 +97,7 @@ def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> 
 
 
 def _label_points(ax: Any, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
-    for x, y, label in zip(xs, ys, labels):
+    for x, y, label in zip(xs, ys, labels, strict=True):
         ax.annotate(label, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=9)
 
 
@@ -118,28 +119,65 @@ def _devices_text(values: pd.Series) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _accuracy_scatter(metrics: pd.DataFrame, x_column: str, x_label: str, title: str,
-                      x_formatter: Any) -> Figure:
+def _accuracy_scatter(
+    metrics: pd.DataFrame, x_column: str, x_label: str, title: str, x_formatter: Any
+) -> Figure:
     archs = list(metrics["arch"])
     colours = arch_colours(archs)
     with _style():
         figure, axes = new_figure(width=7.5, height=4.8)
         ax = axes[0, 0]
         data = metrics.dropna(subset=[x_column, "val_accuracy"])
-        sns.scatterplot(data=data, x=x_column, y="val_accuracy", hue="arch", palette=colours, s=90,
-                        ax=ax, legend=False, zorder=3)
+        sns.scatterplot(
+            data=data,
+            x=x_column,
+            y="val_accuracy",
+            hue="arch",
+            palette=colours,
+            s=90,
+            ax=ax,
+            legend=False,
+            zorder=3,
+        )
         _label_points(ax, data[x_column], data["val_accuracy"], data["arch"])
-        course = data.dropna(subset=["course_val_accuracy"]) if "course_val_accuracy" in data else data.iloc[:0]
+        course = (
+            data.dropna(subset=["course_val_accuracy"]) if "course_val_accuracy" in data else data.iloc[:0]
+        )
         if not course.empty:
-            ax.scatter(course[x_column], course["course_val_accuracy"], marker="D", s=55, facecolors="none",
-                       edgecolors=[colours[a] for a in course["arch"]], linewidths=1.5, zorder=3)
+            ax.scatter(
+                course[x_column],
+                course["course_val_accuracy"],
+                marker="D",
+                s=55,
+                facecolors="none",
+                edgecolors=[colours[a] for a in course["arch"]],
+                linewidths=1.5,
+                zorder=3,
+            )
             for _, row in course.iterrows():
-                ax.plot([row[x_column]] * 2, [row["val_accuracy"], row["course_val_accuracy"]],
-                        color=colours[row["arch"]], linestyle=":", linewidth=1, zorder=2)
+                ax.plot(
+                    [row[x_column]] * 2,
+                    [row["val_accuracy"], row["course_val_accuracy"]],
+                    color=colours[row["arch"]],
+                    linestyle=":",
+                    linewidth=1,
+                    zorder=2,
+                )
             # Neutral proxies: the legend explains the marker shapes, the labels name the colours.
-            proxies = [Line2D([], [], marker="o", linestyle="", color="grey", markersize=8, label="this study"),
-                       Line2D([], [], marker="D", linestyle="", markerfacecolor="none", markeredgecolor="grey",
-                              markeredgewidth=1.5, markersize=7, label="the course's notebooks")]
+            proxies = [
+                Line2D([], [], marker="o", linestyle="", color="grey", markersize=8, label="this study"),
+                Line2D(
+                    [],
+                    [],
+                    marker="D",
+                    linestyle="",
+                    markerfacecolor="none",
+                    markeredgecolor="grey",
+                    markeredgewidth=1.5,
+                    markersize=7,
+                    label="the course's notebooks",
+                ),
+            ]
             ax.legend(handles=proxies, loc="lower right", fontsize=8, frameon=True)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(x_formatter)
@@ -162,16 +200,26 @@ def accuracy_vs_parameters(metrics: pd.DataFrame) -> Figure:
     """Validation accuracy against parameter count (log scale), one labelled point per
     architecture; hollow diamonds mark the course's accuracy where it has one."""
     _require_columns(metrics, ["arch", "val_accuracy", "parameters"], "metrics table")
-    return _accuracy_scatter(metrics, "parameters", "parameters (log scale)",
-                             "Accuracy against model size", FuncFormatter(lambda v, _: format_count(v)))
+    return _accuracy_scatter(
+        metrics,
+        "parameters",
+        "parameters (log scale)",
+        "Accuracy against model size",
+        FuncFormatter(lambda v, _: format_count(v)),
+    )
 
 
 def accuracy_vs_training_time(metrics: pd.DataFrame) -> Figure:
     """Validation accuracy against training wall time (log scale), one point per architecture."""
     _require_columns(metrics, ["arch", "val_accuracy", "training_seconds"], "metrics table")
     devices = _devices_text(metrics.get("training_device", pd.Series(dtype=object)))
-    return _accuracy_scatter(metrics, "training_seconds", f"training wall time (log scale) on {devices}",
-                             "Accuracy against training time", FuncFormatter(lambda v, _: format_seconds(v)))
+    return _accuracy_scatter(
+        metrics,
+        "training_seconds",
+        f"training wall time (log scale) on {devices}",
+        "Accuracy against training time",
+        FuncFormatter(lambda v, _: format_seconds(v)),
+    )
 
 
 def throughput(metrics: pd.DataFrame) -> Figure:
@@ -179,15 +227,17 @@ def throughput(metrics: pd.DataFrame) -> Figure:
     _require_columns(metrics, ["arch", "train_images_per_s", "inference_images_per_s"], "metrics table")
     archs = list(metrics["arch"])
     colours = arch_colours(archs)
-    panels = [("train_images_per_s", "training", "training_device"),
-              ("inference_images_per_s", "inference", "device")]
+    panels = [
+        ("train_images_per_s", "training", "training_device"),
+        ("inference_images_per_s", "inference", "device"),
+    ]
     with _style():
         figure, axes = new_figure(1, 2, width=10, height=max(2.6, 0.55 * len(archs) + 1.6), sharey=True)
-        for ax, (column, what, device_column) in zip(axes[0], panels):
+        for ax, (column, what, device_column) in zip(axes[0], panels, strict=True):
             values = pd.to_numeric(metrics[column], errors="coerce")
             positions = np.arange(len(archs))
             ax.barh(positions, values.fillna(0), color=[colours[a] for a in archs])
-            for position, value in zip(positions, values):
+            for position, value in zip(positions, values, strict=True):
                 text = f" {value:,.1f}" if math.isfinite(value) else " not measured"
                 ax.text(value if math.isfinite(value) else 0, position, text, va="center", fontsize=8)
             ax.set_yticks(positions, archs)
@@ -199,7 +249,11 @@ def throughput(metrics: pd.DataFrame) -> Figure:
             ax.set_xlabel("images / s (log scale)")
             device = _devices_text(metrics.get(device_column, pd.Series(dtype=object)))
             batch = ""
-            if what == "inference" and "eval_batch_size" in metrics and metrics["eval_batch_size"].notna().any():
+            if (
+                what == "inference"
+                and "eval_batch_size" in metrics
+                and metrics["eval_batch_size"].notna().any()
+            ):
                 batch = f", batch {int(metrics['eval_batch_size'].dropna().iloc[0])}"
             ax.set_title(f"{what} on {device}{batch}", fontsize=9)
         figure.suptitle("Throughput (images per second, higher is better)")
@@ -227,12 +281,19 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
             top, bottom = axes[0, column], axes[1, column]
             for ax, metric in ((top, "accuracy"), (bottom, "loss")):
                 ax.plot(history["epoch"], history[metric], marker="o", markersize=3, label="train")
-                ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", markersize=3, label="validation")
+                ax.plot(
+                    history["epoch"], history[f"val_{metric}"], marker="o", markersize=3, label="validation"
+                )
                 ax.set_xlabel("epoch")
                 ax.xaxis.get_major_locator().set_params(integer=True)
             if arch in COURSE_VAL_ACCURACY:
-                top.axhline(COURSE_VAL_ACCURACY[arch], color="grey", linestyle=":", linewidth=1.2,
-                            label="course (final)")
+                top.axhline(
+                    COURSE_VAL_ACCURACY[arch],
+                    color="grey",
+                    linestyle=":",
+                    linewidth=1.2,
+                    label="course (final)",
+                )
             top.set_title(arch)
             top.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             top.set_ylim(0, 1.02)
@@ -240,7 +301,7 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
         axes[1, 0].set_ylabel("cross-entropy loss")
         handles, labels = [], []
         for ax in axes[0]:
-            for handle, label in zip(*ax.get_legend_handles_labels()):
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
                 if label not in labels:
                     handles.append(handle)
                     labels.append(label)
@@ -273,9 +334,21 @@ def confusion_matrices(evaluations: Mapping[str, Mapping[str, Any]], *, columns:
             evaluation = evaluations[arch]
             classes = evaluation["classes"]
             fractions = row_normalised(np.asarray(evaluation["confusion_matrix"]))
-            sns.heatmap(fractions, ax=ax, vmin=0, vmax=1, cmap="Blues", annot=fractions * 100, fmt=".0f",
-                        annot_kws={"fontsize": 8}, cbar=False, square=True, linewidths=0.5,
-                        xticklabels=classes, yticklabels=classes)
+            sns.heatmap(
+                fractions,
+                ax=ax,
+                vmin=0,
+                vmax=1,
+                cmap="Blues",
+                annot=fractions * 100,
+                fmt=".0f",
+                annot_kws={"fontsize": 8},
+                cbar=False,
+                square=True,
+                linewidths=0.5,
+                xticklabels=classes,
+                yticklabels=classes,
+            )
             ax.set_title(f"{arch}: {evaluation['accuracy']:.1%} correct", fontsize=10)
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
@@ -292,8 +365,9 @@ def confusion_matrices(evaluations: Mapping[str, Mapping[str, Any]], *, columns:
 # --------------------------------------------------------------------------------------------
 
 
-def select_gallery(predictions: pd.DataFrame, count: int = 24, *, seed: int = 0,
-                   wrong_fraction: float = 0.5) -> pd.DataFrame:
+def select_gallery(
+    predictions: pd.DataFrame, count: int = 24, *, seed: int = 0, wrong_fraction: float = 0.5
+) -> pd.DataFrame:
     """A reproducible sample of `count` predictions: up to `wrong_fraction` of them misclassified
     (the interesting ones), the rest correct, ordered by true class then id."""
     _require_columns(predictions, ["id", "true_class", "predicted_class"], "predictions table")
@@ -303,7 +377,9 @@ def select_gallery(predictions: pd.DataFrame, count: int = 24, *, seed: int = 0,
     wrong_count = min(len(wrong), round(count * wrong_fraction))
     right_count = min(len(right), count - wrong_count)
     wrong_count = min(len(wrong), count - right_count)  # fill up with mistakes if few are right
-    sample = pd.concat([wrong.sample(wrong_count, random_state=seed), right.sample(right_count, random_state=seed)])
+    sample = pd.concat(
+        [wrong.sample(wrong_count, random_state=seed), right.sample(right_count, random_state=seed)]
+    )
     return sample.sort_values(["true_class", "id"]).reset_index(drop=True)
 
 
@@ -320,9 +396,12 @@ def read_record_images(files: Sequence[str | os.PathLike[str]], ids: Sequence[st
     features = {"id": tf.io.FixedLenFeature([], tf.string), "image": tf.io.FixedLenFeature([], tf.string)}
     found: dict[str, np.ndarray] = {}
     for path in files:
-        for batch in tf.data.TFRecordDataset(os.fspath(path)).batch(256).map(
-                lambda records: tf.io.parse_example(records, features)):
-            for record_id, jpeg in zip(batch["id"].numpy(), batch["image"].numpy()):
+        for batch in (
+            tf.data.TFRecordDataset(os.fspath(path))
+            .batch(256)
+            .map(lambda records: tf.io.parse_example(records, features))
+        ):
+            for record_id, jpeg in zip(batch["id"].numpy(), batch["image"].numpy(), strict=True):
                 key = record_id.decode("utf-8")
                 if key in wanted:
                     with Image.open(io.BytesIO(jpeg)) as image:
@@ -332,8 +411,9 @@ def read_record_images(files: Sequence[str | os.PathLike[str]], ids: Sequence[st
     return found
 
 
-def prediction_gallery(sample: pd.DataFrame, images: Mapping[str, np.ndarray], *, arch: str = "",
-                       columns: int = 6) -> Figure:
+def prediction_gallery(
+    sample: pd.DataFrame, images: Mapping[str, np.ndarray], *, arch: str = "", columns: int = 6
+) -> Figure:
     """Validation photos with their true and predicted class; misclassified ones framed and
     titled in red. `sample` has id, true_class, predicted_class (and prob_<class> columns)."""
     _require_columns(sample, ["id", "true_class", "predicted_class"], "gallery sample")
@@ -354,7 +434,9 @@ def prediction_gallery(sample: pd.DataFrame, images: Mapping[str, np.ndarray], *
             ax.set_yticks([])
             correct = row["true_class"] == row["predicted_class"]
             probability = row.get(f"prob_{row['predicted_class']}")
-            confidence = f" {float(probability):.0%}" if probability is not None and pd.notna(probability) else ""
+            confidence = (
+                f" {float(probability):.0%}" if probability is not None and pd.notna(probability) else ""
+            )
             title = f"true: {row['true_class']}\npred: {row['predicted_class']}{confidence}"
             ax.set_title(title if correct else f"✗ {title}", fontsize=8, color=RIGHT if correct else WRONG)
             for spine in ax.spines.values():
@@ -379,8 +461,13 @@ def data_overview(manifest: Mapping[str, Any], inventory: Mapping[str, Any]) -> 
     splits = manifest.get("splits", {})
     if not classes or not splits:
         raise DataError("manifest has no classes or splits to draw")
-    counts = pd.DataFrame([{"class": name, "split": split, "photos": int(splits[split].get("per_class", {}).get(name, 0))}
-                           for split in splits for name in classes])
+    counts = pd.DataFrame(
+        [
+            {"class": name, "split": split, "photos": int(splits[split].get("per_class", {}).get(name, 0))}
+            for split in splits
+            for name in classes
+        ]
+    )
     skipped = dict(inventory.get("skipped_by_reason") or {})
     with _style():
         figure, axes = new_figure(1, 2, width=11, height=4.2, gridspec_kw={"width_ratios": [3, 2]})
@@ -424,24 +511,46 @@ def _one_line(text: str) -> str:
 
 def figure_caption(name: str, metrics: pd.DataFrame | None = None, *, gallery_arch: str = "") -> str:
     """The one-line caption of figure `name`, naming the devices for the cost figures."""
-    training_devices = _devices_text(metrics["training_device"]) if metrics is not None and "training_device" in metrics else "the training device"
-    eval_devices = _devices_text(metrics["device"]) if metrics is not None and "device" in metrics else "the evaluation device"
+    training_devices = (
+        _devices_text(metrics["training_device"])
+        if metrics is not None and "training_device" in metrics
+        else "the training device"
+    )
+    eval_devices = (
+        _devices_text(metrics["device"])
+        if metrics is not None and "device" in metrics
+        else "the evaluation device"
+    )
+    model = f"{gallery_arch} model" if gallery_arch else "model"
     captions = {
-        "accuracy_vs_parameters": "Validation accuracy of each architecture against its parameter count (log "
-                                  "scale); hollow diamonds are the accuracies the course's notebooks printed.",
-        "throughput": f"Training throughput (steady state, on {training_devices}) and inference throughput "
-                      f"(forward pass at the evaluation batch size, warm-up excluded, on {eval_devices}), "
-                      "in images per second on a log scale.",
-        "accuracy_vs_training_time": f"Validation accuracy against training wall time (log scale) on "
-                                     f"{training_devices}.",
-        "learning_curves": "Training and validation accuracy (top) and loss (bottom) per epoch; the dotted line is "
-                           "the course's final validation accuracy where it has one.",
-        "confusion_matrices": "Confusion matrices on the validation split, rows normalised: each cell is the "
-                              "percentage of a true class predicted as the column's class.",
-        "prediction_gallery": f"A sample of validation photos with the {gallery_arch + ' ' if gallery_arch else ''}"
-                              "model's prediction and its probability; misclassified photos are framed in red.",
-        "data_overview": "Photos per class in the training and validation splits, and the files the inventory "
-                         "skipped, by reason.",
+        "accuracy_vs_parameters": (
+            "Validation accuracy of each architecture against its parameter count (log scale); "
+            "hollow diamonds are the accuracies the course's notebooks printed."
+        ),
+        "throughput": (
+            f"Training throughput (steady state, on {training_devices}) and inference throughput "
+            f"(forward pass at the evaluation batch size, warm-up excluded, on {eval_devices}), "
+            "in images per second on a log scale."
+        ),
+        "accuracy_vs_training_time": (
+            f"Validation accuracy against training wall time (log scale) on {training_devices}."
+        ),
+        "learning_curves": (
+            "Training and validation accuracy (top) and loss (bottom) per epoch; the dotted line is "
+            "the course's final validation accuracy where it has one."
+        ),
+        "confusion_matrices": (
+            "Confusion matrices on the validation split, rows normalised: each cell is the "
+            "percentage of a true class predicted as the column's class."
+        ),
+        "prediction_gallery": (
+            f"A sample of validation photos with the {model}'s prediction and its probability; "
+            "misclassified photos are framed in red."
+        ),
+        "data_overview": (
+            "Photos per class in the training and validation splits, and the files the inventory "
+            "skipped, by reason."
+        ),
     }
     if name not in captions:
         raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
@@ -456,7 +565,11 @@ def save_figure(figure: Figure, name: str, caption: str, out_dir: str | os.PathL
     for kind, path in paths.items():
         buffer = io.BytesIO()
         # SVG text stays text (searchable, scalable); metadata=None keeps the files reproducible.
-        options = {"dpi": PNG_DPI, "metadata": {"Software": None}} if kind == "png" else {"metadata": {"Date": None}}
+        options = (
+            {"dpi": PNG_DPI, "metadata": {"Software": None}}
+            if kind == "png"
+            else {"metadata": {"Date": None}}
+        )
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flowerlab"}):
             figure.savefig(buffer, format=kind, bbox_inches="tight", **options)
         atomic.write_bytes(path, buffer.getvalue())
@@ -473,8 +586,12 @@ def record_caption(out_dir: str | os.PathLike[str], name: str, caption: str) -> 
             captions = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             captions = {}  # a corrupt file from an older run is rebuilt, not trusted
-    captions[name] = {"title": FIGURES.get(name, name.replace("_", " ")), "caption": _one_line(caption),
-                      "png": f"{name}.png", "svg": f"{name}.svg"}
+    captions[name] = {
+        "title": FIGURES.get(name, name.replace("_", " ")),
+        "caption": _one_line(caption),
+        "png": f"{name}.png",
+        "svg": f"{name}.svg",
+    }
     order = {figure: index for index, figure in enumerate(FIGURES)}
     ordered = dict(sorted(captions.items(), key=lambda item: order.get(item[0], len(order))))
     atomic.write_json(path, ordered)

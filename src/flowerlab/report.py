@@ -21,13 +21,13 @@ import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flowerlab import atomic
-from flowerlab.errors import DataError, FlowerlabError
+from flowerlab.data.common import configure_logging, run_command
+from flowerlab.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,14 @@ def load_histories(models_dir: str | os.PathLike[str], archs: Sequence[str]) -> 
     return histories
 
 
-def load_evaluations(evaluation_dir: str | os.PathLike[str], archs: Sequence[str]) -> dict[str, dict[str, Any]]:
+def load_evaluations(
+    evaluation_dir: str | os.PathLike[str], archs: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """{arch: evaluation_dir/arch/metrics.json} for every architecture given."""
-    return {arch: read_json_file(Path(evaluation_dir) / arch / "metrics.json", f"evaluation of {arch}")
-            for arch in archs}
+    return {
+        arch: read_json_file(Path(evaluation_dir) / arch / "metrics.json", f"evaluation of {arch}")
+        for arch in archs
+    }
 
 
 def load_predictions(evaluation_dir: str | os.PathLike[str], arch: str) -> Any:
@@ -113,7 +117,9 @@ def validation_files(manifest_path: str | os.PathLike[str]) -> list[Path]:
     """The validation TFRecord files of a manifest (relative to its folder + tfrecords/)."""
     manifest = read_json_file(manifest_path, "manifest")
     folder = Path(manifest_path).parent / "tfrecords"
-    return [folder / shard["file"] for shard in manifest.get("shards", []) if shard.get("split") == "validation"]
+    return [
+        folder / shard["file"] for shard in manifest.get("shards", []) if shard.get("split") == "validation"
+    ]
 
 
 def find_repo_root(start: str | os.PathLike[str] | None = None) -> Path:
@@ -124,8 +130,10 @@ def find_repo_root(start: str | os.PathLike[str] | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "Snakefile").is_file():
             return folder
-    raise DataError(f"no Snakefile in {here} or above: run the notebook inside the flowerlab repository, "
-                    "or pass absolute paths as its parameters")
+    raise DataError(
+        f"no Snakefile in {here} or above: run the notebook inside the flowerlab repository, "
+        "or pass absolute paths as its parameters"
+    )
 
 
 def resolve(path: str | os.PathLike[str], root: Path | None = None) -> Path:
@@ -194,8 +202,9 @@ def summary_table(metrics: Any) -> Any:
     import pandas as pd
 
     columns = [c for c in SUMMARY_COLUMNS if c in metrics.columns]
-    if {"device", "training_device"} <= set(columns) and \
-            (metrics["device"].fillna("") == metrics["training_device"].fillna("")).all():
+    if {"device", "training_device"} <= set(columns) and (
+        metrics["device"].fillna("") == metrics["training_device"].fillna("")
+    ).all():
         columns.remove("training_device")
         headings = {**SUMMARY_COLUMNS, "device": "device"}
     else:
@@ -234,8 +243,8 @@ th { background: var(--bg-alt); font-weight: 600; }
 tbody tr:nth-child(even) { background: #fbfcfd; }
 td.text { text-align: left; white-space: normal; }
 figure { margin: 2rem 0; }
-figure img { display: block; max-width: min(100%, 1000px); height: auto; margin: 0 auto; background: #fff; border: 1px solid var(--line);
-             border-radius: 4px; }
+figure img { display: block; max-width: min(100%, 1000px); height: auto; margin: 0 auto;
+             background: #fff; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: .92rem; margin-top: .5rem; }
 figcaption a { color: var(--accent); }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.2rem; }
@@ -257,13 +266,21 @@ def relative_href(target: str | os.PathLike[str], page_dir: str | os.PathLike[st
     return quote(Path(relative).as_posix())
 
 
-def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, text_columns: Sequence[str] = ()) -> str:
+def html_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, text_columns: Sequence[str] = ()
+) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(
-            f'<td class="text">{esc(row.get(c, ""))}</td>' if c in text_columns else f"<td>{esc(row.get(c, ''))}</td>"
-            for c in columns) + "</tr>"
-        for row in rows)
+        "<tr>"
+        + "".join(
+            f'<td class="text">{esc(row.get(c, ""))}</td>'
+            if c in text_columns
+            else f"<td>{esc(row.get(c, ''))}</td>"
+            for c in columns
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -273,7 +290,9 @@ def load_captions(figures_dir: str | os.PathLike[str]) -> dict[str, dict[str, st
     for name, entry in captions.items():
         png = Path(figures_dir) / entry.get("png", f"{name}.png")
         if not png.is_file():
-            raise DataError(f"figure {name} is listed in {CAPTIONS_FILE} but {png} is missing; rerun the report notebook")
+            raise DataError(
+                f"figure {name} is listed in {CAPTIONS_FILE} but {png} is missing; rerun the report notebook"
+            )
     return captions
 
 
@@ -288,7 +307,8 @@ def figures_section(figures_dir: Path, page_dir: Path) -> str:
         parts.append(
             f'<figure id="{esc(name)}"><h3>{esc(title)}</h3>'
             f'<img src="data:image/png;base64,{encoded}" alt="{esc(title)}">'
-            f"<figcaption>{esc(entry.get('caption', ''))}{svg_link}</figcaption></figure>")
+            f"<figcaption>{esc(entry.get('caption', ''))}{svg_link}</figcaption></figure>"
+        )
     return "\n".join(parts)
 
 
@@ -300,8 +320,10 @@ def summary_section(metrics_path: Path) -> tuple[str, str]:
     text_columns = [c for c in table.columns if c.startswith("device")]
     best = best_arch(metrics)
     accuracy = float(metrics.loc[metrics["arch"] == best, "val_accuracy"].iloc[0])
-    headline = (f"{len(metrics)} architecture{'s' if len(metrics) != 1 else ''} compared; "
-                f"the best, {best}, classifies {accuracy:.1%} of the validation photos correctly.")
+    headline = (
+        f"{len(metrics)} architecture{'s' if len(metrics) != 1 else ''} compared; "
+        f"the best, {best}, classifies {accuracy:.1%} of the validation photos correctly."
+    )
     return html_table(rows, list(table.columns), text_columns=text_columns), headline
 
 
@@ -315,14 +337,20 @@ def settings_section(manifest_path: Path | None, evaluation_paths: Sequence[Path
         items = [("classes", ", ".join(manifest.get("classes", [])))]
         items += [(key.replace("_", " "), value) for key, value in settings.items()]
         items += [(f"{split} images", f"{int(info.get('records', 0)):,}") for split, info in splits.items()]
-        parts.append("<h3>Data</h3><dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>")
+        parts.append(
+            "<h3>Data</h3><dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>"
+        )
     rows, keys = [], ["architecture"]
     for path in evaluation_paths:
         evaluation = read_json_file(path, "evaluation")
         training = evaluation.get("training") or {}
         hparams = dict(training.get("hparams") or {})
-        row = {"architecture": evaluation.get("arch", path.parent.name), **{k: _plain(v) for k, v in hparams.items()},
-               "precision": training.get("precision"), "seed": training.get("seed")}
+        row = {
+            "architecture": evaluation.get("arch", path.parent.name),
+            **{k.replace("_", " "): _plain(v) for k, v in hparams.items()},
+            "precision": training.get("precision"),
+            "seed": training.get("seed"),
+        }
         rows.append(row)
         keys += [k for k in row if k not in keys]
     if rows:
@@ -342,42 +370,72 @@ def provenance_section(evaluation_paths: Sequence[Path]) -> str:
     """Which code and libraries produced the numbers, and when the page was made."""
     from flowerlab import provenance
 
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     code = provenance.code_version()
     commit = code.get("commit") or "unknown (not a git checkout)"
-    items = [("page generated", now),
-             ("code version", f"{commit}{' (uncommitted changes)' if code.get('dirty') else ''}")]
+    items = [
+        ("page generated", now),
+        ("code version", f"{commit}{' (uncommitted changes)' if code.get('dirty') else ''}"),
+    ]
     trained = {}
     for path in evaluation_paths:
         evaluation = read_json_file(path, "evaluation")
         version = (evaluation.get("training") or {}).get("code_version") or {}
         if version.get("commit"):
-            trained[evaluation.get("arch", path.parent.name)] = \
+            trained[evaluation.get("arch", path.parent.name)] = (
                 f"{version['commit'][:12]}{' (dirty)' if version.get('dirty') else ''}"
+            )
     if trained:
         items.append(("trained with code", "; ".join(f"{arch} {commit}" for arch, commit in trained.items())))
-    versions = provenance.library_versions(("flowerlab", "tensorflow", "keras", "numpy", "pandas", "matplotlib",
-                                            "seaborn", "snakemake", "papermill"))
-    items.append(("libraries", ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items())))
+    versions = provenance.library_versions(
+        (
+            "flowerlab",
+            "tensorflow",
+            "keras",
+            "numpy",
+            "pandas",
+            "matplotlib",
+            "seaborn",
+            "snakemake",
+            "papermill",
+        )
+    )
+    items.append(
+        ("libraries", ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items()))
+    )
     return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>"
 
 
 def navigation(page_dir: Path, *, notebook_html: Path, metrics: Path, snakemake_report: Path) -> str:
     links = [("The full report notebook", notebook_html), ("metrics.csv", metrics)]
-    items = [f'<li><a href="{relative_href(target, page_dir)}">{esc(label)}</a></li>' for label, target in links]
+    items = [
+        f'<li><a href="{relative_href(target, page_dir)}">{esc(label)}</a></li>' for label, target in links
+    ]
     if snakemake_report.is_file():
-        items.append(f'<li><a href="{relative_href(snakemake_report, page_dir)}">Snakemake report '
-                     "(provenance of every file)</a></li>")
+        items.append(
+            f'<li><a href="{relative_href(snakemake_report, page_dir)}">Snakemake report '
+            "(provenance of every file)</a></li>"
+        )
         note = ""
     else:
-        note = (f'<p class="note">The Snakemake report (every rule, its code, inputs and run time) is made after '
-                f"the run with <code>{esc(SNAKEMAKE_REPORT_COMMAND)}</code>.</p>")
+        note = (
+            f'<p class="note">The Snakemake report (every rule, its code, inputs and run time) is made after '
+            f"the run with <code>{esc(SNAKEMAKE_REPORT_COMMAND)}</code>.</p>"
+        )
     return f"<nav><ul>{''.join(items)}</ul></nav>{note}"
 
 
-def render_page(*, figures_dir: Path, metrics: Path, notebook_html: Path, out: Path,
-                manifest: Path | None = None, evaluations: Sequence[Path] = (),
-                snakemake_report: Path | None = None, title: str = "flowerlab: the flowers study") -> str:
+def render_page(
+    *,
+    figures_dir: Path,
+    metrics: Path,
+    notebook_html: Path,
+    out: Path,
+    manifest: Path | None = None,
+    evaluations: Sequence[Path] = (),
+    snakemake_report: Path | None = None,
+    title: str = "flowerlab: the flowers study",
+) -> str:
     """The landing page's HTML."""
     page_dir = out.parent
     snakemake_report = snakemake_report or page_dir / SNAKEMAKE_REPORT
@@ -426,20 +484,34 @@ Training throughput is steady state (first epoch excluded); inference throughput
 """
 
 
-def publish(*, figures_dir: str | os.PathLike[str], metrics: str | os.PathLike[str],
-            notebook_html: str | os.PathLike[str], out: str | os.PathLike[str],
-            manifest: str | os.PathLike[str] | None = None, evaluations: Sequence[str | os.PathLike[str]] = (),
-            snakemake_report: str | os.PathLike[str] | None = None) -> Path:
+def publish(
+    *,
+    figures_dir: str | os.PathLike[str],
+    metrics: str | os.PathLike[str],
+    notebook_html: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | None = None,
+    evaluations: Sequence[str | os.PathLike[str]] = (),
+    snakemake_report: str | os.PathLike[str] | None = None,
+) -> Path:
     """Write the landing page atomically; returns its path."""
     out = Path(out)
-    for path, what in ((figures_dir, "figures folder"), (metrics, "metrics table"),
-                       (notebook_html, "report notebook HTML")):
+    for path, what in (
+        (figures_dir, "figures folder"),
+        (metrics, "metrics table"),
+        (notebook_html, "report notebook HTML"),
+    ):
         if not Path(path).exists():
             raise DataError(f"{what} not found: {path} (run the stage that makes it first)")
-    page = render_page(figures_dir=Path(figures_dir), metrics=Path(metrics), notebook_html=Path(notebook_html),
-                       out=out, manifest=Path(manifest) if manifest else None,
-                       evaluations=[Path(p) for p in evaluations],
-                       snakemake_report=Path(snakemake_report) if snakemake_report else None)
+    page = render_page(
+        figures_dir=Path(figures_dir),
+        metrics=Path(metrics),
+        notebook_html=Path(notebook_html),
+        out=out,
+        manifest=Path(manifest) if manifest else None,
+        evaluations=[Path(p) for p in evaluations],
+        snakemake_report=Path(snakemake_report) if snakemake_report else None,
+    )
     atomic.write_text(out, page)
     logger.info("published %s (%d kB)", out, len(page) // 1024)
     return out
@@ -452,22 +524,31 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--notebook-html", required=True, help="the executed report notebook as HTML")
     parser.add_argument("--out", required=True, help="the landing page, e.g. results/report/index.html")
     parser.add_argument("--manifest", help="results/data/manifest.json, for the data settings")
-    parser.add_argument("--evaluations", nargs="*", default=[],
-                        help="results/evaluation/*/metrics.json, for the training recipes and provenance")
-    parser.add_argument("--snakemake-report",
-                        help=f"the Snakemake report to link when it exists (default: {SNAKEMAKE_REPORT} beside --out)")
+    parser.add_argument(
+        "--evaluations",
+        nargs="*",
+        default=[],
+        help="results/evaluation/*/metrics.json, for the training recipes and provenance",
+    )
+    parser.add_argument(
+        "--snakemake-report",
+        help=f"the Snakemake report to link when it exists (default: {SNAKEMAKE_REPORT} beside --out)",
+    )
     return parser
 
 
 def cli(argv: list[str]) -> int:
     args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        publish(figures_dir=args.figures, metrics=args.metrics, notebook_html=args.notebook_html, out=args.out,
-                manifest=args.manifest, evaluations=args.evaluations, snakemake_report=args.snakemake_report)
-    except FlowerlabError as error:
-        logger.error("%s", error)
-        return 1
-    return 0
+    configure_logging()
+    return run_command(
+        argv[0],
+        lambda: publish(
+            figures_dir=args.figures,
+            metrics=args.metrics,
+            notebook_html=args.notebook_html,
+            out=args.out,
+            manifest=args.manifest,
+            evaluations=args.evaluations,
+            snakemake_report=args.snakemake_report,
+        ),
+    )
