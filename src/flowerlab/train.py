@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -263,8 +264,6 @@ def inference_copy(model: Any) -> Any:
 
 def save_model_atomically(model: Any, path: Path) -> None:
     """Keras needs the .keras suffix, so the temporary name ends with it too."""
-    import os
-
     temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
     try:
         model.save(temporary)
@@ -292,9 +291,118 @@ class Session:
     initial_epoch: int = 0
     prior_wall_seconds: float = 0.0
     session_first_epochs: list[int] = field(default_factory=list)
+    prior_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def wall_seconds(self) -> float:
         return self.prior_wall_seconds + (time.monotonic() - self.started)
+
+
+def start_session(resume: checkpoints.Checkpoint | None, epochs: int) -> Session:
+    """A fresh session, or one continuing `resume`'s epochs, history and wall time."""
+    session = Session()
+    if resume is not None:
+        session.initial_epoch = resume.epoch
+        session.prior_wall_seconds = float(resume.state.get("wall_seconds", 0.0))
+        session.session_first_epochs = list(resume.state.get("session_first_epochs", []))
+        session.prior_rows = list(resume.state.get("history", []))
+        check_history(session.prior_rows, resume.epoch)
+    if session.initial_epoch < epochs:
+        session.session_first_epochs.append(session.initial_epoch + 1)
+    return session
+
+
+@dataclass(frozen=True)
+class Batching:
+    global_batch: int  # batch_size x replicas (the course's per-core batch scaling)
+    drop_remainder: bool  # TPUs need static batch shapes
+    steps_per_epoch: int
+    images_per_epoch: int
+
+
+def plan_batches(arch: str, batch_size: int, device_kind: str, replicas: int, train_records: int) -> Batching:
+    global_batch = batch_size * replicas
+    drop_remainder = device_kind == "tpu"
+    from flowerlab.data.pipeline import batches_per_epoch
+
+    steps = batches_per_epoch(train_records, global_batch, drop_remainder=drop_remainder)
+    if steps == 0:
+        raise ConfigError(
+            f"global batch {global_batch} (batch_size x {replicas} replicas) exceeds the "
+            f"{train_records} training records; lower models.{arch}.batch_size"
+        )
+    images = steps * global_batch if drop_remainder else train_records
+    return Batching(global_batch, drop_remainder, steps, images)
+
+
+def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.Checkpoint | None, plan: DataPlan,
+                     weights: str, first_learning_rate: float) -> Any:
+    """Inside the strategy's scope: the checkpoint's compiled model with its optimizer state, or a
+    new model compiled with Adam, categorical cross-entropy and accuracy."""
+    import keras
+
+    from flowerlab import models
+
+    with device.strategy.scope():
+        if resume is not None:
+            return keras.models.load_model(resume.model_path)
+        model = models.build_model(settings.arch, num_classes=plan.num_classes, image_size=plan.image_size,
+                                   weights=weights)
+        compile_model(model, first_learning_rate)
+        return model
+
+
+def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, first_epoch: int) -> tuple[Any, Any]:
+    """The training dataset (endless, from epoch `first_epoch`) and the validation dataset."""
+    from flowerlab.data.pipeline import make_dataset
+
+    common = {
+        "image_size": plan.record_size, "num_classes": plan.num_classes, "batch_size": batching.global_batch,
+        "target_size": plan.image_size if plan.image_size != plan.record_size else None,
+        "seed": settings.seed, "deterministic": settings.deterministic,
+        "drop_remainder": batching.drop_remainder, "threads": settings.threads,
+    }
+    train_data = make_dataset(plan.train_files, training=True, augment=bool(settings.hparams["augment"]),
+                              repeat=True, first_epoch=first_epoch, expected_records=plan.train_records, **common)
+    validation_data = make_dataset(plan.validation_files, training=False,
+                                   expected_records=plan.validation_records, **common)
+    return train_data, validation_data
+
+
+def training_record(settings: TrainSettings, *, model: Any, device: Any, precision: str, plan: DataPlan,
+                    batching: Batching, session: Session, rows: Sequence[Mapping[str, Any]],
+                    resumed_from_epoch: int, weights: str, fingerprint: str) -> dict[str, Any]:
+    """training.json (docs/architecture.md), plus the figures that explain it (sizes, batches)."""
+    from flowerlab.models import count_parameters
+
+    total, trainable = count_parameters(model)
+    images_per_second, steady_epochs = steady_state_images_per_second(rows, session.session_first_epochs)
+    best_val, final_val = best_and_final(rows, "val_accuracy")
+    return {
+        "arch": settings.arch,
+        "hparams": settings.hparams,
+        "device": device.to_json(),
+        "precision": precision,
+        "seed": settings.seed,
+        "deterministic": settings.deterministic,
+        "versions": provenance.library_versions(),
+        "wall_seconds": session.wall_seconds(),
+        "train_images_per_second": images_per_second,
+        "train_images_per_second_epochs": steady_epochs,
+        "epochs": int(settings.hparams["epochs"]),
+        "best_val_accuracy": best_val,
+        "final_val_accuracy": final_val,
+        "parameters": {"total": int(total), "trainable": int(trainable)},
+        "resumed_from_epoch": resumed_from_epoch,
+        "manifest_sha256": sha256_file(settings.manifest),
+        "code_version": provenance.code_version(),
+        "image_size": plan.image_size,
+        "weights": weights,
+        "global_batch_size": batching.global_batch,
+        "steps_per_epoch": batching.steps_per_epoch,
+        "train_records": plan.train_records,
+        "validation_records": plan.validation_records,
+        "fingerprint": fingerprint,
+    }
 
 
 def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -302,18 +410,17 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     the training record (training.json). `extra_callbacks` run after the built-in ones (tests)."""
     from flowerlab.data.tfrecords import load_manifest
 
-    session = Session()
-    hparams = settings.hparams
+    hparams, epochs = settings.hparams, int(settings.hparams["epochs"])
     manifest = load_manifest(settings.manifest)  # DataError when missing or malformed
 
     from flowerlab import devices  # imports TensorFlow
 
     if settings.threads is not None:
-        devices.configure_threads(settings.threads)
-    from flowerlab import models
+        devices.configure_threads(settings.threads)  # before TensorFlow's runtime starts
     from flowerlab.data import pipeline
+    from flowerlab.models import get_spec
 
-    spec = models.get_spec(settings.arch)  # ConfigError for an unknown architecture
+    spec = get_spec(settings.arch)  # ConfigError for an unknown architecture
     plan = load_data_plan(settings.manifest, manifest, model_image_size(hparams, spec.default_image_size))
     weights = model_weights(hparams, spec.uses_backbone_weights)
     pipeline.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
@@ -321,16 +428,8 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     device = devices.select_strategy(settings.accelerator)
     precision = devices.apply_precision(devices.resolve_precision(hparams["precision"], device.kind))
     seed_everything(settings.seed, settings.deterministic)
-
-    global_batch = int(hparams["batch_size"]) * device.replicas
-    drop_remainder = device.kind == "tpu"  # TPUs need static batch shapes
-    steps_per_epoch = pipeline.batches_per_epoch(plan.train_records, global_batch, drop_remainder=drop_remainder)
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"global batch {global_batch} (batch_size x {device.replicas} replicas) exceeds the "
-            f"{plan.train_records} training records; lower models.{settings.arch}.batch_size"
-        )
-    images_per_epoch = steps_per_epoch * global_batch if drop_remainder else plan.train_records
+    batching = plan_batches(settings.arch, int(hparams["batch_size"]), device.kind, device.replicas,
+                            plan.train_records)
 
     from flowerlab.schedules import schedule_function
 
@@ -342,43 +441,17 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     )
     fingerprint = checkpoints.fingerprint(inputs)
     resume = checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
-    prior_rows: list[dict[str, Any]] = []
+    session = start_session(resume, epochs)
     if resume is not None:
-        session.initial_epoch = resume.epoch
-        session.prior_wall_seconds = float(resume.state.get("wall_seconds", 0.0))
-        session.session_first_epochs = list(resume.state.get("session_first_epochs", []))
-        prior_rows = list(resume.state.get("history", []))
-        check_history(prior_rows, resume.epoch)
-        logger.info("resuming %s from %s: %d of %d epochs done", settings.arch, resume.path,
-                    resume.epoch, hparams["epochs"])
+        logger.info("resuming %s from %s: %d of %d epochs done", settings.arch, resume.path, resume.epoch, epochs)
     else:
         logger.info("training %s from scratch (no checkpoint of this experiment in %s)",
                     settings.arch, settings.checkpoint_dir)
-    epochs = int(hparams["epochs"])
-    if session.initial_epoch < epochs:
-        session.session_first_epochs.append(session.initial_epoch + 1)
+
+    model = build_or_restore(settings, device, resume, plan, weights, schedule(session.initial_epoch))
+    train_data, validation_data = make_datasets(settings, plan, batching, session.initial_epoch)
 
     import keras
-
-    with device.strategy.scope():
-        if resume is not None:
-            model = keras.models.load_model(resume.model_path)  # weights + optimizer state
-        else:
-            model = models.build_model(settings.arch, num_classes=plan.num_classes,
-                                       image_size=plan.image_size, weights=weights)
-            compile_model(model, schedule(0))
-
-    common = {
-        "image_size": plan.record_size, "num_classes": plan.num_classes, "batch_size": global_batch,
-        "target_size": plan.image_size if plan.image_size != plan.record_size else None,
-        "seed": settings.seed, "deterministic": settings.deterministic,
-        "drop_remainder": drop_remainder, "threads": settings.threads,
-    }
-    train_data = pipeline.make_dataset(plan.train_files, training=True, augment=bool(hparams["augment"]),
-                                       repeat=True, first_epoch=session.initial_epoch,
-                                       expected_records=plan.train_records, **common)
-    validation_data = pipeline.make_dataset(plan.validation_files, training=False,
-                                            expected_records=plan.validation_records, **common)
 
     from flowerlab.callbacks import EpochCheckpointer, EpochLogger, EpochRecorder
 
@@ -389,11 +462,11 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
             "session_first_epochs": session.session_first_epochs, "wall_seconds": session.wall_seconds(),
         }
 
-    recorder = EpochRecorder(images_per_epoch=images_per_epoch, rows=prior_rows)
+    recorder = EpochRecorder(images_per_epoch=batching.images_per_epoch, rows=session.prior_rows)
     interactive = sys.stderr.isatty()
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: schedule(epoch)),
-        recorder,
+        recorder,  # before the checkpointer and the logger, which read its newest row
         EpochCheckpointer(settings.checkpoint_dir, recorder, state_for),
     ]
     if settings.log_every_epoch or not interactive:
@@ -404,49 +477,27 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
         logger.info(
             "%s: %d train / %d validation records, %d px (records %d px), global batch %d, %d steps/epoch, "
             "precision %s, device %s x%d", settings.arch, plan.train_records, plan.validation_records,
-            plan.image_size, plan.record_size, global_batch, steps_per_epoch, precision, device.kind,
-            device.replicas)
-        with pipeline.translate_record_errors(plan.train_files + plan.validation_files), out_of_memory_hint(settings.arch, global_batch):
+            plan.image_size, plan.record_size, batching.global_batch, batching.steps_per_epoch, precision,
+            device.kind, device.replicas)
+        with (
+            pipeline.translate_record_errors(plan.train_files + plan.validation_files),
+            out_of_memory_hint(settings.arch, batching.global_batch),
+        ):
             model.fit(train_data, epochs=epochs, initial_epoch=session.initial_epoch,
-                      steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+                      steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
                       callbacks=callbacks, verbose=1 if interactive else 0,
                       shuffle=False)  # the pipeline shuffles, per epoch and seeded
-    rows = recorder.rows
-    check_history(rows, epochs)
+    check_history(recorder.rows, epochs)
 
-    total, trainable = models.count_parameters(model)
-    images_per_second, steady_epochs = steady_state_images_per_second(rows, session.session_first_epochs)
-    best_val, final_val = best_and_final(rows, "val_accuracy")
-    record = {
-        "arch": settings.arch,
-        "hparams": hparams,
-        "device": device.to_json(),
-        "precision": precision,
-        "seed": settings.seed,
-        "deterministic": settings.deterministic,
-        "versions": provenance.library_versions(),
-        "wall_seconds": session.wall_seconds(),
-        "train_images_per_second": images_per_second,
-        "train_images_per_second_epochs": steady_epochs,
-        "epochs": epochs,
-        "best_val_accuracy": best_val,
-        "final_val_accuracy": final_val,
-        "parameters": {"total": int(total), "trainable": int(trainable)},
-        "resumed_from_epoch": resume.epoch if resume is not None else 0,
-        "manifest_sha256": sha256_file(settings.manifest),
-        "code_version": provenance.code_version(),
-        "image_size": plan.image_size,
-        "weights": weights,
-        "global_batch_size": global_batch,
-        "steps_per_epoch": steps_per_epoch,
-        "train_records": plan.train_records,
-        "validation_records": plan.validation_records,
-        "fingerprint": fingerprint,
-    }
-    write_outputs(settings.out_dir, model, rows, record)
+    record = training_record(settings, model=model, device=device, precision=precision, plan=plan,
+                             batching=batching, session=session, rows=recorder.rows,
+                             resumed_from_epoch=resume.epoch if resume is not None else 0,
+                             weights=weights, fingerprint=fingerprint)
+    write_outputs(settings.out_dir, model, recorder.rows, record)
     checkpoints.remove_checkpoints(settings.checkpoint_dir)
     logger.info("%s: best val_accuracy %s, final %s, %.0f s; outputs in %s", settings.arch,
-                _fmt(best_val), _fmt(final_val), record["wall_seconds"], settings.out_dir)
+                _fmt(record["best_val_accuracy"]), _fmt(record["final_val_accuracy"]), record["wall_seconds"],
+                settings.out_dir)
     return record
 
 
