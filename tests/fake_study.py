@@ -255,56 +255,26 @@ def evaluate_and_collect(results: Path, archs: list[str]) -> None:
     )
 
 
-def notebook_parameters(results: Path) -> dict[str, str]:
-    """The report notebook's parameters for a study under `results` (absolute paths)."""
-    return {
-        "metrics_csv": str(results / "metrics.csv"),
-        "models_dir": str(results / "models"),
-        "evaluation_dir": str(results / "evaluation"),
-        "manifest": str(results / "data" / "manifest.json"),
-        "inventory_csv": str(results / "data" / "inventory.csv"),
-        "inventory_json": str(results / "data" / "inventory.json"),
-        "figures_dir": str(results / "figures"),
-    }
-
-
 def render_report(results: Path) -> Path:
-    """Execute the report notebook with papermill, export it to HTML with the report template,
-    and publish the landing page; returns results/report/index.html."""
-    import subprocess
-    import sys
-
-    import papermill
-
+    """Execute the report notebook and export it (flowerlab render), then publish the landing
+    page (flowerlab publish), as the workflow does; returns results/report/index.html."""
     from flowerlab import report
 
     report_dir = results / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(report_dir / "report.ipynb"),
-        parameters=notebook_parameters(results),
-        kernel_name="python3",
-        cwd=str(REPO_ROOT),
-        progress_bar=False,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "nbconvert",
-            "--to",
-            "html",
-            "--template-file",
-            str(HTML_TEMPLATE),
-            "--output-dir",
-            str(report_dir),
-            str(report_dir / "report.ipynb"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
+    assert (
+        report.cli(
+            [
+                "render",
+                "--notebook",
+                str(NOTEBOOK),
+                "--executed",
+                str(report_dir / "report.ipynb"),
+                "--html",
+                str(report_dir / "report.html"),
+                *render_options(results),
+            ]
+        )
+        == 0
     )
     archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
     return report.publish(
@@ -315,6 +285,26 @@ def render_report(results: Path) -> Path:
         manifest=results / "data" / "manifest.json",
         evaluations=[results / "evaluation" / arch / "metrics.json" for arch in archs],
     )
+
+
+def render_options(results: Path) -> list[str]:
+    """flowerlab render's data options for a study under `results`."""
+    return [
+        "--metrics",
+        str(results / "metrics.csv"),
+        "--models-dir",
+        str(results / "models"),
+        "--evaluation-dir",
+        str(results / "evaluation"),
+        "--manifest",
+        str(results / "data" / "manifest.json"),
+        "--inventory-csv",
+        str(results / "data" / "inventory.csv"),
+        "--inventory-json",
+        str(results / "data" / "inventory.json"),
+        "--figures",
+        str(results / "figures"),
+    ]
 
 
 def make_fake_report(results: Path, archs: list[str]) -> Path:

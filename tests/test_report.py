@@ -429,3 +429,64 @@ def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: P
             text, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 5}
         )["body"]
         assert "<p>" in body and "{{" not in body, path.name
+
+
+# ------------------------------------------------------------------------------------------
+# flowerlab render: atomic outputs, failures kept for debugging
+# ------------------------------------------------------------------------------------------
+
+
+def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
+    two_architectures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = two_architectures.parent.parent
+    options = fake_study.render_options(results)
+    options[options.index("--metrics") + 1] = str(tmp_path / "absent.csv")
+    options[options.index("--figures") + 1] = str(tmp_path / "figures")
+    executed, html_path = tmp_path / "report.ipynb", tmp_path / "report.html"
+    arguments = [
+        "render",
+        "--notebook",
+        str(fake_study.NOTEBOOK),
+        "--executed",
+        str(executed),
+        "--html",
+        str(html_path),
+        *options,
+    ]
+    assert report.cli(arguments) == 1  # what `flowerlab render ...` runs once cli.py maps it here
+    error = capsys.readouterr().err
+    assert "flowerlab render: error: the report notebook failed in cell" in error
+    assert "metrics table not found" in error
+    assert not executed.exists() and not html_path.exists()
+    assert (tmp_path / "report.failed.ipynb").is_file()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_the_template_also_works_with_jupyter_nbconvert(two_architectures: Path, tmp_path: Path) -> None:
+    """The export the lead may run by hand: jupyter nbconvert --template-file report.html.j2."""
+    import subprocess
+    import sys
+
+    executed = two_architectures.parent / "report.ipynb"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "html",
+            "--template-file",
+            str(fake_study.HTML_TEMPLATE),
+            "--output-dir",
+            str(tmp_path),
+            str(executed),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    html = (tmp_path / "report.html").read_text()
+    assert "<details" in html and html.count("data:image/png;base64") >= len(figures.FIGURES)
+    assert not any(cdn in html for cdn in ("cdnjs.cloudflare.com", "unpkg.com", "cdn.jsdelivr.net"))

@@ -8,13 +8,20 @@ PNG, with a relative link to its SVG) with its caption, the study's settings, pr
 relative links to the notebook, metrics.csv and the Snakemake report. It opens from disk with
 no server and loads nothing from the network. It is written atomically.
 
-No TensorFlow here: the page and the tables need pandas at most.
+`flowerlab render --notebook workflow/notebooks/report.ipynb --executed results/report/report.ipynb
+--html results/report/report.html --metrics ... --figures results/figures` executes the report
+notebook with papermill and exports it to HTML with the folded-code, offline template beside it;
+both outputs are written atomically, and a failing notebook is kept as `*.failed.ipynb` with the
+cell that failed named in the error.
+
+No TensorFlow here (the notebook's kernel imports it for the gallery, in its own process).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import html
 import json
@@ -26,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import atomic
-from flowerlab.data.common import configure_logging, run_command
+from flowerlab.data.common import configure_logging, positive_int, run_command
 from flowerlab.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -517,6 +524,144 @@ def publish(
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Executing the report notebook
+# --------------------------------------------------------------------------------------------
+
+# flowerlab render option -> the notebook's parameter (workflow/notebooks/report.ipynb)
+NOTEBOOK_PARAMETERS = {
+    "metrics": "metrics_csv",
+    "models_dir": "models_dir",
+    "evaluation_dir": "evaluation_dir",
+    "manifest": "manifest",
+    "inventory_csv": "inventory_csv",
+    "inventory_json": "inventory_json",
+    "figures": "figures_dir",
+    "gallery_arch": "gallery_arch",
+    "gallery_size": "gallery_size",
+}
+
+
+def execute_notebook(
+    notebook: Path, executed: Path, parameters: Mapping[str, Any], *, cwd: Path, kernel: str = "python3"
+) -> None:
+    """Run `notebook` with papermill into `executed`, atomically.
+
+    Papermill saves the output notebook after every cell, so it writes to a temporary name and
+    the result is renamed into place only when every cell ran. A failure keeps the partly
+    executed notebook as `<executed>.failed.ipynb` (the traceback is in it) and raises a
+    DataError naming the failing cell.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    temporary = executed.with_name(f".{executed.stem}.tmp-{os.getpid()}.ipynb")
+    failed = executed.with_name(f"{executed.stem}.failed.ipynb")
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(temporary),
+            parameters=dict(parameters),
+            kernel_name=kernel,
+            cwd=str(cwd),
+            log_output=True,
+            progress_bar=False,
+        )
+    except PapermillExecutionError as error:
+        os.replace(temporary, failed)
+        raise DataError(
+            f"the report notebook failed in cell {error.exec_count}: {error.ename}: {error.evalue}; "
+            f"the notebook with the traceback is {failed}"
+        ) from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    failed.unlink(missing_ok=True)
+    os.replace(temporary, executed)
+
+
+def export_html(executed: Path, html_path: Path, template: Path) -> None:
+    """The executed notebook as one HTML page (figures embedded), written atomically."""
+    from nbconvert import HTMLExporter
+
+    if not template.is_file():
+        raise DataError(f"nbconvert template not found: {template}")
+    body, _ = HTMLExporter(template_file=str(template.resolve())).from_filename(str(executed))
+    atomic.write_text(html_path, body)
+
+
+def render(
+    *,
+    notebook: str | os.PathLike[str],
+    executed: str | os.PathLike[str],
+    html_path: str | os.PathLike[str],
+    parameters: Mapping[str, Any],
+    template: str | os.PathLike[str] | None = None,
+    kernel: str = "python3",
+) -> Path:
+    """Execute the report notebook with `parameters` and export it to HTML; returns the HTML path.
+
+    The kernel runs in the repository root (relative parameters are resolved against it by the
+    notebook in any case). `template` defaults to `report.html.j2` beside the notebook.
+    """
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise DataError(f"report notebook not found: {notebook}")
+    template = Path(template) if template else notebook.with_name("report.html.j2")
+    execute_notebook(notebook, Path(executed), parameters, cwd=find_repo_root(notebook.parent), kernel=kernel)
+    export_html(Path(executed), Path(html_path), template)
+    logger.info("rendered %s and %s", executed, html_path)
+    return Path(html_path)
+
+
+def build_render_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Execute the report notebook and export it to HTML."
+    )
+    parser.add_argument("--notebook", required=True, help="workflow/notebooks/report.ipynb")
+    parser.add_argument(
+        "--executed", required=True, help="the executed notebook, e.g. results/report/report.ipynb"
+    )
+    parser.add_argument("--html", required=True, help="its HTML export, e.g. results/report/report.html")
+    parser.add_argument("--template", help="nbconvert template (default: report.html.j2 beside the notebook)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
+    parser.add_argument("--metrics", required=True, help="results/metrics.csv")
+    parser.add_argument("--models-dir", required=True, help="results/models ({arch}/history.csv)")
+    parser.add_argument(
+        "--evaluation-dir", required=True, help="results/evaluation ({arch}/metrics.json, predictions.csv)"
+    )
+    parser.add_argument("--manifest", required=True, help="results/data/manifest.json")
+    parser.add_argument("--inventory-csv", required=True, help="results/data/inventory.csv")
+    parser.add_argument("--inventory-json", required=True, help="results/data/inventory.json")
+    parser.add_argument("--figures", required=True, help="where the figures go: results/figures")
+    parser.add_argument(
+        "--gallery-arch", default="", help="whose predictions the gallery shows (default: the best)"
+    )
+    parser.add_argument(
+        "--gallery-size", type=positive_int, default=24, help="photos in the gallery (default 24)"
+    )
+    return parser
+
+
+def render_cli(argv: list[str]) -> int:
+    args = build_render_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
+    configure_logging()
+    parameters = {name: getattr(args, option) for option, name in NOTEBOOK_PARAMETERS.items()}
+    return run_command(
+        argv[0],
+        lambda: render(
+            notebook=args.notebook,
+            executed=args.executed,
+            html_path=args.html,
+            parameters=parameters,
+            template=args.template,
+            kernel=args.kernel,
+        ),
+    )
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--figures", required=True, help="results/figures (PNG, SVG and captions.json)")
@@ -538,6 +683,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def cli(argv: list[str]) -> int:
+    """`flowerlab publish ...`, or `flowerlab render ...` when cli.py maps that command here."""
+    if argv[0] == "render":
+        return render_cli(argv)
     args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
     configure_logging()
     return run_command(
