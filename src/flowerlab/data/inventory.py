@@ -1,0 +1,483 @@
+"""Account for every file under the photo folder: kept, or skipped with a reason (`flowerlab inventory`).
+
+The inventory is the only place where input files are accepted or rejected; later stages read
+its `kept` rows and nothing else. Every file found gets one row (see docs/architecture.md for
+the columns), so `kept + skipped == files found` and nothing is ever dropped silently.
+
+Decisions, in the order they are taken (the first that applies is the reason):
+
+1. Placement. ROOT/<class>/<file> is a candidate. Symbolic links are followed when they point
+   inside ROOT; a link leaving ROOT is `symlink_outside_root` (never read), a link that cannot
+   be resolved because it loops (or a folder link to one of its own ancestors) is
+   `symlink_loop`. Names starting with "." (`.DS_Store`, files in `.git/`) are `hidden_file`.
+   Files directly in ROOT (`LICENSE.txt`) and files in sub-folders of a class folder are
+   `not_in_class_folder`: a nested folder is often a "rejected" or "unsure" pile, and guessing
+   that its photos carry the top folder's label could poison training, so they are listed
+   for the user to move, not used.
+2. Content. Empty files are `zero_bytes`; a file Pillow cannot identify is `not_an_image`; an
+   image whose header claims more than `max_pixels` pixels is `too_large` (checked on the
+   header, before anything is decoded: decompression-bomb guard); an image whose data ends
+   early is `truncated`; any other read or decode failure (including dangling links, FIFOs
+   and devices, which are never opened) is `unreadable`. Every image is fully decoded to
+   prove it is whole; JPEGs are decoded at 1/8 scale (`draft`), which still reads every
+   entropy-coded byte (so truncation is caught) at a fraction of the cost.
+3. Duplicates, by sha256 of the bytes, among the files that passed 1 and 2: a photo present
+   under two or more classes cannot have one right answer, so *all* its copies are
+   `duplicate_across_classes`; copies inside one class keep the first by path and skip the
+   others as `duplicate_same_class`. `duplicate_of` names the kept copy (same class) or the
+   other copies, ";"-separated (across classes).
+
+Image files of any format and extension are kept (PNG named .jpg, WebP, GIF, BMP, CMYK or
+grayscale JPEGs, 16-bit PNGs); `format` says what they really are, and the TFRecords stage
+converts them to RGB. A class folder that is empty, or has fewer than two kept photos (one is
+needed in each split), is kept in `classes` and reported in `warnings`; the TFRecords stage then
+stops with an error naming it, because a class that cannot be trained and validated must be
+fixed (photos added, or the folder removed) rather than silently dropped or renumbered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import errno
+import io
+import logging
+import os
+import stat
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flowerlab import atomic
+from flowerlab.data.common import (
+    configure_logging,
+    positive_int,
+    progress,
+    run_command,
+    running_pool,
+    sha256_file,
+)
+from flowerlab.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    "path", "class", "bytes", "sha256", "format", "width", "height", "status", "reason", "duplicate_of",
+)
+REASONS = (
+    "zero_bytes", "not_an_image", "unreadable", "truncated", "too_large", "hidden_file",
+    "not_in_class_folder", "symlink_outside_root", "symlink_loop", "duplicate_same_class",
+    "duplicate_across_classes",
+)
+KEPT, SKIPPED = "kept", "skipped"
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+MIN_KEPT_PER_CLASS = 2  # one photo for each split
+MAX_DEPTH = 64  # a folder tree deeper than this is not a photo collection; stop descending
+DUPLICATE_SEPARATOR = ";"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """A file the walk found, before its content is looked at."""
+
+    path: str  # POSIX, relative to ROOT
+    abs_path: str  # as reached through ROOT (links not resolved)
+    class_name: str  # first path component when the file sits in a folder, else ""
+    reason: str = ""  # placement reason decided by the walk, "" for a candidate photo
+    readable: bool = True  # False: never open it (dangling link, FIFO, device, socket)
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What reading a file told us (computed in worker processes)."""
+
+    bytes: int | None = None
+    sha256: str = ""
+    format: str = ""
+    width: int | None = None
+    height: int | None = None
+    problem: str = ""  # a content reason, or "" when the file is a usable image
+    detail: str = ""  # the underlying error message, for the log
+
+
+@dataclass
+class Row:
+    path: str
+    class_name: str
+    bytes: int | None = None
+    sha256: str = ""
+    format: str = ""
+    width: int | None = None
+    height: int | None = None
+    status: str = KEPT
+    reason: str = ""
+    duplicate_of: str = ""
+
+    def as_csv(self) -> list[str]:
+        values = [self.path, self.class_name, self.bytes, self.sha256, self.format, self.width,
+                  self.height, self.status, self.reason, self.duplicate_of]
+        return ["" if value is None else str(value) for value in values]
+
+
+@dataclass
+class Inventory:
+    root: str
+    classes: list[str]
+    rows: list[Row]
+    max_pixels: int
+    warnings: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- walking
+
+
+def _is_hidden(parts: Iterable[str]) -> bool:
+    return any(part.startswith(".") for part in parts)
+
+
+def _inside(real_path: str, real_root: str) -> bool:
+    return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _placement_reason(parts: tuple[str, ...]) -> str:
+    if _is_hidden(parts):
+        return "hidden_file"
+    if len(parts) != 2:
+        return "not_in_class_folder"
+    return ""
+
+
+def walk_root(root: str | os.PathLike[str]) -> tuple[list[FoundFile], list[str]]:
+    """Every file under `root` (links resolved as the module explains) and the class folders.
+
+    Class folders are the non-hidden folders (or links to folders inside ROOT) directly in
+    ROOT, sorted: their order gives the class indices. Files come sorted by path.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"photo folder {root} does not exist or is not a folder")
+    real_root = os.path.realpath(root)
+    found: list[FoundFile] = []
+    classes: list[str] = []
+
+    def record(parts: tuple[str, ...], abs_path: str, reason: str = "", readable: bool = True) -> None:
+        class_name = parts[0] if len(parts) > 1 else ""
+        found.append(FoundFile("/".join(parts), abs_path, class_name, reason or _placement_reason(parts), readable))
+
+    def visit(folder: str, parts: tuple[str, ...], ancestors: frozenset[str]) -> None:
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as error:
+            # An unreadable folder: its files cannot be counted; say so loudly, do not crash.
+            raise DataError(f"cannot list folder {folder}: {error.strerror}; fix its permissions") from error
+        for entry in entries:
+            here = (*parts, entry.name)
+            if entry.is_symlink():
+                try:
+                    target = os.stat(entry.path)  # follows the link
+                except OSError as error:
+                    reason = "symlink_loop" if error.errno == errno.ELOOP else "unreadable"
+                    record(here, entry.path, reason, readable=False)
+                    continue
+                real = os.path.realpath(entry.path)
+                if not _inside(real, real_root):
+                    record(here, entry.path, "symlink_outside_root", readable=False)
+                    continue
+                if stat.S_ISDIR(target.st_mode):
+                    if real in ancestors:
+                        record(here, entry.path, "symlink_loop", readable=False)
+                    else:
+                        enter(entry.path, here, ancestors | {real})
+                    continue
+                record(here, entry.path, readable=stat.S_ISREG(target.st_mode))
+            elif entry.is_dir(follow_symlinks=False):
+                enter(entry.path, here, ancestors | {os.path.realpath(entry.path)})
+            else:
+                record(here, entry.path, readable=entry.is_file(follow_symlinks=False))
+
+    def enter(folder: str, parts: tuple[str, ...], ancestors: frozenset[str]) -> None:
+        if len(parts) == 1 and not _is_hidden(parts):
+            classes.append(parts[0])
+        if len(parts) >= MAX_DEPTH:
+            raise DataError(f"folder {folder} is nested more than {MAX_DEPTH} levels deep under {root}")
+        visit(folder, parts, ancestors)
+
+    visit(str(root), (), frozenset({real_root}))
+    found.sort(key=lambda item: item.path)
+    return found, sorted(classes)
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def _classify_decode_error(error: BaseException) -> str:
+    message = str(error).lower()
+    if isinstance(error, EOFError) or "truncat" in message or "premature end" in message:
+        return "truncated"
+    return "unreadable"
+
+
+def inspect_image(path: str, max_pixels: int) -> tuple[str, int | None, int | None, str, str]:
+    """(format, width, height, problem, detail) of one file, decoding it to prove it is whole."""
+    from PIL import UnidentifiedImageError
+
+    from flowerlab.data.images import open_image, oriented_size
+
+    try:
+        img = open_image(path)
+    except UnidentifiedImageError as error:
+        return "", None, None, "not_an_image", str(error)
+    except Exception as error:  # noqa: BLE001 - any parser failure is a property of the file
+        return "", None, None, _classify_decode_error(error), f"{type(error).__name__}: {error}"
+    with img:
+        try:
+            fmt = img.format or ""
+            width, height = oriented_size(img)
+        except Exception as error:  # noqa: BLE001
+            return img.format or "", None, None, "unreadable", f"{type(error).__name__}: {error}"
+        if width * height > max_pixels:
+            return fmt, width, height, "too_large", f"{width}x{height} pixels > max_pixels {max_pixels}"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "corrupt EXIF": the pixels are what matter
+                if fmt == "JPEG":
+                    stored_w, stored_h = img.size
+                    img.draft(None, (max(1, stored_w // 8), max(1, stored_h // 8)))
+                img.load()
+        except Exception as error:  # noqa: BLE001
+            return fmt, width, height, _classify_decode_error(error), f"{type(error).__name__}: {error}"
+    return fmt, width, height, "", ""
+
+
+def inspect_file(task: tuple[str, int, bool]) -> FileFacts:
+    """Size, sha256 and (if `decode`) image facts of one file. Runs in worker processes."""
+    path, max_pixels, decode = task
+    try:
+        size = os.stat(path).st_size
+        digest = sha256_file(path)
+    except OSError as error:
+        return FileFacts(problem="unreadable", detail=f"{error.strerror or error}")
+    if not decode:
+        return FileFacts(size, digest)
+    if size == 0:
+        return FileFacts(size, digest, problem="zero_bytes")
+    fmt, width, height, problem, detail = inspect_image(path, max_pixels)
+    return FileFacts(size, digest, fmt, width, height, problem, detail)
+
+
+def read_all(found: list[FoundFile], max_pixels: int, threads: int) -> list[FileFacts]:
+    """FileFacts for every found file, in order, using `threads` worker processes."""
+    tasks = [(item.abs_path, max_pixels, not item.reason) for item in found]
+    results: list[FileFacts] = []
+    if threads <= 1 or len(tasks) < 64:  # not worth starting processes for a few files
+        with progress(len(tasks), "inventory", "files") as bar:
+            for item, task in zip(found, tasks):
+                results.append(inspect_file(task) if item.readable else FileFacts(problem="unreadable"))
+                bar.update()
+        return results
+    readable = [task for item, task in zip(found, tasks) if item.readable]
+    with running_pool(threads) as pool:
+        facts = pool.map(inspect_file, readable, chunksize=16)
+        with progress(len(tasks), "inventory", "files") as bar:
+            for item in found:
+                results.append(next(facts) if item.readable else FileFacts(problem="unreadable"))
+                bar.update()
+    return results
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+def decide(found: list[FoundFile], facts: list[FileFacts]) -> list[Row]:
+    """One row per file: placement and content reasons, then duplicates (module docstring)."""
+    rows = []
+    for item, fact in zip(found, facts, strict=True):
+        reason = item.reason or fact.problem
+        if fact.detail:
+            logger.debug("%s: %s (%s)", item.path, reason, fact.detail)
+        rows.append(Row(
+            path=item.path, class_name=item.class_name, bytes=fact.bytes, sha256=fact.sha256,
+            format=fact.format, width=fact.width, height=fact.height,
+            status=SKIPPED if reason else KEPT, reason=reason,
+        ))
+    mark_duplicates(rows)
+    return rows
+
+
+def mark_duplicates(rows: list[Row]) -> None:
+    """Skip duplicate photos among the kept rows (in place); rows must be sorted by path."""
+    by_digest: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.status == KEPT:
+            by_digest[row.sha256].append(row)
+    for copies in by_digest.values():
+        if len(copies) < 2:
+            continue
+        if len({row.class_name for row in copies}) > 1:
+            for row in copies:
+                row.status, row.reason = SKIPPED, "duplicate_across_classes"
+                row.duplicate_of = DUPLICATE_SEPARATOR.join(other.path for other in copies if other is not row)
+            continue
+        first, *others = copies
+        for row in others:
+            row.status, row.reason, row.duplicate_of = SKIPPED, "duplicate_same_class", first.path
+
+
+def class_warnings(classes: list[str], rows: list[Row]) -> list[str]:
+    """Warnings for classes that cannot be trained and validated, and for conflicting labels."""
+    found = Counter(row.class_name for row in rows)
+    kept = Counter(row.class_name for row in rows if row.status == KEPT)
+    messages = []
+    for name in classes:
+        if found[name] == 0:
+            messages.append(
+                f"class folder {name!r} is empty: the tfrecords stage will stop; add photos to it "
+                "or remove the folder"
+            )
+        elif kept[name] < MIN_KEPT_PER_CLASS:
+            messages.append(
+                f"class {name!r} has {kept[name]} usable photo(s) of {found[name]} file(s); at least "
+                f"{MIN_KEPT_PER_CLASS} are needed (one per split): the tfrecords stage will stop"
+            )
+    across = sorted({row.sha256 for row in rows if row.reason == "duplicate_across_classes"})
+    for digest in across:
+        paths = sorted(row.path for row in rows if row.sha256 == digest and row.reason == "duplicate_across_classes")
+        messages.append(f"the same photo is in several classes, all copies skipped: {', '.join(paths)}")
+    return messages
+
+
+def build_inventory(root: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS, threads: int = 1) -> Inventory:
+    """Walk `root`, read every file, decide each one. Nothing is written."""
+    if max_pixels < 1:
+        raise DataError(f"max_pixels must be at least 1, got {max_pixels}")
+    found, classes = walk_root(root)
+    if not classes:
+        raise DataError(
+            f"no class folders in {root}: expected one subfolder per class, "
+            f"e.g. {Path(root) / 'daisy' / 'photo.jpg'}"
+        )
+    logger.info("found %d files in %d class folders under %s", len(found), len(classes), root)
+    rows = decide(found, read_all(found, max_pixels, threads))
+    inventory = Inventory(os.path.abspath(root), classes, rows, max_pixels)
+    inventory.warnings = class_warnings(classes, rows)
+    return inventory
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def summary(inventory: Inventory) -> dict[str, object]:
+    """The inventory.json content; `kept + skipped == files_found == len(rows)`."""
+    rows = inventory.rows
+    reasons = Counter(row.reason for row in rows if row.status == SKIPPED)
+    return {
+        "format_version": FORMAT_VERSION,
+        "root": inventory.root,
+        "classes": inventory.classes,
+        "files_found": len(rows),
+        "kept": sum(row.status == KEPT for row in rows),
+        "skipped": sum(row.status == SKIPPED for row in rows),
+        "skipped_by_reason": {reason: reasons[reason] for reason in REASONS},
+        "kept_by_class": {name: sum(r.status == KEPT and r.class_name == name for r in rows) for name in inventory.classes},
+        "found_by_class": {name: sum(r.class_name == name for r in rows) for name in inventory.classes},
+        "formats_kept": dict(sorted(Counter(r.format for r in rows if r.status == KEPT).items())),
+        "max_pixels": inventory.max_pixels,
+        "warnings": inventory.warnings,
+    }
+
+
+def csv_text(rows: list[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(row.as_csv() for row in rows)
+    return out.getvalue()
+
+
+def write_inventory(inventory: Inventory, out_csv: str | os.PathLike[str], out_json: str | os.PathLike[str]) -> dict[str, object]:
+    """Write the CSV, then the JSON summary (each atomically); return the summary."""
+    text = csv_text(inventory.rows)
+    # surrogateescape: a file name that is not valid UTF-8 is written back as its original
+    # bytes instead of crashing; every valid name is plain UTF-8.
+    with atomic.atomic_output(out_csv, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        handle.write(text)
+    data = summary(inventory)
+    atomic.write_json(out_json, data)
+    return data
+
+
+def read_inventory_csv(path: str | os.PathLike[str]) -> list[Row]:
+    """The rows of an inventory.csv; DataError if it is missing or not an inventory."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or tuple(header) != COLUMNS:
+                raise DataError(f"{path} is not an inventory CSV (columns {header}, expected {list(COLUMNS)})")
+            rows = []
+            for number, values in enumerate(reader, start=2):
+                if len(values) != len(COLUMNS):
+                    raise DataError(f"{path} line {number}: {len(values)} fields, expected {len(COLUMNS)}")
+                record = dict(zip(COLUMNS, values))
+                rows.append(Row(
+                    path=record["path"], class_name=record["class"],
+                    bytes=int(record["bytes"]) if record["bytes"] else None, sha256=record["sha256"],
+                    format=record["format"], width=int(record["width"]) if record["width"] else None,
+                    height=int(record["height"]) if record["height"] else None,
+                    status=record["status"], reason=record["reason"], duplicate_of=record["duplicate_of"],
+                ))
+    except FileNotFoundError:
+        raise DataError(f"inventory {path} not found: run `flowerlab inventory` first") from None
+    except ValueError as error:
+        raise DataError(f"{path} is not a valid inventory CSV: {error}") from None
+    return rows
+
+
+def log_summary(data: dict[str, object]) -> None:
+    logger.info("%s files: %s kept, %s skipped", data["files_found"], data["kept"], data["skipped"])
+    for reason, count in data["skipped_by_reason"].items():  # type: ignore[union-attr]
+        if count:
+            logger.info("  skipped %-26s %d", reason, count)
+    for message in data["warnings"]:  # type: ignore[union-attr]
+        logger.warning("%s", message)
+
+
+def make_inventory(
+    root: str | os.PathLike[str],
+    out_csv: str | os.PathLike[str],
+    out_json: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    threads: int = 1,
+) -> dict[str, object]:
+    """Build the inventory of `root` and write both files; return the JSON summary."""
+    data = write_inventory(build_inventory(root, max_pixels, threads), out_csv, out_json)
+    log_summary(data)
+    return data
+
+
+def cli(argv: list[str]) -> int:
+    """`flowerlab inventory --root DIR --out-csv CSV --out-json JSON --max-pixels N --threads T`."""
+    parser = argparse.ArgumentParser(
+        prog=f"flowerlab {argv[0]}",
+        description="List every file under ROOT as kept or skipped (with the reason).",
+    )
+    parser.add_argument("--root", required=True, type=Path, help="ROOT/<class>/<photo>")
+    parser.add_argument("--out-csv", required=True, type=Path, help="one row per file found")
+    parser.add_argument("--out-json", required=True, type=Path, help="counts, classes and warnings")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                        help="larger images are skipped as too_large (default %(default)s)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="worker processes")
+    args = parser.parse_args(argv[1:])
+    configure_logging()
+    return run_command(argv[0], lambda: make_inventory(args.root, args.out_csv, args.out_json, args.max_pixels, args.threads))
+
+
+__all__ = [
+    "COLUMNS", "REASONS", "FileFacts", "FoundFile", "Inventory", "Row", "build_inventory",
+    "class_warnings", "decide", "inspect_file", "make_inventory", "mark_duplicates",
+    "read_inventory_csv", "summary", "walk_root", "write_inventory",
+]
