@@ -353,3 +353,35 @@ def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_p
     )
     assert failed.returncode == 1
     assert "model not found" in failed.stderr and "Traceback" not in failed.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# The study's own architectures load back safely and measure as the reference says
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["dense", "convnet", "squeezenet", "mobilenet_v2", "mobilenet_v2_finetune"])
+def test_every_architecture_round_trips_through_safe_loading(arch: str, tmp_path: Path) -> None:
+    """model.keras of each architecture loads with safe_mode=True (custom layers registered by
+    flowerlab.models, no Lambda) and predicts exactly as the saved model did."""
+    from flowerlab.models import build_model
+
+    model = build_model(arch, num_classes=3, image_size=32, weights="none")
+    model.save(tmp_path / "model.keras")
+    loaded = evaluate.load_model(tmp_path / "model.keras")
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    assert evaluate.model_image_size(loaded, 3, tmp_path / "model.keras") == 32
+
+
+@pytest.mark.real_data
+def test_cost_figures_of_the_course_transfer_model(mobilenet_weights: Path, tmp_path: Path) -> None:
+    """Frozen ImageNet MobileNetV2 + softmax at 192 px: REFERENCE.md §3 and §7."""
+    from flowerlab.models import build_model, count_parameters
+
+    model = build_model("mobilenet_v2", num_classes=5, image_size=192, weights=str(mobilenet_weights))
+    model.save(tmp_path / "model.keras")
+    loaded = evaluate.load_model(tmp_path / "model.keras")
+    assert count_parameters(loaded) == (2_488_389, 230_405)
+    flops, _ = evaluate.forward_flops(loaded, 192)
+    assert flops / 1e9 == pytest.approx(0.45, rel=0.02)
