@@ -12,8 +12,13 @@ import pytest
 import yaml
 
 from flowerlab.errors import ConfigError, DownloadError
-from flowerlab.models import ARCHITECTURES, build_model, count_parameters, get_spec
-from flowerlab.models import dense, squeezenet
+from flowerlab.models import (
+    ARCHITECTURES,
+    build_model,
+    count_parameters,
+    dense,
+    squeezenet,
+)
 from flowerlab.models.layers import FusedBatchNormalization
 
 BACKBONE_OUTPUT_CHANNELS = {"mobilenet_v2": 1280, "xception": 2048}
@@ -78,7 +83,11 @@ def test_unknown_architecture_names_the_allowed_ones() -> None:
         ("convnet", {"num_classes": 5, "image_size": 8}, "image_size must be an integer >= 16"),
         ("mobilenet_v2", {"num_classes": 5, "image_size": 24}, ">= 32"),
         ("xception", {"num_classes": 5, "image_size": 64}, ">= 71"),
-        ("dense", {"num_classes": 5, "image_size": 32, "weights": "imagenet"}, "weights must be 'none'"),
+        (
+            "dense",
+            {"num_classes": 5, "image_size": 32, "weights": "imagenet"},
+            "weights must be 'none'",
+        ),
     ],
 )
 def test_impossible_arguments_are_config_errors(arch: str, kwargs: dict, message: str) -> None:
@@ -116,9 +125,15 @@ def test_dense_count_follows_its_formula_at_other_sizes() -> None:
 
 @pytest.mark.parametrize(
     ("arch", "total_5_classes", "features"),
-    [("convnet", 293_233, 40), ("squeezenet", 120_613, 48), ("mobilenet_v2_finetune", 2_264_389, 1280)],
+    [
+        ("convnet", 293_233, 40),
+        ("squeezenet", 120_613, 48),
+        ("mobilenet_v2_finetune", 2_264_389, 1280),
+    ],
 )
-def test_pooled_models_count_changes_only_in_the_head(arch: str, total_5_classes: int, features: int) -> None:
+def test_pooled_models_count_changes_only_in_the_head(
+    arch: str, total_5_classes: int, features: int
+) -> None:
     # Global pooling: the image size does not matter; 3 classes remove 2 output units.
     model = build_model(arch, num_classes=3, image_size=64)
     total, _ = count_parameters(model)
@@ -155,8 +170,12 @@ def test_squeezenet_fire_modules_and_batch_norm_momentum() -> None:
 # --- the input/output contract ------------------------------------------------------------
 
 SMALL_SIZES = {
-    "dense": 16, "convnet": 16, "squeezenet": 16,
-    "mobilenet_v2": 32, "mobilenet_v2_finetune": 32, "xception": 71,
+    "dense": 16,
+    "convnet": 16,
+    "squeezenet": 16,
+    "mobilenet_v2": 32,
+    "mobilenet_v2_finetune": 32,
+    "xception": 71,
 }
 
 
@@ -216,10 +235,12 @@ def test_finetuned_mobilenet_trains_all_but_its_batch_norms_which_stay_in_infere
     # What model.fit does: the outer training=True must not reach the batch norms.
     # Eager: the same train step as fit's, without tracing the graph (seconds on 2 cores).
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", run_eagerly=True
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="sparse_categorical_crossentropy",
+        run_eagerly=True,
     )
     before = _moving_means(model)
-    conv = [layer for layer in others if isinstance(layer, keras.layers.Conv2D)][0]
+    conv = next(layer for layer in others if isinstance(layer, keras.layers.Conv2D))
     kernel_before = conv.kernel.numpy()
     model.train_on_batch(images(4, 32), np.array([0, 1, 2, 0]))
     assert not _changed(before, _moving_means(model))
@@ -382,7 +403,12 @@ def test_squeezenet_with_fused_and_keras_batch_norm_compute_the_same_function() 
     fused = squeezenet.build(num_classes=3, image_size=32, batch_norm="fused")
     plain = squeezenet.build(num_classes=3, image_size=32, batch_norm="keras")
     assert count_parameters(fused) == count_parameters(plain)
-    plain.set_weights([w + 0.1 * np.random.default_rng(0).random(w.shape, dtype=np.float32) for w in fused.get_weights()])
+    plain.set_weights(
+        [
+            w + 0.1 * np.random.default_rng(0).random(w.shape, dtype=np.float32)
+            for w in fused.get_weights()
+        ]
+    )
     fused.set_weights(plain.get_weights())
     x = images(4, 32)
     for training in (True, False):
@@ -451,7 +477,9 @@ def test_each_architecture_learns(arch: str, request: pytest.FixtureRequest) -> 
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v2_finetune"])
-def test_random_mobilenet_is_useless_and_says_so(arch: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_random_mobilenet_is_useless_and_says_so(
+    arch: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level("WARNING", logger="flowerlab.models"):
         model = build_model(arch, num_classes=3, image_size=32, weights="none")
     assert "random weights" in caplog.text

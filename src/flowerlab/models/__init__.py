@@ -41,6 +41,13 @@ class ArchSpec:
     uses_backbone_weights: bool  # takes weights: imagenet | none | PATH
     default_image_size: int | None  # None: the TFRecords' size
     min_image_size: int = 1  # smaller inputs leave an empty feature map or are refused by Keras
+    # What precision "auto" picks on a CPU whose bfloat16 is AVX512_BF16 only (no AMX): the
+    # faster of float32 and mixed_bfloat16 in training steps measured by bench/bench_models.py
+    # on an AMD EPYC (Zen 4). Only convnet gained (3.2x); squeezenet 0.85x, dense 0.86x,
+    # frozen MobileNetV2 1.0x, fine-tuned MobileNetV2 0.88x; xception was not measured (too
+    # slow for this machine) and follows MobileNetV2, its closest relative (separable convs).
+    # See flowerlab.devices.resolve_precision for TPUs, GPUs and AMX CPUs.
+    cpu_precision: str = "float32"
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -68,6 +75,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             uses_backbone_weights=False,
             default_image_size=None,
             min_image_size=convnet.MIN_IMAGE_SIZE,
+            cpu_precision="mixed_bfloat16",
         ),
         ArchSpec(
             name="squeezenet",
@@ -118,14 +126,20 @@ def check_build_arguments(spec: ArchSpec, num_classes: int, image_size: int) -> 
             f"{spec.name}: num_classes must be an integer >= 2 (a softmax over the classes of "
             f"the manifest), got {num_classes!r}"
         )
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < spec.min_image_size:
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size < spec.min_image_size
+    ):
         raise ConfigError(
             f"{spec.name}: image_size must be an integer >= {spec.min_image_size} for this "
             f"architecture, got {image_size!r}; set data.image_size or models.{spec.name}.image_size"
         )
 
 
-def build_model(arch: str, *, num_classes: int, image_size: int, weights: str = "none") -> keras.Model:
+def build_model(
+    arch: str, *, num_classes: int, image_size: int, weights: str = "none"
+) -> keras.Model:
     """The uncompiled model `arch` for `num_classes` classes and square `image_size` inputs.
 
     `weights` applies to backbone architectures: "imagenet", "none" or the path of a local
@@ -143,13 +157,19 @@ def build_model(arch: str, *, num_classes: int, image_size: int, weights: str = 
             "%s with random weights (weights: none) stays at chance: with its batch norms "
             "frozen, a random MobileNetV2 outputs near-zero features; set models.%s.weights "
             "to imagenet or a local .h5 file",
-            arch, arch,
+            arch,
+            arch,
         )
     model = spec.build(num_classes=num_classes, image_size=image_size, weights=weights)
     total, trainable = count_parameters(model)
     logger.info(
         "built %s: %d classes, %d px, weights %s, %s parameters (%s trainable), policy %s",
-        arch, num_classes, image_size, weights, f"{total:,}", f"{trainable:,}",
+        arch,
+        num_classes,
+        image_size,
+        weights,
+        f"{total:,}",
+        f"{trainable:,}",
         keras.mixed_precision.global_policy().name,
     )
     return model

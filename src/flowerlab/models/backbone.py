@@ -68,7 +68,9 @@ def _is_download_failure(error: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror)):
+        if isinstance(
+            current, (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror)
+        ):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -98,7 +100,7 @@ def load_backbone(
     if weights == IMAGENET:
         try:
             return factory(input_shape=input_shape, include_top=False, weights=IMAGENET)
-        except Exception as error:  # noqa: BLE001 - narrowed by _is_download_failure below
+        except Exception as error:  # narrowed by _is_download_failure below, else re-raised
             if _is_download_failure(error):
                 raise _download_error(arch, error) from error
             raise

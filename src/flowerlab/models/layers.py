@@ -57,7 +57,10 @@ class FusedBatchNormalization(keras.layers.Layer):
             shape=shape, name="moving_mean", initializer="zeros", trainable=False, autocast=False
         )
         self.moving_variance = self.add_weight(
-            shape=shape, name="moving_variance", initializer="ones", trainable=False,
+            shape=shape,
+            name="moving_variance",
+            initializer="ones",
+            trainable=False,
             autocast=False,
         )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: shape[0]})

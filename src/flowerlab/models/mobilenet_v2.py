@@ -58,9 +58,7 @@ def build_frozen(*, num_classes: int, image_size: int, weights: str = "imagenet"
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
-def build_finetune(
-    *, num_classes: int, image_size: int, weights: str = "imagenet"
-) -> keras.Model:
+def build_finetune(*, num_classes: int, image_size: int, weights: str = "imagenet") -> keras.Model:
     backbone = _backbone("mobilenet_v2_finetune", image_size, weights)
     backbone.trainable = True
     freeze_batch_norms(backbone)

@@ -37,7 +37,9 @@ def make_batch_norm(kind: BatchNormKind) -> keras.layers.Layer:
     raise ValueError(f"batch_norm must be one of {BATCH_NORM_KINDS}, got {kind!r}")
 
 
-def conv_bn(x: keras.KerasTensor, filters: int, kernel_size: int, bn: BatchNormKind) -> keras.KerasTensor:
+def conv_bn(
+    x: keras.KerasTensor, filters: int, kernel_size: int, bn: BatchNormKind
+) -> keras.KerasTensor:
     """The course's order: convolution with ReLU, then batch norm (not BN before ReLU)."""
     x = keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
     return make_batch_norm(bn)(x)
