@@ -1,0 +1,155 @@
+"""Training-step throughput of the architectures under alternative settings, on this machine.
+
+Two comparisons decide defaults in flowerlab.models and flowerlab.devices:
+
+  precision  each architecture (--archs; convnet and squeezenet by default) in float32 (the
+             baseline) vs mixed_bfloat16: decides what precision "auto" picks on a CPU with
+             native bfloat16 (ArchSpec.cpu_precision, flowerlab.devices.resolve_precision).
+  batchnorm  squeezenet with keras.layers.BatchNormalization (the baseline) vs the fused-kernel
+             FusedBatchNormalization (flowerlab.models.layers): decides squeezenet's default.
+
+Random images, a fixed batch, Adam, `train_on_batch` after warm-up steps (tracing excluded).
+Configurations are measured in interleaved rounds and each figure is the median step time over
+all rounds, so that load from other processes on a shared machine hits every configuration alike.
+
+    python bench/bench_models.py --compare precision --seconds 30
+    python bench/bench_models.py --compare batchnorm --seconds 30
+    python bench/bench_models.py --quick          # seconds: checks that the benchmark works
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Config:
+    label: str
+    arch: str
+    policy: str
+    build: Callable[[], object]
+    step_seconds: list[float] = field(default_factory=list)
+
+
+def make_configs(
+    compare: str, *, image_size: int, num_classes: int, archs: list[str]
+) -> list[Config]:
+    from flowerlab.models import build_model, squeezenet
+
+    def registry(arch: str) -> Callable[[], object]:
+        return lambda: build_model(arch, num_classes=num_classes, image_size=image_size)
+
+    def squeeze(batch_norm: str) -> Callable[[], object]:
+        return lambda: squeezenet.build(
+            num_classes=num_classes, image_size=image_size, batch_norm=batch_norm
+        )
+
+    if compare == "precision":
+        return [
+            Config(f"{arch} {policy}", arch, policy, registry(arch))
+            for arch in archs
+            for policy in ("float32", "mixed_bfloat16")
+        ]
+    if compare == "batchnorm":
+        return [
+            Config(f"squeezenet {bn} BN float32", "squeezenet", "float32", squeeze(bn))
+            for bn in ("keras", "fused")
+        ]
+    raise ValueError(compare)
+
+
+def prepare(config: Config, batch: tuple[np.ndarray, np.ndarray], warmup_steps: int):
+    import keras
+
+    keras.mixed_precision.set_global_policy(config.policy)
+    try:
+        model = config.build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    for _ in range(warmup_steps):  # the first step traces the graph
+        model.train_on_batch(*batch)
+    return model
+
+
+def time_steps(model, batch: tuple[np.ndarray, np.ndarray], steps: int) -> list[float]:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(*batch)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--compare", choices=["precision", "batchnorm"], default="precision")
+    parser.add_argument(
+        "--archs",
+        nargs="+",
+        default=["convnet", "squeezenet"],
+        help="architectures of the precision comparison (random weights)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="timed seconds per configuration"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=192)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    parser.add_argument("--quick", action="store_true", help="tiny images, 2 steps: a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.image_size, args.batch_size, args.seconds, args.rounds = 32, 4, 0.0, 1
+
+    from flowerlab.devices import configure_threads, cpu_has_native_bfloat16, cpu_model_name
+
+    configure_threads(args.threads)
+    num_classes = 5
+    rng = np.random.default_rng(0)
+    images = rng.random((args.batch_size, args.image_size, args.image_size, 3), dtype=np.float32)
+    labels = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, args.batch_size)]
+    batch = (images, labels)
+
+    configs = make_configs(
+        args.compare, image_size=args.image_size, num_classes=num_classes, archs=args.archs
+    )
+    print(
+        f"# {args.compare}: {cpu_model_name()}, native bf16: {cpu_has_native_bfloat16()}, "
+        f"{args.threads} threads, batch {args.batch_size}, {args.image_size} px",
+        flush=True,
+    )
+    models = [prepare(config, batch, warmup_steps=2) for config in configs]
+
+    for _ in range(args.rounds):
+        for config, model in zip(configs, models):
+            # One step at least; then as many as fit this round's share of the time budget.
+            step = time_steps(model, batch, 1)
+            estimate = max(step[0], 1e-3)
+            more = int(args.seconds / args.rounds / estimate) - 1
+            config.step_seconds += step + time_steps(model, batch, max(more, 0))
+
+    print(f"{'configuration':<36} {'steps':>5} {'s/step':>8} {'images/s':>9} {'vs baseline':>11}")
+    baselines: dict[str, float] = {}
+    for config in configs:
+        seconds = statistics.median(config.step_seconds)
+        rate = args.batch_size / seconds
+        baseline = baselines.setdefault(config.arch, rate)  # first configuration of each arch
+        print(
+            f"{config.label:<36} {len(config.step_seconds):>5} {seconds:>8.3f} {rate:>9.1f} "
+            f"{rate / baseline:>10.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
