@@ -146,6 +146,19 @@ def test_mixed_precision_and_a_model_input_larger_than_the_records(manifest: Pat
     assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
 
 
+@pytest.mark.parametrize(("arch", "expected"), [("dense", "float32"), ("convnet", "mixed_bfloat16")])
+def test_auto_precision_follows_the_architectures_cpu_preference(arch: str, expected: str, manifest: Path,
+                                                                 tmp_path: Path, monkeypatch) -> None:
+    """On an AVX512_BF16 CPU without AMX only some models gain from bfloat16 (bench_models)."""
+    from flowerlab import devices
+    from flowerlab.models import ARCHITECTURES
+
+    monkeypatch.setattr(devices, "cpu_bfloat16_kind", lambda flags=None: "avx512_bf16")
+    assert ARCHITECTURES[arch].cpu_precision == expected
+    run = training.TrainSettings(**{**settings(manifest, tmp_path, epochs=1, precision="auto").__dict__, "arch": arch})
+    assert training.train(run)["precision"] == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters and bad input
 

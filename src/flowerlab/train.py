@@ -426,7 +426,9 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     pipeline.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
 
     device = devices.select_strategy(settings.accelerator)
-    precision = devices.apply_precision(devices.resolve_precision(hparams["precision"], device.kind))
+    # "auto" on a CPU with AVX512_BF16 but no AMX follows the architecture's measured preference.
+    precision = devices.apply_precision(
+        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
     seed_everything(settings.seed, settings.deterministic)
     batching = plan_batches(settings.arch, int(hparams["batch_size"]), device.kind, device.replicas,
                             plan.train_records)
