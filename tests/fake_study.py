@@ -288,23 +288,8 @@ def render_report(results: Path) -> Path:
 
 
 def render_options(results: Path) -> list[str]:
-    """flowerlab render's data options for a study under `results`."""
-    return [
-        "--metrics",
-        str(results / "metrics.csv"),
-        "--models-dir",
-        str(results / "models"),
-        "--evaluation-dir",
-        str(results / "evaluation"),
-        "--manifest",
-        str(results / "data" / "manifest.json"),
-        "--inventory-csv",
-        str(results / "data" / "inventory.csv"),
-        "--inventory-json",
-        str(results / "data" / "inventory.json"),
-        "--figures",
-        str(results / "figures"),
-    ]
+    """flowerlab render's data options for a study under `results`: its folder, the rest by default."""
+    return ["--results-dir", str(results)]
 
 
 def make_fake_report(results: Path, archs: list[str]) -> Path:

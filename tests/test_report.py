@@ -271,6 +271,19 @@ def test_format_count(count: int, text: str) -> None:
     assert report.format_count(count) == text
 
 
+def test_study_paths_default_to_the_standard_layout_under_results_dir(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    paths = report.study_paths()
+    assert paths["metrics_csv"] == repo_root / "results" / "metrics.csv"
+    assert paths["manifest"] == repo_root / "results" / "data" / "manifest.json"
+    paths = report.study_paths(tmp_path / "study", figures_dir=tmp_path / "elsewhere", models_dir=None)
+    assert paths["figures_dir"] == tmp_path / "elsewhere"
+    assert paths["models_dir"] == tmp_path / "study" / "models"
+    with pytest.raises(ValueError, match="unknown report path"):
+        report.study_paths(figures=tmp_path)
+
+
 def test_relative_paths_resolve_against_the_repository_root(repo_root: Path, tmp_path: Path) -> None:
     assert report.find_repo_root(repo_root / "workflow" / "notebooks") == repo_root
     assert report.resolve("results/metrics.csv", repo_root) == repo_root / "results/metrics.csv"
@@ -406,29 +419,38 @@ def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path,
 # ------------------------------------------------------------------------------------------
 
 
-def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: Path) -> None:
-    """Each caption is a Jinja2 template (snakemake.config available) of reStructuredText."""
+def render_caption(path: Path, config: dict, **wildcards: str) -> str:
+    """A caption rendered as Snakemake's report does: Jinja2 (its settings), then docutils with
+    every warning an error."""
     import types
 
     import jinja2
-    import yaml
     from docutils.core import publish_parts
 
+    snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(**wildcards), params={})
+    environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    text = environment.from_string(path.read_text()).render(snakemake=snakemake)
+    return publish_parts(text, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 5})[
+        "body"
+    ]
+
+
+def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: Path) -> None:
+    import yaml
+
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
-    snakemake = types.SimpleNamespace(config=config, wildcards={}, params={})
-    captions = sorted((repo_root / "workflow" / "report").glob("*.rst"))
-    names = {path.stem for path in captions}
-    assert set(figures.FIGURES) | {"metrics", "report_notebook", "landing_page"} <= names
-    for path in captions:
-        text = (
-            jinja2.Environment(undefined=jinja2.StrictUndefined)
-            .from_string(path.read_text())
-            .render(snakemake=snakemake)
-        )
-        body = publish_parts(
-            text, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 5}
-        )["body"]
-        assert "<p>" in body and "{{" not in body, path.name
+    folder = repo_root / "workflow" / "report"
+    for name in ("metrics", "report_notebook", "landing_page"):
+        body = render_caption(folder / f"{name}.rst", config)
+        assert "<p>" in body and "{{" not in body, name
+    assert "batch 64" in render_caption(folder / "metrics.rst", config).replace("\n", " ")
+    # figures.rst: one caption per figure file, chosen by the {name} wildcard of the PNG
+    captions = {name: render_caption(folder / "figures.rst", config, name=name) for name in figures.FIGURES}
+    fallback = render_caption(folder / "figures.rst", config, name="something_else")
+    assert "captions.json" in fallback
+    for name, body in captions.items():
+        assert "<p>" in body and body != fallback, name
+    assert len(set(captions.values())) == len(captions)
 
 
 # ------------------------------------------------------------------------------------------
@@ -440,9 +462,14 @@ def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
     two_architectures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = two_architectures.parent.parent
-    options = fake_study.render_options(results)
-    options[options.index("--metrics") + 1] = str(tmp_path / "absent.csv")
-    options[options.index("--figures") + 1] = str(tmp_path / "figures")
+    # explicit paths override the study's layout: a metrics table that does not exist
+    options = [
+        *fake_study.render_options(results),
+        "--metrics",
+        str(tmp_path / "absent.csv"),
+        "--figures",
+        str(tmp_path / "figures"),
+    ]
     executed, html_path = tmp_path / "report.ipynb", tmp_path / "report.html"
     arguments = [
         "render",

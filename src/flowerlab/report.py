@@ -149,6 +149,34 @@ def resolve(path: str | os.PathLike[str], root: Path | None = None) -> Path:
     return path if path.is_absolute() else (root or find_repo_root()) / path
 
 
+# Where each input of the report sits inside a study's results folder (docs/architecture.md).
+STUDY_LAYOUT = {
+    "metrics_csv": "metrics.csv",
+    "models_dir": "models",
+    "evaluation_dir": "evaluation",
+    "manifest": "data/manifest.json",
+    "inventory_csv": "data/inventory.csv",
+    "inventory_json": "data/inventory.json",
+    "figures_dir": "figures",
+}
+
+
+def study_paths(
+    results_dir: str | os.PathLike[str] = "results",
+    **overrides: str | os.PathLike[str] | None,
+) -> dict[str, Path]:
+    """The report's input and output paths: each one given in `overrides`, else its standard
+    place under `results_dir`; relative paths are resolved against the repository root."""
+    unknown = set(overrides) - set(STUDY_LAYOUT)
+    if unknown:
+        raise ValueError(f"unknown report path(s) {sorted(unknown)}; known: {', '.join(STUDY_LAYOUT)}")
+    paths = {}
+    for name, relative in STUDY_LAYOUT.items():
+        given = overrides.get(name)
+        paths[name] = resolve(given if given else Path(results_dir) / relative)
+    return paths
+
+
 def best_arch(metrics: Any) -> str:
     """The architecture with the highest validation accuracy (the first one on a tie)."""
     return str(metrics.loc[metrics["val_accuracy"].idxmax(), "arch"])
@@ -530,6 +558,7 @@ def publish(
 
 # flowerlab render option -> the notebook's parameter (workflow/notebooks/report.ipynb)
 NOTEBOOK_PARAMETERS = {
+    "results_dir": "results_dir",
     "metrics": "metrics_csv",
     "models_dir": "models_dir",
     "evaluation_dir": "evaluation_dir",
@@ -627,15 +656,18 @@ def build_render_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--html", required=True, help="its HTML export, e.g. results/report/report.html")
     parser.add_argument("--template", help="nbconvert template (default: report.html.j2 beside the notebook)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
-    parser.add_argument("--metrics", required=True, help="results/metrics.csv")
-    parser.add_argument("--models-dir", required=True, help="results/models ({arch}/history.csv)")
     parser.add_argument(
-        "--evaluation-dir", required=True, help="results/evaluation ({arch}/metrics.json, predictions.csv)"
+        "--results-dir",
+        default="results",
+        help="the study's results; each path below defaults to its place in it",
     )
-    parser.add_argument("--manifest", required=True, help="results/data/manifest.json")
-    parser.add_argument("--inventory-csv", required=True, help="results/data/inventory.csv")
-    parser.add_argument("--inventory-json", required=True, help="results/data/inventory.json")
-    parser.add_argument("--figures", required=True, help="where the figures go: results/figures")
+    parser.add_argument("--metrics", help="RESULTS/metrics.csv")
+    parser.add_argument("--models-dir", help="RESULTS/models ({arch}/history.csv)")
+    parser.add_argument("--evaluation-dir", help="RESULTS/evaluation ({arch}/metrics.json, predictions.csv)")
+    parser.add_argument("--manifest", help="RESULTS/data/manifest.json")
+    parser.add_argument("--inventory-csv", help="RESULTS/data/inventory.csv")
+    parser.add_argument("--inventory-json", help="RESULTS/data/inventory.json")
+    parser.add_argument("--figures", help="where the figures go: RESULTS/figures")
     parser.add_argument(
         "--gallery-arch", default="", help="whose predictions the gallery shows (default: the best)"
     )
@@ -648,7 +680,12 @@ def build_render_parser(prog: str) -> argparse.ArgumentParser:
 def render_cli(argv: list[str]) -> int:
     args = build_render_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
     configure_logging()
-    parameters = {name: getattr(args, option) for option, name in NOTEBOOK_PARAMETERS.items()}
+    # Options left out keep the notebook's defaults (their place under --results-dir).
+    parameters = {
+        name: getattr(args, option)
+        for option, name in NOTEBOOK_PARAMETERS.items()
+        if getattr(args, option) is not None
+    }
     return run_command(
         argv[0],
         lambda: render(
