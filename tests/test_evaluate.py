@@ -15,7 +15,7 @@ import pytest
 
 import fake_study
 from flowerlab import evaluate
-from flowerlab.errors import DataError
+from flowerlab.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------------------------
 # Metric math
@@ -297,6 +297,15 @@ def test_evaluation_refuses_a_changed_validation_shard(study: Path, tmp_path: Pa
     with pytest.raises(DataError, match="corrupt or was changed"):
         run_evaluation(study, tmp_path / "out", manifest_path=manifest, training_json=record)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tpu_study_is_evaluated_on_the_host_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="flowerlab.evaluate"):
+        device = evaluate.select_device("tpu")
+    assert device["kind"] in {"cpu", "gpu"} and device["replicas"] == 1
+    assert "does not run on a TPU" in caplog.text
+    with pytest.raises(ConfigError, match="unknown --accelerator"):
+        evaluate.select_device("npu")
 
 
 def test_timing_batch_repeats_a_small_split_to_the_batch_size() -> None:

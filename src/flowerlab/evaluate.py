@@ -295,19 +295,22 @@ def select_device(accelerator: str) -> dict[str, Any]:
     """Pick the one device evaluation runs on and describe it: {"kind", "name", "replicas"}.
 
     auto: the first GPU if TensorFlow sees one, else the CPU. Cost figures are per device:
-    several GPUs would only measure the split of one batch, and a TPU would need a
-    distribution strategy around every timed call, so `tpu` is refused with a clear message
-    rather than silently measured on the host's CPU. Names are those training records use.
+    several GPUs would only measure the split of one batch. A TPU would need a distribution
+    strategy around every timed call, so a study configured for `tpu` (training there) is
+    evaluated on the host's GPU or CPU, with a warning, and metrics.json names that device;
+    the TPU's training throughput still comes from training.json. Names are those training
+    records use.
     """
     import tensorflow as tf
 
     from flowerlab import devices
 
     if accelerator == "tpu":
-        raise ConfigError(
-            "evaluation runs on one GPU or the CPU, not on a TPU: use --accelerator auto, "
-            "gpu or cpu (the TPU's training throughput is still reported from training.json)"
+        logger.warning(
+            "evaluation does not run on a TPU: measuring inference on the host's GPU or CPU "
+            "instead (the TPU's training figures come from training.json)"
         )
+        accelerator = "auto"
     if accelerator not in {"auto", "gpu", "cpu"}:
         raise ConfigError(f"unknown --accelerator {accelerator!r}: use auto, gpu or cpu")
     gpus = devices.physical_gpus()
@@ -719,6 +722,7 @@ def evaluate(
         "model_bytes": Path(model_path).stat().st_size,
         "eval_batch_size": batch_size,
         "device": device,
+        "accelerator_requested": accelerator,
         "threads": thread_pools,  # TensorFlow's intra-/inter-op pools; 0: its default (all cores)
         "training": training_figures(record),
         "inputs": {
@@ -780,7 +784,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--accelerator",
         choices=["auto", "gpu", "cpu", "tpu"],
         default="auto",
-        help="auto: the first GPU if any, else the CPU (TPU evaluation is not supported)",
+        help="auto: the first GPU if any, else the CPU; tpu: as auto, with a warning (no TPU evaluation)",
     )
     parser.add_argument(
         "--threads",
