@@ -12,21 +12,26 @@ Random images, a fixed batch, Adam, `train_on_batch` after warm-up steps (tracin
 Configurations are measured in interleaved rounds and each figure is the median step time over
 all rounds, so that load from other processes on a shared machine hits every configuration alike.
 
-    python bench/bench_models.py --compare precision --seconds 30
     python bench/bench_models.py --compare batchnorm --seconds 30
+    python bench/bench_models.py --compare precision --seconds 20 --out results/bench/models.csv
+    python bench/bench_models.py --compare precision --archs dense mobilenet_v2 --seconds 12
     python bench/bench_models.py --quick          # seconds: checks that the benchmark works
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+COMPARISONS = ("precision", "batchnorm")
 
 
 @dataclass
@@ -88,11 +93,72 @@ def time_steps(model, batch: tuple[np.ndarray, np.ndarray], steps: int) -> list[
     return times
 
 
+def measure(
+    configs: list[Config], batch: tuple[np.ndarray, np.ndarray], *, seconds: float, rounds: int
+) -> None:
+    """Fill each configuration's step times, in interleaved rounds."""
+    models = [prepare(config, batch, warmup_steps=2) for config in configs]
+    for _ in range(rounds):
+        for config, model in zip(configs, models):
+            # One step at least; then as many as fit this round's share of the time budget.
+            step = time_steps(model, batch, 1)
+            more = int(seconds / rounds / max(step[0], 1e-3)) - 1
+            config.step_seconds += step + time_steps(model, batch, max(more, 0))
+
+
+def result_rows(compare: str, configs: list[Config], batch_size: int) -> list[dict[str, object]]:
+    """One row per configuration; the first configuration of each architecture is its baseline."""
+    rows: list[dict[str, object]] = []
+    baselines: dict[str, float] = {}
+    for config in configs:
+        seconds = statistics.median(config.step_seconds)
+        rate = batch_size / seconds
+        baseline = baselines.setdefault(config.arch, rate)
+        rows.append(
+            {
+                "comparison": compare,
+                "configuration": config.label,
+                "arch": config.arch,
+                "policy": config.policy,
+                "steps": len(config.step_seconds),
+                "seconds_per_step": round(seconds, 4),
+                "images_per_second": round(rate, 2),
+                "speedup_vs_baseline": round(rate / baseline, 3),
+            }
+        )
+    return rows
+
+
+def print_rows(rows: list[dict[str, object]]) -> None:
+    print(f"{'configuration':<36} {'steps':>5} {'s/step':>8} {'images/s':>9} {'vs baseline':>11}")
+    for row in rows:
+        print(
+            f"{row['configuration']:<36} {row['steps']:>5} {row['seconds_per_step']:>8.3f} "
+            f"{row['images_per_second']:>9.1f} {row['speedup_vs_baseline']:>10.2f}x",
+            flush=True,
+        )
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    from flowerlab.atomic import atomic_output
+
+    with atomic_output(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--compare", choices=["precision", "batchnorm"], default="precision")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        choices=COMPARISONS,
+        default=list(COMPARISONS),
+        help="which comparisons to run (default: both)",
+    )
     parser.add_argument(
         "--archs",
         nargs="+",
@@ -105,49 +171,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=192)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
-    parser.add_argument("--quick", action="store_true", help="tiny images, 2 steps: a smoke test")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="TensorFlow intra-op threads (0: leave TensorFlow's setting)",
+    )
+    parser.add_argument("--out", type=Path, help="also write the figures to this CSV file")
+    parser.add_argument("--quick", action="store_true", help="tiny images, 3 steps: a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
         args.image_size, args.batch_size, args.seconds, args.rounds = 32, 4, 0.0, 1
 
-    from flowerlab.devices import configure_threads, cpu_has_native_bfloat16, cpu_model_name
+    from flowerlab.devices import configure_threads, cpu_bfloat16_kind, cpu_model_name
 
-    configure_threads(args.threads)
+    if args.threads:
+        configure_threads(args.threads)
     num_classes = 5
     rng = np.random.default_rng(0)
     images = rng.random((args.batch_size, args.image_size, args.image_size, 3), dtype=np.float32)
     labels = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, args.batch_size)]
     batch = (images, labels)
-
-    configs = make_configs(
-        args.compare, image_size=args.image_size, num_classes=num_classes, archs=args.archs
-    )
     print(
-        f"# {args.compare}: {cpu_model_name()}, native bf16: {cpu_has_native_bfloat16()}, "
-        f"{args.threads} threads, batch {args.batch_size}, {args.image_size} px",
+        f"# {cpu_model_name()}, bfloat16: {cpu_bfloat16_kind() or 'emulated'}, "
+        f"{args.threads or 'default'} threads, batch {args.batch_size}, {args.image_size} px",
         flush=True,
     )
-    models = [prepare(config, batch, warmup_steps=2) for config in configs]
-
-    for _ in range(args.rounds):
-        for config, model in zip(configs, models):
-            # One step at least; then as many as fit this round's share of the time budget.
-            step = time_steps(model, batch, 1)
-            estimate = max(step[0], 1e-3)
-            more = int(args.seconds / args.rounds / estimate) - 1
-            config.step_seconds += step + time_steps(model, batch, max(more, 0))
-
-    print(f"{'configuration':<36} {'steps':>5} {'s/step':>8} {'images/s':>9} {'vs baseline':>11}")
-    baselines: dict[str, float] = {}
-    for config in configs:
-        seconds = statistics.median(config.step_seconds)
-        rate = args.batch_size / seconds
-        baseline = baselines.setdefault(config.arch, rate)  # first configuration of each arch
-        print(
-            f"{config.label:<36} {len(config.step_seconds):>5} {seconds:>8.3f} {rate:>9.1f} "
-            f"{rate / baseline:>10.2f}x"
+    rows: list[dict[str, object]] = []
+    for compare in args.compare:
+        configs = make_configs(
+            compare, image_size=args.image_size, num_classes=num_classes, archs=args.archs
         )
+        measure(configs, batch, seconds=args.seconds, rounds=args.rounds)
+        print(f"## {compare}")
+        rows += (compared := result_rows(compare, configs, args.batch_size))
+        print_rows(compared)
+    if args.out:
+        write_csv(args.out, rows)
+        print(f"wrote {args.out}")
     return 0
 
 

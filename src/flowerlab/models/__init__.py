@@ -48,6 +48,9 @@ class ArchSpec:
     # slow for this machine) and follows MobileNetV2, its closest relative (separable convs).
     # See flowerlab.devices.resolve_precision for TPUs, GPUs and AMX CPUs.
     cpu_precision: str = "float32"
+    # Random backbone weights leave it at chance (MobileNetV2: its frozen batch norms shrink a
+    # random network's features to ~1e-12); building it with weights "none" logs a warning.
+    needs_pretrained_weights: bool = False
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -63,6 +66,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ArchSpec(
             name="mobilenet_v2",
             build=mobilenet_v2.build_frozen,
+            needs_pretrained_weights=True,
             description="frozen ImageNet MobileNetV2 -> Flatten -> softmax (course notebook 04)",
             uses_backbone_weights=True,
             default_image_size=None,
@@ -88,6 +92,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ArchSpec(
             name="mobilenet_v2_finetune",
             build=mobilenet_v2.build_finetune,
+            needs_pretrained_weights=True,
             description="MobileNetV2 fine-tuned end to end (BN in inference mode) -> GAP -> softmax",
             uses_backbone_weights=True,
             default_image_size=None,
@@ -150,12 +155,10 @@ def build_model(
     spec = get_spec(arch)
     check_build_arguments(spec, num_classes, image_size)
     weights = normalise_weights(weights)
-    if arch.startswith("mobilenet_v2") and weights == NO_WEIGHTS:
-        # Its batch norms run in inference mode (frozen) with their initial statistics, under
-        # which a random MobileNetV2 shrinks every image to features of ~1e-12.
+    if spec.needs_pretrained_weights and weights == NO_WEIGHTS:
         logger.warning(
             "%s with random weights (weights: none) stays at chance: with its batch norms "
-            "frozen, a random MobileNetV2 outputs near-zero features; set models.%s.weights "
+            "frozen, a random backbone outputs near-zero features; set models.%s.weights "
             "to imagenet or a local .h5 file",
             arch,
             arch,

@@ -1,0 +1,47 @@
+"""bench/bench_models.py --quick works (CI runs only pytest, so this is what keeps it working)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_quick_benchmark_reports_every_configuration_against_its_baseline(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench" / "models.csv"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "bench" / "bench_models.py"),
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["comparison"], row["configuration"]) for row in rows] == [
+        ("precision", "convnet float32"),
+        ("precision", "convnet mixed_bfloat16"),
+        ("precision", "squeezenet float32"),
+        ("precision", "squeezenet mixed_bfloat16"),
+        ("batchnorm", "squeezenet keras BN float32"),
+        ("batchnorm", "squeezenet fused BN float32"),
+    ]
+    assert all(float(row["images_per_second"]) > 0 and int(row["steps"]) >= 1 for row in rows)
+    # The first configuration of each architecture in a comparison is its baseline.
+    assert [float(row["speedup_vs_baseline"]) for row in rows][::2] == [1.0, 1.0, 1.0]
+    assert "## precision" in done.stdout and "## batchnorm" in done.stdout
+    assert [path.name for path in out.parent.iterdir()] == ["models.csv"]  # no temporary left
