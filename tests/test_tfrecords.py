@@ -395,3 +395,16 @@ def test_killed_run_leaves_nothing_complete_and_a_rerun_succeeds(tmp_path):
     manifest = load_manifest(out / "manifest.json")
     assert sum(s["records"] for s in manifest["shards"]) == 300
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tfrecords"]
+
+
+def test_split_sides_are_checked():
+    from flowerlab.data.tfrecords import check_split_sides
+
+    a_train, a_val, b_train = (Photo("a/1", "a", 0, "1" * 64, "train"), Photo("a/2", "a", 0, "2" * 64, "validation"),
+                               Photo("b/1", "b", 1, "3" * 64, "train"))
+    with pytest.raises(DataError, match="'b' has no validation photo"):
+        check_split_sides(["a", "b"], [a_train, a_val, b_train])
+    twice = Photo("b/2", "b", 1, "1" * 64, "validation")
+    with pytest.raises(DataError, match="both splits"):
+        check_split_sides(["a", "b"], [a_train, a_val, b_train, twice])
+    check_split_sides(["a"], [a_train, a_val])

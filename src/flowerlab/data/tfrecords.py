@@ -337,6 +337,19 @@ def check_settings(image_size: int, jpeg_quality: int, validation_fraction: floa
         raise ConfigError(f"threads must be at least 1, got {threads}")
 
 
+def check_split_sides(classes: list[str], photos: list[Photo]) -> None:
+    """DataError unless every class has photos on both sides and no photo is on both."""
+    sides: dict[str, set[str]] = {}
+    for photo in photos:
+        sides.setdefault(photo.sha256, set()).add(photo.split)
+    if any(len(split_set) > 1 for split_set in sides.values()):
+        raise DataError("a photo is in both splits: a bug in the split, please report it")
+    present = {(photo.class_name, photo.split) for photo in photos}
+    missing = [f"{name!r} has no {split} photo" for name in classes for split in SPLITS if (name, split) not in present]
+    if missing:
+        raise DataError(f"{'; '.join(missing)}: every class needs a photo in each split")
+
+
 # ----------------------------------------------------------------------------- workers
 
 
@@ -408,6 +421,7 @@ def write_shards(plan: list[Shard], classes: list[str], root: Path, folder: Path
     ordered = [(shard, photo) for shard in plan for photo in shard.photos]
     tasks = [(str(root / photo.path), photo.path, image_size, jpeg_quality) for _, photo in ordered]
     entries = []
+    written: dict[str, str] = {}  # photo id -> split, to refuse any photo written twice
     with prepared_in_order(tasks, threads, chunksize) as results, progress(len(tasks), "tfrecords", "img") as bar:
         for shard in plan:
             path = folder / shard.file
@@ -416,6 +430,12 @@ def write_shards(plan: list[Shard], classes: list[str], root: Path, folder: Path
                     prepared = next(results)
                     assert prepared.path == photo.path, "worker results out of order"
                     jpeg = checked(prepared, photo, root)
+                    if photo.sha256 in written:
+                        raise DataError(
+                            f"photo {photo.sha256} ({photo.path}) would be written twice ({written[photo.sha256]} "
+                            f"and {shard.split}): a bug in the shard plan, please report it"
+                        )
+                    written[photo.sha256] = shard.split
                     write_example(writer, image=jpeg, class_index=photo.class_index, label=photo.class_name,
                                   height=image_size, width=image_size, num_classes=len(classes),
                                   photo_id=photo.sha256, source=photo.path)
@@ -471,9 +491,7 @@ def build_tfrecords(
     check_trainable(classes, photos)
     photos = assign_splits(photos, validation_fraction, seed)
     plan = plan_shards(photos, shards, validation_fraction, seed)
-    train_ids = {p.sha256 for p in photos if p.split == "train"}
-    if any(p.sha256 in train_ids for p in photos if p.split == "validation"):
-        raise DataError("a photo is in both splits; this is a bug in the split, please report it")
+    check_split_sides(classes, photos)
 
     # From here on the old outputs are stale: remove the manifest first, so that nothing looks
     # complete until the new one is written last.
