@@ -120,15 +120,6 @@ def load_predictions(evaluation_dir: str | os.PathLike[str], arch: str) -> Any:
     return pd.read_csv(path)
 
 
-def validation_files(manifest_path: str | os.PathLike[str]) -> list[Path]:
-    """The validation TFRecord files of a manifest (relative to its folder + tfrecords/)."""
-    manifest = read_json_file(manifest_path, "manifest")
-    folder = Path(manifest_path).parent / "tfrecords"
-    return [
-        folder / shard["file"] for shard in manifest.get("shards", []) if shard.get("split") == "validation"
-    ]
-
-
 def find_repo_root(start: str | os.PathLike[str] | None = None) -> Path:
     """The folder holding the Snakefile, searched upwards from `start` (default: the working
     directory). Jupyter starts a notebook's kernel in the notebook's own folder, papermill in
