@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("flowerlab.train", "train one architecture (resumable)"),
     "evaluate": ("flowerlab.evaluate", "evaluate one trained model on the validation split"),
     "collect": ("flowerlab.collect", "gather every evaluation into one metrics table"),
+    "render": ("flowerlab.report", "execute the report notebook (papermill) and export its HTML"),
     "publish": ("flowerlab.report", "write the report's landing page"),
 }
 

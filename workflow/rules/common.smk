@@ -24,7 +24,9 @@ REPORT_DIR = "results/report"
 REPORT_INDEX = f"{REPORT_DIR}/index.html"
 FIGURES = "results/figures"
 # Workflow files are found beside the Snakefile, so `--directory` elsewhere works too.
-REPORT_NOTEBOOK = str(Path(workflow.basedir) / "workflow" / "notebooks" / "report.ipynb")
+NOTEBOOKS = Path(workflow.basedir) / "workflow" / "notebooks"
+REPORT_NOTEBOOK = str(NOTEBOOKS / "report.ipynb")
+REPORT_TEMPLATE = str(NOTEBOOKS / "report.html.j2")
 CPUS = os.cpu_count() or 1
 
 

@@ -1,9 +1,12 @@
-# The report: a papermill-executed notebook (figures, tables) exported to HTML, and a landing page.
+# The report: the notebook executed by papermill (figures, tables) and exported to HTML, then a
+# landing page. The notebook and its HTML template are inputs, so editing them reruns the
+# report and nothing upstream.
 
 
 rule render_report:
     input:
         notebook=REPORT_NOTEBOOK,
+        template=REPORT_TEMPLATE,
         metrics=METRICS_CSV,
         histories=expand("results/models/{arch}/history.csv", arch=STUDY),
         evaluations=expand("results/evaluation/{arch}/metrics.json", arch=STUDY),
@@ -14,7 +17,11 @@ rule render_report:
         inventory_summary=INVENTORY_JSON,
     output:
         notebook=f"{REPORT_DIR}/report.ipynb",
-        html=f"{REPORT_DIR}/report.html",
+        html=report(
+            f"{REPORT_DIR}/report.html",
+            caption="../report/report_notebook.rst",
+            category="6. Report",
+        ),
         figures=report(
             directory(FIGURES),
             patterns=["{name}.png"],
@@ -22,20 +29,17 @@ rule render_report:
             category="5. Figures",
         ),
     params:
-        results=lambda wildcards, input: os.path.dirname(input.metrics),
-        report_dir=lambda wildcards, output: os.path.dirname(output.html),
+        # The notebook's data paths default to their places under this folder.
+        results=lambda wildcards, input: os.path.abspath(os.path.dirname(input.metrics)),
     conda:
         "../../environment.yml"
     log:
         "logs/render_report.log",
     shell:
-        # Executed into a temporary name first: a killed run never leaves a notebook that looks done.
-        "(papermill {input.notebook:q} {output.notebook:q}.partial.ipynb --kernel python3"
-        " -p results_dir {params.results:q} -p figures_dir {output.figures:q} --log-output"
-        " && jupyter nbconvert --to html {output.notebook:q}.partial.ipynb"
-        " --output-dir {params.report_dir:q} --output report.partial"
-        " && mv {output.notebook:q}.partial.ipynb {output.notebook:q}"
-        " && mv {params.report_dir:q}/report.partial.html {output.html:q}) 2>&1 | tee {log:q}"
+        # papermill executes into a temporary name; a killed run never leaves a finished-looking report.
+        "flowerlab render --notebook {input.notebook:q} --template {input.template:q}"
+        " --executed {output.notebook:q} --html {output.html:q}"
+        " --results-dir {params.results:q} --figures {output.figures:q} 2>&1 | tee {log:q}"
 
 
 rule publish_report:
@@ -43,12 +47,15 @@ rule publish_report:
         html=f"{REPORT_DIR}/report.html",
         metrics=METRICS_CSV,
         figures=FIGURES,
+        manifest=MANIFEST,
+        evaluations=expand("results/evaluation/{arch}/metrics.json", arch=STUDY),
     output:
-        REPORT_INDEX,
+        report(REPORT_INDEX, caption="../report/landing_page.rst", category="6. Report"),
     conda:
         "../../environment.yml"
     log:
         "logs/publish_report.log",
     shell:
         "flowerlab publish --figures {input.figures:q} --metrics {input.metrics:q}"
-        " --notebook-html {input.html:q} --out {output:q} 2>&1 | tee {log:q}"
+        " --notebook-html {input.html:q} --manifest {input.manifest:q}"
+        " --evaluations {input.evaluations:q} --out {output:q} 2>&1 | tee {log:q}"
