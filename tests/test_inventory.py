@@ -33,7 +33,7 @@ from flowerlab.errors import DataError
 def inventory_of(root: Path, tmp_path: Path, **options) -> tuple[dict[str, dict[str, str]], dict]:
     """Run the inventory; return the CSV rows by path and the JSON summary."""
     summary = make_inventory(root, tmp_path / "inv.csv", tmp_path / "inv.json", **options)
-    with open(tmp_path / "inv.csv", newline="", encoding="utf-8") as handle:
+    with open(tmp_path / "inv.csv", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         rows = list(csv.DictReader(handle))
     assert json.loads((tmp_path / "inv.json").read_text()) == summary
     return {row["path"]: row for row in rows}, summary
@@ -278,3 +278,20 @@ def test_cli_writes_both_files(tmp_path, capsys):
                   "--out-json", str(tmp_path / "x.json")])
     assert status == 1 and "flowerlab inventory: error:" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_names_that_are_not_utf8(tmp_path):
+    root = tmp_path / "photos"
+    photo_tree(root, {"a": 2, "b": 2})
+    raw_root = os.fsencode(root)
+    odd = jpeg_bytes(seed=77)
+    for folder in (b"a", b"b"):  # the same photo in two classes: its odd name reaches the warnings
+        with open(os.path.join(raw_root, folder, b"caf\xe9.jpg"), "wb") as handle:
+            handle.write(odd)
+    rows, summary = inventory_of(root, tmp_path)
+    odd_paths = [path for path in rows if path.startswith("a/caf")]
+    assert len(odd_paths) == 1 and reason(rows, odd_paths[0]) == "duplicate_across_classes"
+    assert any("caf\ufffd.jpg" in warning for warning in summary["warnings"])
+    os.mkdir(os.path.join(raw_root, b"\xffclass"))
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        build_inventory(root)

@@ -142,6 +142,20 @@ def _inside(real_path: str, real_root: str) -> bool:
     return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
+def _is_utf8(name: str) -> bool:
+    """False for names with undecodable bytes (os.fsdecode keeps them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _display(path: str) -> str:
+    """`path` printable in UTF-8 (logs, JSON): undecodable bytes shown as U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _placement_reason(parts: tuple[str, ...]) -> str:
     if _is_hidden(parts):
         return "hidden_file"
@@ -201,6 +215,11 @@ def walk_root(root: str | os.PathLike[str]) -> tuple[list[FoundFile], list[str]]
 
     def enter(folder: str, parts: tuple[str, ...], ancestors: frozenset[str]) -> None:
         if len(parts) == 1 and not _is_hidden(parts):
+            if not _is_utf8(parts[0]):
+                raise DataError(
+                    f"class folder {_display(parts[0])!r} in {root} has a name that is not valid UTF-8; "
+                    "class names become labels in the records: rename the folder"
+                )
             classes.append(parts[0])
         if len(parts) >= MAX_DEPTH:
             raise DataError(f"folder {folder} is nested more than {MAX_DEPTH} levels deep under {root}")
@@ -345,7 +364,7 @@ def class_warnings(classes: list[str], rows: list[Row]) -> list[str]:
             )
     across = sorted({row.sha256 for row in rows if row.reason == "duplicate_across_classes"})
     for digest in across:
-        paths = sorted(row.path for row in rows if row.sha256 == digest and row.reason == "duplicate_across_classes")
+        paths = sorted(_display(r.path) for r in rows if r.sha256 == digest and r.reason == "duplicate_across_classes")
         messages.append(f"the same photo is in several classes, all copies skipped: {', '.join(paths)}")
     return messages
 
