@@ -42,7 +42,9 @@ def open_image(source: ImageSource) -> Image.Image:
     """Open (lazily: header only) a photo from a path, its bytes, or a binary file object.
 
     Pillow's own decompression-bomb limit is lifted here: callers check sizes themselves
-    against the study's `max_pixels` (the inventory does, before anything is decoded).
+    against the study's `max_pixels` (the inventory does, before anything is decoded). Pillow
+    keeps that limit in a module global, so it is lifted for the duration of this call only;
+    flowerlab opens images from worker processes, never from concurrent threads.
     """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
