@@ -408,3 +408,15 @@ def test_split_sides_are_checked():
     with pytest.raises(DataError, match="both splits"):
         check_split_sides(["a", "b"], [a_train, a_val, b_train, twice])
     check_split_sides(["a"], [a_train, a_val])
+
+
+def _die(_: object) -> None:
+    os._exit(3)  # a worker killed mid-task (e.g. by the out-of-memory killer)
+
+
+def test_a_dying_worker_is_a_clear_error_not_a_hang():
+    from flowerlab.data.common import running_pool
+    from flowerlab.errors import FlowerlabError
+
+    with pytest.raises(FlowerlabError, match=r"worker process died.*--threads 1"), running_pool(2) as pool:
+        list(pool.map(_die, range(4)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import concurrent.futures.process
 import contextlib
 import hashlib
 import logging
@@ -176,6 +177,13 @@ def running_pool(processes: int) -> Iterator[concurrent.futures.ProcessPoolExecu
     pool = worker_pool(processes)
     try:
         yield pool
+    except concurrent.futures.process.BrokenProcessPool as error:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise FlowerlabError(
+            f"a worker process died or could not start ({error}): out of memory, killed, or (with the "
+            "'spawn' start method) a __main__ that cannot be imported again; rerun with --threads 1 "
+            "to work in one process and see the cause"
+        ) from error
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
