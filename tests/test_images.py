@@ -6,11 +6,27 @@ import io
 
 import numpy as np
 import pytest
+from photo_factory import (
+    BLUE,
+    GREEN,
+    RED,
+    YELLOW,
+    bands_image,
+    encode,
+    jpeg_with_orientation,
+    png_16bit_gray,
+)
 from PIL import Image, JpegImagePlugin
-from photo_factory import BLUE, GREEN, RED, YELLOW, bands_image, encode, jpeg_with_orientation, png_16bit_gray
 
 from flowerlab.data import images
-from flowerlab.data.images import encode_jpeg, fill_crop_box, fill_resize_crop, open_image, prepare_photo, to_rgb
+from flowerlab.data.images import (
+    encode_jpeg,
+    fill_crop_box,
+    fill_resize_crop,
+    open_image,
+    prepare_photo,
+    to_rgb,
+)
 
 
 def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> bool:
