@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 def copy_workflow(dest: Path) -> Path:
-    """A user's checkout: the Snakefile, workflow/ and config/ (the code is the installed package)."""
-    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
+    """A user's checkout: Snakefile, environment.yml, workflow/ and config/ (code: the installed package)."""
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy2(REPO / name, dest / name)
     shutil.copytree(REPO / "workflow", dest / "workflow")
     shutil.copytree(REPO / "config", dest / "config")
     return dest

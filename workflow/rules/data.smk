@@ -73,6 +73,7 @@ rule make_tfrecords:
     input:
         photos=photos_input,
         inventory=INVENTORY_CSV,
+        inventory_summary=INVENTORY_JSON,
     output:
         shards=directory(TFRECORDS),
         manifest=MANIFEST,
@@ -93,6 +94,7 @@ rule make_tfrecords:
         "benchmarks/make_tfrecords.tsv"
     shell:
         "flowerlab tfrecords --root {params.root:q} --inventory {input.inventory:q}"
+        " --inventory-json {input.inventory_summary:q}"
         " --out-dir {output.shards:q} --manifest {output.manifest:q}"
         " --image-size {params.image_size} --jpeg-quality {params.quality}"
         " --validation-fraction {params.fraction} --shards {params.shards}"
