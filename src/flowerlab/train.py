@@ -362,7 +362,8 @@ def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, f
         "drop_remainder": batching.drop_remainder, "threads": settings.threads,
     }
     train_data = make_dataset(plan.train_files, training=True, augment=bool(settings.hparams["augment"]),
-                              repeat=True, first_epoch=first_epoch, expected_records=plan.train_records, **common)
+                              repeat=True, first_epoch=first_epoch, epochs=int(settings.hparams["epochs"]),
+                              expected_records=plan.train_records, **common)
     validation_data = make_dataset(plan.validation_files, training=False,
                                    expected_records=plan.validation_records, **common)
     return train_data, validation_data

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import functools
 import os
 import random
 import re
@@ -297,14 +298,16 @@ def _augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _epoch(
-    decoded: tf.data.Dataset, epoch: tf.Tensor, *, seed: int, shuffle_buffer: int, augment: bool
+    decoded: tf.data.Dataset, epoch: int, *, seed: int, shuffle_buffer: int, augment: bool
 ) -> tf.data.Dataset:
     """One training epoch of (image, label): shuffled and augmented as a pure function of
-    (seed, epoch), so a resumed run sees exactly the epochs an uninterrupted run would."""
-    epoch = tf.cast(epoch, tf.int64)
+    (seed, epoch), so a resumed run sees exactly the epochs an uninterrupted run would.
+
+    `epoch` is a Python int on purpose: a tensor op seed breaks `shuffle` when the global seed
+    is 0 (TensorFlow compares the seed pair with a Python `==`)."""
     dataset = decoded
     if shuffle_buffer > 0:
-        # Distinct, reproducible shuffle per epoch (a tensor seed is allowed here).
+        # Distinct, reproducible shuffle per epoch.
         dataset = dataset.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
     if not augment:
         return dataset
@@ -334,6 +337,7 @@ def make_dataset(
     repeat: bool = False,
     threads: int | None = None,
     first_epoch: int = 0,
+    epochs: int | None = None,
     check_first_records: bool = True,
     expected_records: int | None = None,
 ) -> tf.data.Dataset:
@@ -343,10 +347,10 @@ def make_dataset(
     B is static too when `drop_remainder`). labels: one-hot float32, shape (B, num_classes).
 
     training: shuffle (`shuffle_buffer` > 0) and, with `augment`, random flip + saturation.
-    repeat (training only): an endless sequence of epochs starting at epoch `first_epoch`, each a
-    full pass over the records; use `steps_per_epoch = number of batches per pass` so that Keras
-    epochs and data epochs coincide. Without `repeat` a training dataset is the single epoch
-    `first_epoch`. Not training: one pass in record order (when `deterministic`), no augmentation.
+    repeat (training only): the epochs `first_epoch` .. `epochs - 1` (Keras's `epochs`), each a
+    full pass over the records batched on its own, so that with `steps_per_epoch =
+    batches_per_epoch(...)` Keras epochs and data epochs coincide exactly, whatever the remainder.
+    Without `repeat` a training dataset is the single epoch `first_epoch`. Not training: one pass in record order (when `deterministic`), no augmentation.
     deterministic: ordered parallel reads and maps; every random op is seeded from `seed` (a
     random seed is drawn when None).
     threads: bounds tf.data's private thread pool (None: TensorFlow's default).
@@ -363,6 +367,8 @@ def make_dataset(
     )
     if repeat and not training:
         raise ConfigError("input pipeline: repeat=True is only meaningful for a training dataset")
+    if repeat and (epochs is None or epochs <= first_epoch):
+        raise ConfigError(f"input pipeline: repeat=True needs epochs > first_epoch ({first_epoch}), got {epochs}")
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     if check_first_records:
@@ -379,21 +385,21 @@ def make_dataset(
         decoded = decoded.cache()  # uint8: 4x smaller than the course's cached floats
 
     per_image_float = training and augment
+
+    def batched(data: tf.data.Dataset) -> tf.data.Dataset:
+        return data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
+                          deterministic=deterministic)
+
     if training:
         shuffle = max(0, shuffle_buffer)
-
-        def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-            return _epoch(decoded, epoch, seed=seed, shuffle_buffer=shuffle, augment=augment)
-
-        if repeat:
-            dataset = tf.data.Dataset.counter(start=first_epoch).flat_map(one_epoch)
-        else:
-            dataset = one_epoch(tf.constant(first_epoch, tf.int64))
+        last_epoch = epochs if repeat else first_epoch + 1
+        # Batched per epoch, so no batch straddles two epochs.
+        dataset = functools.reduce(tf.data.Dataset.concatenate, [
+            batched(_epoch(decoded, epoch, seed=seed, shuffle_buffer=shuffle, augment=augment))
+            for epoch in range(first_epoch, last_epoch)
+        ])
     else:
-        dataset = decoded
-
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
-                            deterministic=deterministic)
+        dataset = batched(decoded)
     size = target_size or image_size
 
     def finish_batch(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
