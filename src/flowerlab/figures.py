@@ -34,7 +34,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter
 
 from flowerlab import atomic
 from flowerlab.collect import COURSE_VAL_ACCURACY
@@ -246,6 +246,9 @@ def throughput(metrics: pd.DataFrame) -> Figure:
             if not finite.empty:
                 ax.set_xscale("log")
                 ax.set_xlim(finite.min() / 2, finite.max() * 8)
+                # Only the decades are labelled: minor labels (2x10^2, 3x10^2, ...) overlap.
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
             ax.set_xlabel("images / s (log scale)")
             device = _devices_text(metrics.get(device_column, pd.Series(dtype=object)))
             batch = ""
