@@ -145,6 +145,28 @@ def _check_weights(arch: str, weights: str) -> str | None:
     return None
 
 
+def _braces_in_photo_paths(root: Path) -> list[str]:
+    """The photo folder and its class folders become Snakemake inputs, where `{name}` is a
+    wildcard (there is no escape for it): refuse braces with a message instead of letting
+    Snakemake fail with a WildcardError about a wildcard the user never wrote."""
+
+    def has_braces(text: str) -> bool:
+        return "{" in text or "}" in text
+
+    root = root.resolve()
+    named = [f"the folder {str(root)!r}"] if has_braces(str(root)) else []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:  # unreadable: the inventory stage reports it with its own message
+        entries = []
+    named += [f"its class folder {entry.name!r}" for entry in entries if entry.is_dir() and has_braces(entry.name)]
+    return [
+        f"config key 'data_source': {what} contains '{{' or '}}', which Snakemake reads as a "
+        "wildcard in a file path; rename it (or copy the photos to a path without braces)"
+        for what in named
+    ]
+
+
 def check(config: dict) -> None:
     """Checks that a schema cannot express; all problems are reported together."""
     problems = []
@@ -156,6 +178,8 @@ def check(config: dict) -> None:
                 f"config key 'data_source': {source!r} is not a folder (allowed: official, synthetic, "
                 "or the path of a folder with one subfolder per class)"
             )
+        else:
+            problems += _braces_in_photo_paths(path)
     for arch in config["study"]:
         hparams = config["models"].get(arch)
         if hparams is None:
