@@ -260,6 +260,11 @@ TRAINING_FIGURES = (
     "code_version",
     "versions",
     "manifest_sha256",
+    "data_settings",
+    "weights",
+    "weights_sha256",
+    "accelerator_requested",
+    "threads",
 )
 
 
@@ -731,6 +736,9 @@ def evaluate(
             "manifest_sha256": file_sha256(manifest_path),
             "training_json": str(training_json),
         },
+        # The data stage's settings (image size, JPEG quality, split fraction, shards, seed):
+        # with the manifest's checksum above, what rebuilding the evaluated records needs.
+        "data_settings": manifest["settings"],
         "versions": provenance.library_versions(),
         "code_version": provenance.code_version(),
     }

@@ -371,8 +371,11 @@ def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, f
 
 def training_record(settings: TrainSettings, *, model: Any, device: Any, precision: str, plan: DataPlan,
                     batching: Batching, session: Session, rows: Sequence[Mapping[str, Any]],
-                    resumed_from_epoch: int, weights: str, fingerprint: str) -> dict[str, Any]:
-    """training.json (docs/architecture.md), plus the figures that explain it (sizes, batches)."""
+                    resumed_from_epoch: int, weights: str, fingerprint: str,
+                    data_settings: Mapping[str, Any], weights_sha256: str | None) -> dict[str, Any]:
+    """training.json (docs/architecture.md), plus the figures that explain it (sizes, batches) and
+    what a rerun needs besides the manifest's checksum: the data stage's settings, the local
+    weights' sha256, the accelerator asked for and the thread limit."""
     from flowerlab.models import count_parameters
 
     total, trainable = count_parameters(model)
@@ -398,6 +401,10 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
         "code_version": provenance.code_version(),
         "image_size": plan.image_size,
         "weights": weights,
+        "weights_sha256": weights_sha256,  # None for imagenet (Keras' pinned file) and none
+        "data_settings": dict(data_settings),
+        "accelerator_requested": settings.accelerator,
+        "threads": settings.threads,  # None: TensorFlow's default pools (all cores)
         "global_batch_size": batching.global_batch,
         "steps_per_epoch": batching.steps_per_epoch,
         "train_records": plan.train_records,
@@ -424,6 +431,7 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     spec = get_spec(settings.arch)  # ConfigError for an unknown architecture
     plan = load_data_plan(settings.manifest, manifest, model_image_size(hparams, spec.default_image_size))
     weights = model_weights(hparams, spec.uses_backbone_weights)
+    weights_sha256 = weights_identity(weights)
     pipeline.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
 
     device = devices.select_strategy(settings.accelerator)
@@ -438,7 +446,7 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
 
     schedule = schedule_function(hparams, replicas=device.replicas)
     inputs = checkpoints.fingerprint_inputs(
-        manifest, arch=settings.arch, hparams={**hparams, "weights_sha256": weights_identity(weights)},
+        manifest, arch=settings.arch, hparams={**hparams, "weights_sha256": weights_sha256},
         seed=settings.seed, deterministic=settings.deterministic, accelerator_kind=device.kind,
         replicas=device.replicas, precision=precision,
     )
@@ -495,7 +503,8 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     record = training_record(settings, model=model, device=device, precision=precision, plan=plan,
                              batching=batching, session=session, rows=recorder.rows,
                              resumed_from_epoch=resume.epoch if resume is not None else 0,
-                             weights=weights, fingerprint=fingerprint)
+                             weights=weights, fingerprint=fingerprint, data_settings=manifest["settings"],
+                             weights_sha256=weights_sha256)
     write_outputs(settings.out_dir, model, recorder.rows, record)
     checkpoints.remove_checkpoints(settings.checkpoint_dir)
     logger.info("%s: best val_accuracy %s, final %s, %.0f s; outputs in %s", settings.arch,
