@@ -1,10 +1,13 @@
-"""Real processes killed with SIGKILL at the worst moment: nothing half-written looks complete,
-and a rerun finishes the job.
+"""Interruptions and exact reruns.
 
-Each test starts the real command (`python -m flowerlab ...`) in a subprocess, waits until it
-is provably mid-way (a partial file on disk, a temporary notebook, a write not yet renamed),
-kills it with `kill -9` (no cleanup handler can run), checks what a reader or Snakemake would
-see, and reruns it.
+Real processes killed with SIGKILL at the worst moment: nothing half-written looks complete,
+and a rerun finishes the job. Each test starts the real command (`python -m flowerlab ...`) in
+a subprocess, waits until it is provably mid-way (a partial file on disk, a temporary notebook,
+a write not yet renamed), kills it with `kill -9` (no cleanup handler can run), checks what a
+reader or Snakemake would see, and reruns it.
+
+Then the records: training.json and metrics.json hold everything needed to rerun a result, and
+a rerun built from nothing but the record reproduces it exactly.
 """
 
 from __future__ import annotations
@@ -298,3 +301,95 @@ def test_publish_killed_before_its_rename_leaves_no_page_or_the_complete_old_one
 
     publish_killed_before_rename("second.log")
     assert index.read_bytes() == published  # the old page, whole
+
+
+# ---------------------------------------------------------------------------------------------
+# The records are enough to rerun a result exactly
+
+DATA_SETTINGS = {"image_size", "jpeg_quality", "validation_fraction", "shards", "seed"}
+
+
+@pytest.fixture
+def restore_tensorflow_globals() -> Iterator[None]:
+    """train() sets process-wide state (dtype policy, op determinism) as a command should; put
+    it back for the tests that follow in this process."""
+    yield
+    import keras
+    from tensorflow.python.framework import (
+        config as tf_config,  # the public API cannot undo it
+    )
+
+    keras.mixed_precision.set_global_policy("float32")
+    tf_config.disable_op_determinism()
+
+
+def history_figures(path: Path) -> list[list[str]]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return [[row[m] for m in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")]
+                for row in csv.DictReader(handle)]
+
+
+def test_training_and_evaluation_records_rerun_to_identical_results(restore_tensorflow_globals, tmp_path: Path) -> None:
+    from synthetic_records import write_dataset
+
+    from flowerlab import evaluate
+    from flowerlab import train as training
+
+    manifest_path = write_dataset(tmp_path / "data", image_size=16, num_classes=3, train_per_class=8,
+                                  validation_per_class=4)
+    manifest = json.loads(manifest_path.read_text())
+    manifest_sha256 = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    first = training.TrainSettings(
+        arch="dense", manifest=manifest_path, out_dir=tmp_path / "first", checkpoint_dir=tmp_path / "ckpt",
+        hparams=training.resolve_hparams({"epochs": 2, "batch_size": 8, "precision": "float32"}),
+        accelerator="cpu", seed=11, deterministic=True,
+    )
+    training.train(first)
+    record = json.loads((first.out_dir / "training.json").read_text())
+
+    # training.json: the settings, the data, the code, the libraries and the machine.
+    assert record["hparams"] == first.hparams and record["seed"] == 11 and record["deterministic"] is True
+    assert record["accelerator_requested"] == "cpu" and record["precision"] == "float32"
+    assert record["weights"] == "none" and record["weights_sha256"] is None
+    assert record["manifest_sha256"] == manifest_sha256
+    assert record["data_settings"] == manifest["settings"] and set(record["data_settings"]) == DATA_SETTINGS
+    assert len(record["code_version"]["commit"]) == 40 and isinstance(record["code_version"]["dirty"], bool)
+    assert {"python", "tensorflow", "keras", "numpy", "flowerlab"} <= set(record["versions"])
+    assert record["device"]["kind"] == "cpu" and record["device"]["name"] and record["device"]["replicas"] == 1
+
+    # A rerun built from the record alone (as `flowerlab train` options) gives the same epochs.
+    rerun = training.TrainSettings(
+        arch=record["arch"], manifest=manifest_path, out_dir=tmp_path / "rerun", checkpoint_dir=tmp_path / "ckpt2",
+        hparams=training.resolve_hparams(record["hparams"]), accelerator=record["accelerator_requested"],
+        seed=record["seed"], deterministic=record["deterministic"], threads=record["threads"],
+    )
+    again = training.train(rerun)
+    assert history_figures(rerun.out_dir / "history.csv") == history_figures(first.out_dir / "history.csv")
+    assert again["fingerprint"] == record["fingerprint"]
+
+    # metrics.json: its own settings, the data's, and the training record's carried along.
+    def evaluate_into(out_dir: Path, **options) -> dict:
+        evaluate.evaluate(arch="dense", model_path=first.out_dir / "model.keras",
+                          training_json=first.out_dir / "training.json", manifest_path=manifest_path,
+                          out_dir=out_dir, **options)
+        return json.loads((out_dir / "metrics.json").read_text())
+
+    metrics = evaluate_into(tmp_path / "evaluation", batch_size=4, latency_runs=2, accelerator="cpu")
+    assert metrics["data_settings"] == manifest["settings"]
+    assert metrics["inputs"]["manifest_sha256"] == manifest_sha256
+    assert metrics["eval_batch_size"] == 4 and metrics["latency_runs"] == 2
+    assert metrics["accelerator_requested"] == "cpu" and metrics["device"]["kind"] == "cpu"
+    assert set(metrics["code_version"]) == {"commit", "dirty"} and "tensorflow" in metrics["versions"]
+    for key in ("hparams", "seed", "deterministic", "precision", "device", "data_settings", "weights",
+                "weights_sha256", "accelerator_requested", "threads", "manifest_sha256", "code_version",
+                "versions"):
+        assert metrics["training"][key] == record[key], key
+
+    again = evaluate_into(tmp_path / "evaluation-rerun", batch_size=metrics["eval_batch_size"],
+                          latency_runs=metrics["latency_runs"], accelerator=metrics["accelerator_requested"])
+    for key in ("accuracy", "loss", "per_class", "confusion_matrix", "flops_per_image"):
+        assert again[key] == metrics[key], key
+    assert (tmp_path / "evaluation-rerun" / "predictions.csv").read_bytes() == (
+        tmp_path / "evaluation" / "predictions.csv").read_bytes()
