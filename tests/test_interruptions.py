@@ -199,7 +199,7 @@ def render_command(results: Path) -> list[str]:
 def executed_cells(folder: Path) -> int:
     """Cells papermill has recorded as run in a temporary notebook under `folder` (0 if none yet;
     papermill rewrites the file after every cell, so it may be caught half-written)."""
-    for temporary in folder.glob(".report.tmp-*.ipynb"):
+    for temporary in folder.glob(".report.ipynb.tmp-*.ipynb"):
         try:
             notebook = json.loads(temporary.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -230,6 +230,7 @@ def test_render_killed_while_papermill_executes_publishes_nothing_and_the_rerun_
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     html = (report_dir / "report.html").read_text(encoding="utf-8")
     assert html.rstrip().endswith("</html>")
+    assert not list(report_dir.glob(".*.tmp-*"))  # the killed run's leftover was cleared
     executed = json.loads((report_dir / "report.ipynb").read_text(encoding="utf-8"))
     code_cells = [cell for cell in executed["cells"] if cell["cell_type"] == "code"]
     assert all(cell.get("execution_count") for cell in code_cells)  # every cell ran

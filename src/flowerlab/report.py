@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import atomic
-from flowerlab.data.common import configure_logging, positive_int, run_command
+from flowerlab.data.common import configure_logging, positive_int, remove_stale_temporaries, run_command
 from flowerlab.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -576,7 +576,8 @@ def execute_notebook(
     from papermill.exceptions import PapermillExecutionError
 
     executed.parent.mkdir(parents=True, exist_ok=True)
-    temporary = executed.with_name(f".{executed.stem}.tmp-{os.getpid()}.ipynb")
+    remove_stale_temporaries(executed)  # left by a killed run
+    temporary = executed.with_name(f".{executed.name}.tmp-{os.getpid()}.ipynb")
     failed = executed.with_name(f"{executed.stem}.failed.ipynb")
     try:
         papermill.execute_notebook(
