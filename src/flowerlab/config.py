@@ -26,6 +26,8 @@ from flowerlab.errors import ConfigError
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SPECIAL_SOURCES = ("official", "synthetic")
 SPECIAL_WEIGHTS = ("imagenet", "none")
+# Architectures built on an ImageNet backbone (flowerlab.models' uses_backbone_weights; a test
+# keeps the two in step, since importing the registry here would import TensorFlow).
 BACKBONE_ARCHS = ("mobilenet_v2", "mobilenet_v2_finetune", "xception")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -133,10 +135,16 @@ def validate(config: dict, schema: dict) -> None:
 
 
 def _check_weights(arch: str, weights: str) -> str | None:
+    key = f"models.{arch}.weights"
+    if weights == "none":
+        # A random frozen backbone learns nothing, and the course fine-tunes from ImageNet.
+        return (
+            f"config key '{key}': none, but '{arch}' starts from pretrained ImageNet weights "
+            "(allowed: imagenet, or the path of a local .h5 weights file for offline use)"
+        )
     if weights in SPECIAL_WEIGHTS:
         return None
     path = Path(weights).expanduser()
-    key = f"models.{arch}.weights"
     if not path.is_file():
         return f"config key '{key}': {weights!r} does not exist (allowed: imagenet, none, or the path of a .h5 weights file)"
     with open(path, "rb") as handle:
