@@ -1,0 +1,674 @@
+"""Training throughput: flowerlab's training path vs the plain Keras a user would write, per architecture.
+
+    python bench/bench_training.py --manifest results/data/manifest.json --threads 2   # the real data
+    python bench/bench_training.py --manifest results/data/manifest.json --archs convnet --steps 30
+    python bench/bench_training.py --quick      # CI: synthetic photos and TFRecords made here, ~20 s
+
+Measured in one run, on the same machine, thread limits and data:
+
+* plain  (the baseline): what a user writes without this project, the course's code in Keras 3:
+         `keras.utils.image_dataset_from_directory(photos, image_size, batch_size,
+         label_mode="categorical", validation_split=0.19, subset="training", seed)` mapped to
+         x / 255, the architecture written with plain Keras layers in float32 (squeezenet with
+         `keras.layers.BatchNormalization`, MobileNetV2 from `keras.applications` with
+         `weights=PATH`), `compile(Adam, categorical cross-entropy, accuracy)`, `fit`;
+* flowerlab: what `flowerlab train` runs: `flowerlab.models.build_model`, the precision
+         `auto` resolves to on this device (`flowerlab.devices`), `flowerlab.train.compile_model`
+         and the datasets of `flowerlab.train.make_datasets` on the manifest's TFRecords, with
+         the uint8 cache already filled (the study's steady state: its first epoch fills it and
+         is excluded from its images/s too).
+
+Each side trains the same batch size; the figure is steady-state images/s: `--steps` steps
+timed after `--warmup` steps (graph tracing, pipeline start-up) in each of `--rounds` `fit`
+calls, the two sides alternating, so that load from other processes hits both alike. Every
+timed step is a full batch of the first epoch (the last, partial batch is never timed).
+
+Model FLOPs utilisation (MFU) = training FLOPs/s over the matmul peak measured in this run:
+training FLOPs per image = 3 x the forward FLOPs of `flowerlab.evaluate.forward_flops` (forward +
+backward, which costs about twice the forward), except for a frozen backbone (`mobilenet_v2`):
+backpropagation stops at its head, so a step is one forward pass (factor 1; the head's backward
+pass is < 0.1 % of it). The peak is the best rate of a square `tf.linalg.matmul` in float32 and
+in bfloat16 (and float16 when an architecture trains in mixed_float16), timed for
+`--matmul-seconds` each with the same threads; an architecture's MFU uses the peak of its compute
+dtype, the plain side's the float32 peak.
+
+Results go to results/bench/training.csv (--out), written atomically; one row per architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench_models import write_csv  # the atomic CSV writer of the model benchmarks
+
+from flowerlab.data.common import configure_logging, positive_int, run_command
+from flowerlab.errors import ConfigError, DataError
+
+logger = logging.getLogger("bench_training")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_PHOTOS = SHARED_DATA / "flower_photos"
+DEFAULT_WEIGHTS = SHARED_DATA / "weights" / "mobilenet_v2_1.0_224_no_top.h5"
+DEFAULT_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune")
+QUICK_ARCHS = ("dense", "convnet", "squeezenet", "mobilenet_v2")
+VALIDATION_SPLIT = 0.19  # the course's VALIDATION_SPLIT, as the plain user would write it
+LEARNING_RATE = 1e-3  # Adam's default, the course's rate for these architectures
+
+# Model FLOPs per image of one training step, as a multiple of the forward FLOPs.
+FORWARD_AND_BACKWARD = 3.0  # the backward pass costs about twice the forward (input + weight gradients)
+FORWARD_ONLY = 1.0  # a frozen backbone: nothing before the head needs a gradient
+
+COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+
+COLUMNS = (
+    "arch", "status", "batch_size", "image_size", "warmup_steps", "timed_steps", "rounds",
+    "plain_images_per_s", "flowerlab_images_per_s", "ratio", "plain_precision", "precision",
+    "plain_parameters", "flowerlab_parameters", "gflops_per_image", "flops_factor",
+    "plain_train_gflops_per_s", "train_gflops_per_s", "plain_mfu", "mfu", "peak_dtype",
+    "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
+    "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
+)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    batch_size: int
+    warmup: int  # steps run before timing in every fit call
+    steps: int  # steps timed in every fit call
+    rounds: int  # fit calls per side, alternating plain / flowerlab
+    seed: int
+    precision: str  # what the flowerlab side asks for ("auto" as the study)
+    threads: int | None
+
+
+@dataclass
+class Side:
+    """One side of the comparison for one architecture: its model, its data and its timings."""
+
+    name: str
+    model: Any
+    dataset: Any
+    images: int = 0
+    seconds: float = 0.0
+    round_rates: list[float] = field(default_factory=list)
+
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def default_photos() -> Path:
+    """$FLOWERLAB_REAL_DATA, else ../shared/data/flower_photos beside the repository (as tests/conftest.py)."""
+    return Path(os.environ.get("FLOWERLAB_REAL_DATA") or DEFAULT_PHOTOS)
+
+
+def default_weights() -> Path | None:
+    """$FLOWERLAB_MOBILENET_WEIGHTS, else ../shared/data/weights/...no_top.h5, when it exists."""
+    path = Path(os.environ.get("FLOWERLAB_MOBILENET_WEIGHTS") or DEFAULT_WEIGHTS)
+    return path if path.is_file() else None
+
+
+def make_quick_data(folder: Path, *, image_size: int, classes: int = 3, per_class: int = 24) -> tuple[Path, Path]:
+    """Synthetic photos and their TFRecords made by the project's own stages: (photos, manifest)."""
+    from flowerlab.data.inventory import make_inventory
+    from flowerlab.data.synthetic import synthesize
+    from flowerlab.data.tfrecords import build_tfrecords
+
+    photos, data = folder / "photos", folder / "data"
+    synthesize(photos, classes=classes, per_class=per_class, seed=0)
+    inventory_csv, inventory_json = data / "inventory.csv", data / "inventory.json"
+    make_inventory(photos, inventory_csv, inventory_json)
+    manifest = data / "manifest.json"
+    build_tfrecords(photos, inventory_csv, data / "tfrecords", manifest, image_size=image_size, shards=4,
+                    validation_fraction=VALIDATION_SPLIT, inventory_json=inventory_json)
+    return photos, manifest
+
+
+def check_photos(photos: Path, manifest: dict[str, Any]) -> None:
+    """The plain side must read the photos the TFRecords were made from (class folders alike)."""
+    if not photos.is_dir():
+        raise DataError(f"photo folder {photos} not found: give --photos (the folder the TFRecords were made from)")
+    folders = sorted(entry.name for entry in photos.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if folders != list(manifest["classes"]):
+        raise DataError(
+            f"the class folders of {photos} ({', '.join(folders) or 'none'}) are not the manifest's classes "
+            f"({', '.join(manifest['classes'])}): give --photos the folder the TFRecords were made from"
+        )
+
+
+def weights_for(arch: str, weights: Path | None) -> tuple[str | None, str]:
+    """(weights argument for both sides, or None to skip; why). Throughput does not depend on
+    weight values, except that a frozen MobileNetV2 needs its real weights to be the real workload
+    (with random ones its frozen batch norms shrink activations to ~1e-12)."""
+    from flowerlab.models import get_spec
+
+    spec = get_spec(arch)
+    if not spec.uses_backbone_weights:
+        return "none", ""
+    if weights is not None:
+        if not weights.is_file():
+            raise ConfigError(f"--weights {weights} is not a file: give the MobileNetV2 no-top .h5 weights")
+        if arch.startswith("mobilenet_v2"):
+            return str(weights), ""
+    if spec.needs_pretrained_weights:
+        return None, "skipped: needs local MobileNetV2 weights (--weights PATH)"
+    return "none", "random backbone weights"  # xception: same FLOPs and step time as with ImageNet's
+
+
+# --------------------------------------------------------------------------------------------
+# The matmul peak
+
+
+def synchronise(tensor: Any) -> None:
+    """Wait for `tensor` (GPU ops return before they finish; reading one element waits)."""
+    tensor[0, 0].numpy()
+
+
+def matmul_peak_gflops(dtype: str, *, size: int, seconds: float) -> float:
+    """Best rate (GFLOP/s) of `size`x`size` matmuls in `dtype`, in chunks of ~1/8 of `seconds`.
+
+    The best chunk, not the mean: the machine is shared, and the peak is what the chip does
+    when nothing else runs. A matmul of n x n by n x n is 2 n^3 FLOPs (multiply-add = 2).
+    """
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_uniform((size, size), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_uniform((size, size), seed=(3, 4)), dtype)
+    flops = 2.0 * size**3
+    for _ in range(2):  # first calls pick and initialise the kernels
+        synchronise(tf.linalg.matmul(a, b))
+    started = time.perf_counter()
+    synchronise(tf.linalg.matmul(a, b))
+    per_call = max(time.perf_counter() - started, 1e-6)
+    calls = max(1, int(seconds / 8 / per_call))
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while True:
+        started = time.perf_counter()
+        for _ in range(calls):
+            product = tf.linalg.matmul(a, b)
+        synchronise(product)
+        best = max(best, calls * flops / (time.perf_counter() - started) / 1e9)
+        if time.perf_counter() >= deadline:
+            return best
+
+
+def measure_peaks(dtypes: Sequence[str], *, size: int, seconds: float) -> dict[str, float]:
+    peaks = {}
+    for dtype in dtypes:
+        peaks[dtype] = matmul_peak_gflops(dtype, size=size, seconds=seconds)
+        logger.info("matmul peak %s (%d x %d): %.0f GFLOP/s", dtype, size, size, peaks[dtype])
+    return peaks
+
+
+# --------------------------------------------------------------------------------------------
+# The plain-Keras reference: the course's code, as a user would write it in Keras 3
+
+
+def plain_dense(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
+    return keras.Sequential([
+        keras.Input((image_size, image_size, 3)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(500, activation="relu"),
+        keras.layers.Dense(50, activation="relu"),
+        keras.layers.Dense(num_classes, activation="softmax"),
+    ])
+
+
+def plain_convnet(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
+    def conv(filters: int, kernel_size: int = 3) -> Any:
+        return keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu")
+
+    return keras.Sequential([
+        keras.Input((image_size, image_size, 3)),
+        conv(16), conv(30), keras.layers.MaxPooling2D(2),
+        conv(60), keras.layers.MaxPooling2D(2),
+        conv(90), keras.layers.MaxPooling2D(2),
+        conv(110), keras.layers.MaxPooling2D(2),
+        conv(130), conv(40, 1),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(num_classes, activation="softmax"),
+    ])
+
+
+def plain_squeezenet(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
+    layers = keras.layers
+
+    def conv_bn(x: Any, filters: int, kernel_size: int) -> Any:
+        x = layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
+        return layers.BatchNormalization(momentum=0.9)(x)
+
+    def fire(x: Any, squeeze: int, expand: int) -> Any:
+        y = conv_bn(x, squeeze, 1)
+        return layers.concatenate([conv_bn(y, expand // 2, 1), conv_bn(y, expand // 2, 3)])
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = conv_bn(inputs, 32, 3)
+    for squeeze, expand in [(24, 48), (48, 96), (64, 128), (48, 96)]:
+        x = layers.MaxPooling2D(2)(fire(x, squeeze, expand))
+    x = layers.GlobalAveragePooling2D()(fire(x, 24, 48))
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+def plain_backbone_model(application: str, *, trainable: bool, head: str) -> Callable[..., Any]:
+    """The course's transfer-learning code: a keras.applications backbone, frozen (notebook 04,
+    Flatten head) or trainable (notebook 07's Xception, global-pooling head)."""
+
+    def build(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
+        backbone = getattr(keras.applications, application)(
+            input_shape=(image_size, image_size, 3), include_top=False,
+            weights=None if weights == "none" else weights)
+        backbone.trainable = trainable
+        pooling = keras.layers.Flatten() if head == "flatten" else keras.layers.GlobalAveragePooling2D()
+        return keras.Sequential([keras.Input((image_size, image_size, 3)), backbone, pooling,
+                                 keras.layers.Dense(num_classes, activation="softmax")])
+
+    return build
+
+
+PLAIN_BUILDERS: dict[str, Callable[..., Any]] = {
+    "dense": plain_dense,
+    "convnet": plain_convnet,
+    "squeezenet": plain_squeezenet,
+    "mobilenet_v2": plain_backbone_model("MobileNetV2", trainable=False, head="flatten"),
+    "mobilenet_v2_finetune": plain_backbone_model("MobileNetV2", trainable=True, head="pool"),
+    "xception": plain_backbone_model("Xception", trainable=True, head="pool"),
+}
+
+
+def plain_dataset(photos: Path, *, image_size: int, batch_size: int, seed: int) -> tuple[Any, int]:
+    """The user's training dataset and its number of images (the flowers tutorial's code)."""
+    import keras
+
+    dataset = keras.utils.image_dataset_from_directory(
+        photos, image_size=(image_size, image_size), batch_size=batch_size, label_mode="categorical",
+        validation_split=VALIDATION_SPLIT, subset="training", seed=seed)
+    images = len(dataset.file_paths)
+    return dataset.map(lambda x, y: (x / 255, y)), images
+
+
+def build_plain(arch: str, *, num_classes: int, image_size: int, weights: str) -> Any:
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")  # what a user gets without asking
+    model = PLAIN_BUILDERS[arch](keras, num_classes, image_size, weights)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# flowerlab's training path
+
+
+@dataclass(frozen=True)
+class FlowerlabPath:
+    model: Any
+    dataset: Any
+    precision: str
+    image_size: int
+    full_batches: int  # full batches in one epoch: the steps that can be timed
+    batches_per_epoch: int  # the partial last one included
+
+
+def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], device: Any, weights: str,
+                   settings: BenchSettings, scratch: Path) -> FlowerlabPath:
+    """Model and training dataset exactly as `flowerlab.train.train` makes them (its helpers).
+
+    The dataset holds one epoch: only full batches of the first epoch are timed
+    (check_timed_steps), and every fit call starts a new iterator at its beginning.
+    """
+    import keras
+
+    from flowerlab import devices, train
+    from flowerlab.models import build_model, get_spec
+
+    spec = get_spec(arch)
+    hparams = train.resolve_hparams({"epochs": 1, "batch_size": settings.batch_size,
+                                     "learning_rate": LEARNING_RATE, "augment": False,
+                                     "precision": settings.precision})
+    plan = train.load_data_plan(manifest_path, manifest, train.model_image_size(hparams, spec.default_image_size))
+    precision = devices.apply_precision(
+        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
+    batching = train.plan_batches(arch, settings.batch_size, device.kind, device.replicas, plan.train_records)
+    run = train.TrainSettings(arch=arch, manifest=manifest_path, out_dir=scratch / arch,
+                              checkpoint_dir=scratch / f"{arch}-checkpoints", hparams=hparams,
+                              seed=settings.seed, threads=settings.threads)
+    try:
+        with device.strategy.scope():
+            model = build_model(arch, num_classes=plan.num_classes, image_size=plan.image_size, weights=weights)
+            train.compile_model(model, hparams["learning_rate"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the plain side builds in float32
+    dataset, _ = train.make_datasets(run, plan, batching, first_epoch=0)
+    return FlowerlabPath(model, dataset, precision, plan.image_size, plan.train_records // batching.global_batch,
+                         batching.steps_per_epoch)
+
+
+def fill_cache(dataset: Any, batches: int) -> float:
+    """Pull one epoch through the pipeline so its uint8 cache is complete (later iterators,
+    such as fit's, read it); returns the seconds it took."""
+    started = time.perf_counter()
+    for _ in dataset.take(batches):
+        pass
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def make_step_timer() -> Any:
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        """perf_counter at the end of every training step. Overriding on_train_batch_end makes
+        Keras call it synchronously, with the logs already read back (so a GPU step is done)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self.ends.append(time.perf_counter())
+
+    return StepTimer()
+
+
+def time_steps(side: Side, *, warmup: int, steps: int, batch_size: int) -> float:
+    """One `fit` call of warmup + steps steps; adds the timed steps to `side`; returns their images/s."""
+    timer = make_step_timer()
+    side.model.fit(side.dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0,
+                   shuffle=False)  # both datasets shuffle themselves
+    if len(timer.ends) != warmup + steps:
+        raise RuntimeError(f"{side.name}: fit ran {len(timer.ends)} steps, expected {warmup + steps}")
+    seconds = timer.ends[-1] - timer.ends[warmup - 1]  # the end of the last warm-up step starts the clock
+    warn_about_outliers(side.name, timer.ends[warmup - 1:])
+    side.images += steps * batch_size
+    side.seconds += seconds
+    side.round_rates.append(steps * batch_size / seconds)
+    return side.round_rates[-1]
+
+
+def warn_about_outliers(name: str, ends: Sequence[float], factor: float = 4.0) -> None:
+    """Log a timed step much slower than the others (a retrace, a stall, another process): the
+    figure still counts it, as training would, but the reader should know."""
+    durations = [later - earlier for earlier, later in itertools.pairwise(ends)]
+    median = statistics.median(durations)
+    slowest = max(durations)
+    if len(durations) > 2 and slowest > factor * median:
+        logger.warning("%s: one timed step took %.3f s, %.1fx the median %.3f s (retrace or load from other "
+                       "processes?); consider more --warmup or --steps", name, slowest, slowest / median, median)
+
+
+def measure_sides(sides: Sequence[Side], settings: BenchSettings) -> None:
+    """`rounds` fit calls per side, alternating which side goes first, so drifting load from other
+    processes is shared between them."""
+    for round_index in range(settings.rounds):
+        order = sides if round_index % 2 == 0 else list(reversed(sides))
+        for side in order:
+            rate = time_steps(side, warmup=settings.warmup, steps=settings.steps, batch_size=settings.batch_size)
+            logger.info("  round %d %s: %.1f images/s", round_index + 1, side.name, rate)
+
+
+def check_timed_steps(settings: BenchSettings, full_batches: int, what: str) -> None:
+    if settings.warmup + settings.steps > full_batches:
+        raise ConfigError(
+            f"--warmup {settings.warmup} + --steps {settings.steps} exceed the {full_batches} full batches of "
+            f"{settings.batch_size} in one epoch of {what}: lower them or --batch-size (only full batches of the "
+            "first epoch are timed)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def training_flops_factor(model: Any) -> float:
+    """Training FLOPs per image as a multiple of the forward FLOPs: 3 (forward + backward), or 1
+    when the model holds a frozen backbone (a nested model that is not trainable): then only
+    the head needs gradients, and its backward pass is negligible."""
+    import keras
+
+    frozen = any(isinstance(layer, keras.Model) and not layer.trainable for layer in model.layers)
+    return FORWARD_ONLY if frozen else FORWARD_AND_BACKWARD
+
+
+def parameters(model: Any) -> int:
+    from flowerlab.models import count_parameters
+
+    return int(count_parameters(model)[0])
+
+
+def measured_row(arch: str, *, plain: Side, flowerlab: Side, fl: FlowerlabPath, plain_model: Any,
+                 forward_flops: int, peaks: dict[str, float], settings: BenchSettings,
+                 context: dict[str, Any]) -> dict[str, Any]:
+    factor = training_flops_factor(fl.model)
+    gflops = forward_flops / 1e9
+    plain_rate, rate = plain.images_per_second(), flowerlab.images_per_second()
+    peak_dtype = COMPUTE_DTYPES[fl.precision]
+    plain_train, train = factor * gflops * plain_rate, factor * gflops * rate
+    return {
+        "arch": arch, "status": "measured", "batch_size": settings.batch_size, "image_size": fl.image_size,
+        "warmup_steps": settings.warmup, "timed_steps": settings.steps, "rounds": settings.rounds,
+        "plain_images_per_s": round(plain_rate, 2), "flowerlab_images_per_s": round(rate, 2),
+        "ratio": round(rate / plain_rate, 3), "plain_precision": "float32", "precision": fl.precision,
+        "plain_parameters": parameters(plain_model), "flowerlab_parameters": parameters(fl.model),
+        "gflops_per_image": round(gflops, 5), "flops_factor": factor,
+        "plain_train_gflops_per_s": round(plain_train, 3), "train_gflops_per_s": round(train, 3),
+        "plain_mfu": round(plain_train / peaks["float32"], 5), "mfu": round(train / peaks[peak_dtype], 5),
+        "peak_dtype": peak_dtype, "peak_gflops_per_s": round(peaks[peak_dtype], 1),
+        **context,
+    }
+
+
+def skipped_row(arch: str, reason: str, context: dict[str, Any]) -> dict[str, Any]:
+    return {**dict.fromkeys(COLUMNS, ""), "arch": arch, "status": reason, **context}
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    print(f"{'arch':<22}{'plain img/s':>12}{'flowerlab img/s':>16}{'ratio':>8}  {'precision':<15}"
+          f"{'GFLOPs/img':>11}{'plain MFU':>10}{'MFU':>8}")
+    for row in rows:
+        if row["status"] != "measured":
+            print(f"{row['arch']:<22}{row['status']}")
+            continue
+        print(f"{row['arch']:<22}{row['plain_images_per_s']:>12.1f}{row['flowerlab_images_per_s']:>16.1f}"
+              f"{row['ratio']:>7.2f}x  {row['precision']:<15}{row['gflops_per_image']:>11.3f}"
+              f"{row['plain_mfu']:>10.2%}{row['mfu']:>8.2%}", flush=True)
+    first = rows[0]
+    print(f"(batch {first['batch_size'] or '-'}, {first['device']}, {first['threads']} threads, {first['cpus']} CPUs, "
+          f"load average {first['load_average']}; matmul peaks: float32 {first['peak_float32_gflops_per_s']} "
+          f"GFLOP/s, bfloat16 {first['peak_bfloat16_gflops_per_s']} GFLOP/s; {first['source']})")
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[str, Any], device: Any,
+               weights: str, settings: BenchSettings, peaks: dict[str, float], context: dict[str, Any],
+               scratch: Path) -> dict[str, Any]:
+    import keras
+
+    from flowerlab.evaluate import forward_flops
+
+    keras.utils.set_random_seed(settings.seed)
+    fl = flowerlab_path(arch, manifest_path, manifest, device, weights, settings, scratch)
+    check_timed_steps(settings, fl.full_batches, f"{manifest_path}'s training records")
+    plain_data, plain_images = plain_dataset(photos, image_size=fl.image_size, batch_size=settings.batch_size,
+                                             seed=settings.seed)
+    check_timed_steps(settings, plain_images // settings.batch_size, f"{photos} (training subset)")
+    plain_model = build_plain(arch, num_classes=int(manifest["num_classes"]), image_size=fl.image_size,
+                              weights=weights)
+    logger.info("%s: filled the pipeline's cache in %.1f s", arch, fill_cache(fl.dataset, fl.batches_per_epoch))
+    plain = Side("plain", plain_model, plain_data)
+    flowerlab = Side("flowerlab", fl.model, fl.dataset)
+    measure_sides([plain, flowerlab], settings)
+    flops, _ = forward_flops(fl.model, fl.image_size)
+    row = measured_row(arch, plain=plain, flowerlab=flowerlab, fl=fl, plain_model=plain_model, forward_flops=flops,
+                       peaks=peaks, settings=settings, context=context)
+    logger.info("%s: plain %.1f, flowerlab %.1f images/s (%.2fx, %s), MFU %.2f%%", arch,
+                row["plain_images_per_s"], row["flowerlab_images_per_s"], row["ratio"], row["precision"],
+                100 * row["mfu"])
+    keras.backend.clear_session()  # free this architecture's models and graphs before the next
+    return row
+
+
+def peak_dtypes(archs: Sequence[str], device_kind: str, requested: str) -> list[str]:
+    """float32 and bfloat16 always (both are reported); float16 too when a model will use it."""
+    from flowerlab import devices
+    from flowerlab.models import get_spec
+
+    dtypes = ["float32", "bfloat16"]
+    for arch in archs:
+        policy = devices.resolve_precision(requested, device_kind, cpu_precision=get_spec(arch).cpu_precision)
+        if COMPUTE_DTYPES[policy] not in dtypes:
+            dtypes.append(COMPUTE_DTYPES[policy])
+    return dtypes
+
+
+def prepare_inputs(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path, dict[str, Any], str]:
+    """(photos, manifest path, manifest, source description), checked before TensorFlow starts,
+    so a wrong path fails in a second."""
+    from flowerlab.data.tfrecords import load_manifest
+
+    if args.quick:
+        photos, manifest_path = make_quick_data(scratch / "quick", image_size=args.image_size)
+        source = f"quick synthetic set ({args.image_size} px)"
+    else:
+        photos, manifest_path = args.photos, args.manifest
+        source = f"{manifest_path} and {photos}"
+    manifest = load_manifest(manifest_path)
+    check_photos(photos, manifest)
+    return photos, manifest_path, manifest, source
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="bench_training-") as scratch_name:
+        scratch = Path(scratch_name)
+        photos, manifest_path, manifest, source = prepare_inputs(args, scratch)
+
+        from flowerlab import devices  # imports TensorFlow
+
+        if args.threads:
+            devices.configure_threads(args.threads)  # before TensorFlow's runtime starts
+        import keras
+        import tensorflow as tf
+
+        from flowerlab.data.pipeline import verify_shards
+        from flowerlab.models import get_spec
+
+        for arch in args.archs:
+            get_spec(arch)  # ConfigError naming the allowed ones
+        verify_shards(manifest_path, "train")  # as flowerlab train: a corrupt shard is named now
+        settings = BenchSettings(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps,
+                                 rounds=args.rounds, seed=args.seed, precision=args.precision, threads=args.threads)
+        device = devices.select_strategy(args.accelerator)
+        size = args.matmul_size or (8192 if device.kind == "gpu" else 2048)
+        peaks = measure_peaks(peak_dtypes(args.archs, device.kind, args.precision), size=size,
+                              seconds=args.matmul_seconds)
+        context = {
+            "peak_float32_gflops_per_s": round(peaks["float32"], 1),
+            "peak_bfloat16_gflops_per_s": round(peaks["bfloat16"], 1),
+            "device": f"{device.kind}: {device.name}", "threads": args.threads or "default",
+            "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
+            "tensorflow": tf.__version__, "keras": keras.__version__, "source": source,
+        }
+        rows = []
+        for arch in args.archs:
+            weights, note = weights_for(arch, args.weights)
+            if weights is None:
+                logger.warning("%s %s", arch, note)
+                rows.append(skipped_row(arch, note, context))
+                continue
+            if note:
+                logger.info("%s: %s", arch, note)
+            logger.info("%s: timing plain Keras and flowerlab, %d rounds of %d + %d steps of %d images", arch,
+                        settings.rounds, settings.warmup, settings.steps, settings.batch_size)
+            rows.append(bench_arch(arch, photos=photos, manifest_path=manifest_path, manifest=manifest,
+                                   device=device, weights=weights, settings=settings, peaks=peaks,
+                                   context=context, scratch=scratch))
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=None,
+                        help="the photo folder the TFRecords were made from (plain side; default "
+                             "$FLOWERLAB_REAL_DATA or ../shared/data/flower_photos)")
+    parser.add_argument("--manifest", type=Path, default=Path("results/data/manifest.json"),
+                        help="manifest.json of the TFRecords (flowerlab side; default %(default)s)")
+    parser.add_argument("--archs", nargs="+", default=None,
+                        help=f"architectures (default: the study's, {' '.join(DEFAULT_ARCHS)})")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="both sides (default %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=15, help="steps timed per fit call (default %(default)s)")
+    parser.add_argument("--warmup", type=positive_int, default=3,
+                        help="steps run before timing in every fit call (default %(default)s)")
+    parser.add_argument("--rounds", type=positive_int, default=2,
+                        help="fit calls per side, alternating plain / flowerlab (default %(default)s)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="TensorFlow and tf.data threads (default: TensorFlow's choice, all cores)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="MobileNetV2 no-top .h5 weights (default $FLOWERLAB_MOBILENET_WEIGHTS or "
+                             "../shared/data/weights/mobilenet_v2_1.0_224_no_top.h5; without them the "
+                             "MobileNetV2 architectures are skipped, recorded in the CSV)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+                        help="flowerlab side's precision (default auto, as the study)")
+    parser.add_argument("--accelerator", default="auto", choices=("auto", "tpu", "gpu", "cpu"))
+    parser.add_argument("--seed", type=int, default=42, help="weights and the plain side's split")
+    parser.add_argument("--matmul-size", type=positive_int, default=None,
+                        help="side of the square matmuls timed for the peak (default 2048, 8192 on a GPU)")
+    parser.add_argument("--matmul-seconds", type=float, default=2.0, help="seconds per dtype (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench/training.csv"))
+    parser.add_argument("--quick", action="store_true",
+                        help="synthetic photos and TFRecords made here, 32 px, a few steps (CI, ~20 s)")
+    return parser
+
+
+def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults that depend on --quick and on what exists on this machine."""
+    if args.weights is None:
+        args.weights = default_weights()
+    if args.quick:
+        args.image_size = 32
+        args.batch_size, args.warmup, args.steps, args.rounds = 8, 1, 2, 1
+        args.matmul_size, args.matmul_seconds = args.matmul_size or 256, 0.2
+        if args.archs is None:
+            args.archs = [arch for arch in QUICK_ARCHS if arch != "mobilenet_v2" or args.weights is not None]
+    else:
+        args.photos = args.photos or default_photos()
+    args.archs = args.archs or list(DEFAULT_ARCHS)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = resolve_arguments(build_parser().parse_args(argv))
+    configure_logging()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    def work() -> None:
+        rows = [{column: row[column] for column in COLUMNS} for row in run(args)]
+        write_csv(args.out, rows)
+        print_table(rows)
+        print(f"wrote {args.out}")
+
+    return run_command("bench_training", work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

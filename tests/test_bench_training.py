@@ -1,0 +1,114 @@
+"""bench/bench_training.py --quick works and its figures hang together (CI runs only pytest, so
+this is what keeps the benchmark working)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COLUMNS = [
+    "arch", "status", "batch_size", "image_size", "warmup_steps", "timed_steps", "rounds",
+    "plain_images_per_s", "flowerlab_images_per_s", "ratio", "plain_precision", "precision",
+    "plain_parameters", "flowerlab_parameters", "gflops_per_image", "flops_factor",
+    "plain_train_gflops_per_s", "train_gflops_per_s", "plain_mfu", "mfu", "peak_dtype",
+    "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
+    "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
+]
+FIGURES = [
+    "plain_images_per_s", "flowerlab_images_per_s", "ratio", "plain_parameters", "flowerlab_parameters",
+    "gflops_per_image", "flops_factor", "plain_train_gflops_per_s", "train_gflops_per_s", "plain_mfu", "mfu",
+    "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
+]
+
+
+def run_quick(repo_root: Path, tmp_path: Path, *arguments: str, env: dict[str, str] | None = None,
+              ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path / "bench" / "training.csv"
+    done = subprocess.run(
+        [sys.executable, str(repo_root / "bench" / "bench_training.py"), "--quick", "--threads", "2",
+         "--out", str(out), *arguments],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+    )
+    return done, out
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def close(actual: str, expected: float) -> bool:
+    """The CSV rounds each figure on its own; 1 % covers that at the quick mode's magnitudes."""
+    return abs(float(actual) - expected) <= 0.01 * abs(expected) + 1e-4
+
+
+def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: Path, tmp_path: Path) -> None:
+    done, out = run_quick(repo_root, tmp_path, "--archs", "dense", "convnet", "squeezenet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    columns, rows = read_rows(out)
+    assert columns == COLUMNS
+    assert [row["arch"] for row in rows] == ["dense", "convnet", "squeezenet"]
+    for row in rows:
+        assert row["status"] == "measured"
+        for figure in FIGURES:
+            assert float(row[figure]) > 0, (row["arch"], figure, row[figure])
+        # The plain code is the same architecture as flowerlab's, layer for layer.
+        assert row["plain_parameters"] == row["flowerlab_parameters"]
+        plain, flowerlab = float(row["plain_images_per_s"]), float(row["flowerlab_images_per_s"])
+        assert close(row["ratio"], flowerlab / plain)
+        train = float(row["flops_factor"]) * float(row["gflops_per_image"]) * flowerlab
+        assert close(row["train_gflops_per_s"], train)
+        assert close(row["mfu"], train / float(row["peak_gflops_per_s"]))
+        assert 0 < float(row["mfu"]) < 1 and 0 < float(row["plain_mfu"]) < 1  # above the peak would be a bug
+        assert row["flops_factor"] == "3.0"  # trained end to end
+        assert row["plain_precision"] == "float32"
+        expected_peak = {"float32": "float32", "mixed_bfloat16": "bfloat16"}[row["precision"]]
+        assert row["peak_dtype"] == expected_peak
+        assert row["peak_gflops_per_s"] == row[f"peak_{expected_peak}_gflops_per_s"]
+        assert (row["batch_size"], row["image_size"], row["warmup_steps"], row["timed_steps"]) == ("8", "32", "1", "2")
+    assert "flowerlab img/s" in done.stdout and f"wrote {out}" in done.stdout
+    assert [path.name for path in out.parent.iterdir()] == ["training.csv"]  # no temporary left
+
+
+def test_frozen_backbone_counts_forward_flops_only(repo_root: Path, tmp_path: Path, mobilenet_weights: Path) -> None:
+    done, out = run_quick(repo_root, tmp_path, "--archs", "mobilenet_v2", "--weights", str(mobilenet_weights))
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, rows = read_rows(out)
+    (row,) = rows
+    assert row["status"] == "measured" and float(row["flowerlab_images_per_s"]) > 0
+    assert row["plain_parameters"] == row["flowerlab_parameters"]
+    assert row["flops_factor"] == "1.0"  # backpropagation stops at the head
+
+
+def test_backbone_without_weights_is_a_recorded_skip(repo_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-weights.h5"
+    done, out = run_quick(repo_root, tmp_path, "--archs", "mobilenet_v2",
+                          env={"FLOWERLAB_MOBILENET_WEIGHTS": str(missing)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, rows = read_rows(out)
+    (row,) = rows
+    assert row["arch"] == "mobilenet_v2" and row["status"].startswith("skipped") and "--weights" in row["status"]
+    assert row["flowerlab_images_per_s"] == ""  # no figure pretends to be measured
+    assert "skipped" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--manifest", "no/manifest.json", "--photos", "."], "manifest no/manifest.json not found"),
+        (["--quick", "--archs", "resnet"], "unknown architecture 'resnet'"),
+    ],
+)
+def test_bad_input_is_one_clear_error(repo_root: Path, tmp_path: Path, arguments: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, str(repo_root / "bench" / "bench_training.py"), *arguments],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
