@@ -77,6 +77,7 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: 
     assert [path.name for path in out.parent.iterdir()] == ["training.csv"]  # no temporary left
 
 
+@pytest.mark.real_data  # the house's mark for tests that need ../shared/data (here the weights)
 def test_frozen_backbone_counts_forward_flops_only(repo_root: Path, tmp_path: Path, mobilenet_weights: Path) -> None:
     done, out = run_quick(repo_root, tmp_path, "--archs", "mobilenet_v2", "--weights", str(mobilenet_weights))
     assert done.returncode == 0, done.stderr[-3000:]
