@@ -18,7 +18,7 @@ Measured in one run, on the same machine, thread limits and data:
          the uint8 cache already filled (the study's steady state: its first epoch fills it and
          is excluded from its images/s too).
 
-Each side trains the same batch size; the figure is steady-state images/s: `--steps` steps
+Each side trains the same batch size (flowerlab's per replica, as `flowerlab train`); the figure is steady-state images/s: `--steps` steps
 timed after `--warmup` steps (graph tracing, pipeline start-up) in each of `--rounds` `fit`
 calls, the two sides alternating, so that load from other processes hits both alike. Every
 timed step is a full batch of the first epoch (the last, partial batch is never timed).
@@ -100,6 +100,7 @@ class Side:
     name: str
     model: Any
     dataset: Any
+    batch: int  # images per step (flowerlab: per replica x replicas, as flowerlab train)
     images: int = 0
     seconds: float = 0.0
     round_rates: list[float] = field(default_factory=list)
@@ -321,8 +322,8 @@ class FlowerlabPath:
     dataset: Any
     precision: str
     image_size: int
+    global_batch: int
     full_batches: int  # full batches in one epoch: the steps that can be timed
-    batches_per_epoch: int  # the partial last one included
 
 
 def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], device: Any, weights: str,
@@ -355,15 +356,15 @@ def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], dev
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the plain side builds in float32
     dataset, _ = train.make_datasets(run, plan, batching, first_epoch=0)
-    return FlowerlabPath(model, dataset, precision, plan.image_size, plan.train_records // batching.global_batch,
-                         batching.steps_per_epoch)
+    return FlowerlabPath(model, dataset, precision, plan.image_size, batching.global_batch,
+                         plan.train_records // batching.global_batch)
 
 
-def fill_cache(dataset: Any, batches: int) -> float:
-    """Pull one epoch through the pipeline so its uint8 cache is complete (later iterators,
-    such as fit's, read it); returns the seconds it took."""
+def fill_cache(dataset: Any) -> float:
+    """Pull the dataset's one epoch through the pipeline so its uint8 cache is complete (later
+    iterators, such as fit's, read it); returns the seconds it took."""
     started = time.perf_counter()
-    for _ in dataset.take(batches):
+    for _ in dataset:
         pass
     return time.perf_counter() - started
 
@@ -389,7 +390,7 @@ def make_step_timer() -> Any:
     return StepTimer()
 
 
-def time_steps(side: Side, *, warmup: int, steps: int, batch_size: int) -> float:
+def time_steps(side: Side, *, warmup: int, steps: int) -> float:
     """One `fit` call of warmup + steps steps; adds the timed steps to `side`; returns their images/s."""
     timer = make_step_timer()
     side.model.fit(side.dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0,
@@ -398,9 +399,9 @@ def time_steps(side: Side, *, warmup: int, steps: int, batch_size: int) -> float
         raise RuntimeError(f"{side.name}: fit ran {len(timer.ends)} steps, expected {warmup + steps}")
     seconds = timer.ends[-1] - timer.ends[warmup - 1]  # the end of the last warm-up step starts the clock
     warn_about_outliers(side.name, timer.ends[warmup - 1:])
-    side.images += steps * batch_size
+    side.images += steps * side.batch
     side.seconds += seconds
-    side.round_rates.append(steps * batch_size / seconds)
+    side.round_rates.append(steps * side.batch / seconds)
     return side.round_rates[-1]
 
 
@@ -421,16 +422,16 @@ def measure_sides(sides: Sequence[Side], settings: BenchSettings) -> None:
     for round_index in range(settings.rounds):
         order = sides if round_index % 2 == 0 else list(reversed(sides))
         for side in order:
-            rate = time_steps(side, warmup=settings.warmup, steps=settings.steps, batch_size=settings.batch_size)
+            rate = time_steps(side, warmup=settings.warmup, steps=settings.steps)
             logger.info("  round %d %s: %.1f images/s", round_index + 1, side.name, rate)
 
 
-def check_timed_steps(settings: BenchSettings, full_batches: int, what: str) -> None:
+def check_timed_steps(settings: BenchSettings, full_batches: int, batch: int, what: str) -> None:
     if settings.warmup + settings.steps > full_batches:
         raise ConfigError(
             f"--warmup {settings.warmup} + --steps {settings.steps} exceed the {full_batches} full batches of "
-            f"{settings.batch_size} in one epoch of {what}: lower them or --batch-size (only full batches of the "
-            "first epoch are timed)"
+            f"{batch} in one epoch of {what}: lower them or --batch-size (only full batches of the first epoch "
+            "are timed)"
         )
 
 
@@ -509,15 +510,16 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
 
     keras.utils.set_random_seed(settings.seed)
     fl = flowerlab_path(arch, manifest_path, manifest, device, weights, settings, scratch)
-    check_timed_steps(settings, fl.full_batches, f"{manifest_path}'s training records")
+    check_timed_steps(settings, fl.full_batches, fl.global_batch, f"{manifest_path}'s training records")
     plain_data, plain_images = plain_dataset(photos, image_size=fl.image_size, batch_size=settings.batch_size,
                                              seed=settings.seed)
-    check_timed_steps(settings, plain_images // settings.batch_size, f"{photos} (training subset)")
+    check_timed_steps(settings, plain_images // settings.batch_size, settings.batch_size,
+                      f"{photos} (training subset)")
     plain_model = build_plain(arch, num_classes=int(manifest["num_classes"]), image_size=fl.image_size,
                               weights=weights)
-    logger.info("%s: filled the pipeline's cache in %.1f s", arch, fill_cache(fl.dataset, fl.batches_per_epoch))
-    plain = Side("plain", plain_model, plain_data)
-    flowerlab = Side("flowerlab", fl.model, fl.dataset)
+    logger.info("%s: filled the pipeline's cache in %.1f s", arch, fill_cache(fl.dataset))
+    plain = Side("plain", plain_model, plain_data, settings.batch_size)
+    flowerlab = Side("flowerlab", fl.model, fl.dataset, fl.global_batch)
     measure_sides([plain, flowerlab], settings)
     flops, _ = forward_flops(fl.model, fl.image_size)
     row = measured_row(arch, plain=plain, flowerlab=flowerlab, fl=fl, plain_model=plain_model, forward_flops=flops,
