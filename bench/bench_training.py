@@ -29,8 +29,9 @@ backward, which costs about twice the forward), except for a frozen backbone (`m
 backpropagation stops at its head, so a step is one forward pass (factor 1; the head's backward
 pass is < 0.1 % of it). The peak is the best rate of a square `tf.linalg.matmul` in float32 and
 in bfloat16 (and float16 when an architecture trains in mixed_float16), timed for
-`--matmul-seconds` each with the same threads; an architecture's MFU uses the peak of its compute
-dtype, the plain side's the float32 peak.
+`--matmul-seconds` each with the same threads at the start and at the end of the run (the better
+kept: on a shared machine one may fall on a busy moment); an architecture's MFU uses the peak of
+its compute dtype, the plain side's the float32 peak.
 
 Results go to results/bench/training.csv (--out), written atomically; one row per architecture.
 """
@@ -206,6 +207,10 @@ def matmul_peak_gflops(dtype: str, *, size: int, seconds: float) -> float:
         best = max(best, calls * flops / (time.perf_counter() - started) / 1e9)
         if time.perf_counter() >= deadline:
             return best
+
+
+def best_peaks(*measurements: dict[str, float]) -> dict[str, float]:
+    return {dtype: max(peaks[dtype] for peaks in measurements) for dtype in measurements[0]}
 
 
 def measure_peaks(dtypes: Sequence[str], *, size: int, seconds: float) -> dict[str, float]:
@@ -455,21 +460,35 @@ def parameters(model: Any) -> int:
     return int(count_parameters(model)[0])
 
 
-def measured_row(arch: str, *, plain: Side, flowerlab: Side, fl: FlowerlabPath, plain_model: Any,
-                 forward_flops: int, peaks: dict[str, float], settings: BenchSettings,
+@dataclass(frozen=True)
+class Measurement:
+    """What one architecture's timing found; the MFU waits for the run's final peaks."""
+
+    arch: str
+    plain_images_per_s: float
+    images_per_s: float
+    precision: str
+    image_size: int
+    plain_parameters: int
+    flowerlab_parameters: int
+    forward_flops: int  # one image
+    flops_factor: float  # training FLOPs / forward FLOPs
+
+
+def measured_row(m: Measurement, *, peaks: dict[str, float], settings: BenchSettings,
                  context: dict[str, Any]) -> dict[str, Any]:
-    factor = training_flops_factor(fl.model)
-    gflops = forward_flops / 1e9
-    plain_rate, rate = plain.images_per_second(), flowerlab.images_per_second()
-    peak_dtype = COMPUTE_DTYPES[fl.precision]
-    plain_train, train = factor * gflops * plain_rate, factor * gflops * rate
+    gflops = m.forward_flops / 1e9
+    peak_dtype = COMPUTE_DTYPES[m.precision]
+    plain_train = m.flops_factor * gflops * m.plain_images_per_s
+    train = m.flops_factor * gflops * m.images_per_s
     return {
-        "arch": arch, "status": "measured", "batch_size": settings.batch_size, "image_size": fl.image_size,
+        "arch": m.arch, "status": "measured", "batch_size": settings.batch_size, "image_size": m.image_size,
         "warmup_steps": settings.warmup, "timed_steps": settings.steps, "rounds": settings.rounds,
-        "plain_images_per_s": round(plain_rate, 2), "flowerlab_images_per_s": round(rate, 2),
-        "ratio": round(rate / plain_rate, 3), "plain_precision": "float32", "precision": fl.precision,
-        "plain_parameters": parameters(plain_model), "flowerlab_parameters": parameters(fl.model),
-        "gflops_per_image": round(gflops, 5), "flops_factor": factor,
+        "plain_images_per_s": round(m.plain_images_per_s, 2), "flowerlab_images_per_s": round(m.images_per_s, 2),
+        "ratio": round(m.images_per_s / m.plain_images_per_s, 3), "plain_precision": "float32",
+        "precision": m.precision, "plain_parameters": m.plain_parameters,
+        "flowerlab_parameters": m.flowerlab_parameters, "gflops_per_image": round(gflops, 5),
+        "flops_factor": m.flops_factor,
         "plain_train_gflops_per_s": round(plain_train, 3), "train_gflops_per_s": round(train, 3),
         "plain_mfu": round(plain_train / peaks["float32"], 5), "mfu": round(train / peaks[peak_dtype], 5),
         "peak_dtype": peak_dtype, "peak_gflops_per_s": round(peaks[peak_dtype], 1),
@@ -502,8 +521,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[str, Any], device: Any,
-               weights: str, settings: BenchSettings, peaks: dict[str, float], context: dict[str, Any],
-               scratch: Path) -> dict[str, Any]:
+               weights: str, settings: BenchSettings, scratch: Path) -> Measurement:
     import keras
 
     from flowerlab.evaluate import forward_flops
@@ -522,13 +540,16 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
     flowerlab = Side("flowerlab", fl.model, fl.dataset, fl.global_batch)
     measure_sides([plain, flowerlab], settings)
     flops, _ = forward_flops(fl.model, fl.image_size)
-    row = measured_row(arch, plain=plain, flowerlab=flowerlab, fl=fl, plain_model=plain_model, forward_flops=flops,
-                       peaks=peaks, settings=settings, context=context)
-    logger.info("%s: plain %.1f, flowerlab %.1f images/s (%.2fx, %s), MFU %.2f%%", arch,
-                row["plain_images_per_s"], row["flowerlab_images_per_s"], row["ratio"], row["precision"],
-                100 * row["mfu"])
+    measurement = Measurement(
+        arch=arch, plain_images_per_s=plain.images_per_second(), images_per_s=flowerlab.images_per_second(),
+        precision=fl.precision, image_size=fl.image_size, plain_parameters=parameters(plain_model),
+        flowerlab_parameters=parameters(fl.model), forward_flops=flops,
+        flops_factor=training_flops_factor(fl.model))
+    logger.info("%s: plain %.1f, flowerlab %.1f images/s (%.2fx, %s), %.3f GFLOPs/image", arch,
+                measurement.plain_images_per_s, measurement.images_per_s,
+                measurement.images_per_s / measurement.plain_images_per_s, fl.precision, flops / 1e9)
     keras.backend.clear_session()  # free this architecture's models and graphs before the next
-    return row
+    return measurement
 
 
 def peak_dtypes(archs: Sequence[str], device_kind: str, requested: str) -> list[str]:
@@ -582,29 +603,34 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  rounds=args.rounds, seed=args.seed, precision=args.precision, threads=args.threads)
         device = devices.select_strategy(args.accelerator)
         size = args.matmul_size or (8192 if device.kind == "gpu" else 2048)
-        peaks = measure_peaks(peak_dtypes(args.archs, device.kind, args.precision), size=size,
-                              seconds=args.matmul_seconds)
-        context = {
-            "peak_float32_gflops_per_s": round(peaks["float32"], 1),
-            "peak_bfloat16_gflops_per_s": round(peaks["bfloat16"], 1),
-            "device": f"{device.kind}: {device.name}", "threads": args.threads or "default",
-            "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
-            "tensorflow": tf.__version__, "keras": keras.__version__, "source": source,
-        }
-        rows = []
+        dtypes = peak_dtypes(args.archs, device.kind, args.precision)
+        first_peaks = measure_peaks(dtypes, size=size, seconds=args.matmul_seconds)
+        load_average = round(os.getloadavg()[0], 2)
+        results: list[Measurement | tuple[str, str]] = []
         for arch in args.archs:
             weights, note = weights_for(arch, args.weights)
             if weights is None:
                 logger.warning("%s %s", arch, note)
-                rows.append(skipped_row(arch, note, context))
+                results.append((arch, note))
                 continue
             if note:
                 logger.info("%s: %s", arch, note)
             logger.info("%s: timing plain Keras and flowerlab, %d rounds of %d + %d steps of %d images", arch,
                         settings.rounds, settings.warmup, settings.steps, settings.batch_size)
-            rows.append(bench_arch(arch, photos=photos, manifest_path=manifest_path, manifest=manifest,
-                                   device=device, weights=weights, settings=settings, peaks=peaks,
-                                   context=context, scratch=scratch))
+            results.append(bench_arch(arch, photos=photos, manifest_path=manifest_path, manifest=manifest,
+                                      device=device, weights=weights, settings=settings, scratch=scratch))
+        # Measured again at the end and the better kept: a peak is what the chip can do, and on a
+        # shared machine either measurement alone may fall on a busy moment.
+        peaks = best_peaks(first_peaks, measure_peaks(dtypes, size=size, seconds=args.matmul_seconds))
+        context = {
+            "peak_float32_gflops_per_s": round(peaks["float32"], 1),
+            "peak_bfloat16_gflops_per_s": round(peaks["bfloat16"], 1),
+            "device": f"{device.kind}: {device.name}", "threads": args.threads or "default",
+            "cpus": os.cpu_count(), "load_average": load_average,
+            "tensorflow": tf.__version__, "keras": keras.__version__, "source": source,
+        }
+        rows = [measured_row(result, peaks=peaks, settings=settings, context=context)
+                if isinstance(result, Measurement) else skipped_row(*result, context) for result in results]
     return rows
 
 
