@@ -55,3 +55,17 @@ def mobilenet_weights() -> Path:
             f"{SHARED_DATA / 'weights' / 'mobilenet_v2_1.0_224_no_top.h5'}"
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def restore_tensorflow_globals():
+    """train() sets process-wide state (dtype policy, op determinism) as a command should; put
+    it back so that the tests of other modules run as they would alone."""
+    yield
+    import keras
+    from tensorflow.python.framework import (
+        config as tf_config,  # the public API cannot undo it
+    )
+
+    keras.mixed_precision.set_global_policy("float32")
+    tf_config.disable_op_determinism()

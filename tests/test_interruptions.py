@@ -310,19 +310,6 @@ def test_publish_killed_before_its_rename_leaves_no_page_or_the_complete_old_one
 DATA_SETTINGS = {"image_size", "jpeg_quality", "validation_fraction", "shards", "seed"}
 
 
-@pytest.fixture
-def restore_tensorflow_globals() -> Iterator[None]:
-    """train() sets process-wide state (dtype policy, op determinism) as a command should; put
-    it back for the tests that follow in this process."""
-    yield
-    import keras
-    from tensorflow.python.framework import (
-        config as tf_config,  # the public API cannot undo it
-    )
-
-    keras.mixed_precision.set_global_policy("float32")
-    tf_config.disable_op_determinism()
-
 
 def history_figures(path: Path) -> list[list[str]]:
     import csv

@@ -22,19 +22,9 @@ from flowerlab import train as training
 
 SIZE = 16
 
+# train() sets process-wide TensorFlow state; conftest puts it back after this module.
+pytestmark = pytest.mark.usefixtures("restore_tensorflow_globals")
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_tensorflow_globals():
-    """train() sets process-wide state (dtype policy, op determinism) as a command should; put
-    it back so that the tests of other modules run as they would alone."""
-    yield
-    import keras
-    from tensorflow.python.framework import (
-        config as tf_config,  # the public API cannot undo it
-    )
-
-    keras.mixed_precision.set_global_policy("float32")
-    tf_config.disable_op_determinism()
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import io
 import zipfile
 from pathlib import Path
 
+import h5py
 import pytest
 from synthetic_records import write_dataset
 
@@ -23,19 +25,9 @@ DOCUMENTED_RECORD_KEYS = {
     "resumed_from_epoch", "manifest_sha256", "code_version",
 }
 
+# train() sets process-wide TensorFlow state; conftest puts it back after this module.
+pytestmark = pytest.mark.usefixtures("restore_tensorflow_globals")
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_tensorflow_globals():
-    """train() sets process-wide state (dtype policy, op determinism) as a command should; put
-    it back so that the tests of other modules run as they would alone."""
-    yield
-    import keras
-    from tensorflow.python.framework import (
-        config as tf_config,  # the public API cannot undo it
-    )
-
-    keras.mixed_precision.set_global_policy("float32")
-    tf_config.disable_op_determinism()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +96,12 @@ def test_model_file_is_the_inference_model(two_epoch_run) -> None:
     run, _ = two_epoch_run
     with zipfile.ZipFile(run.out_dir / "model.keras") as archive:
         assert not [name for name in archive.namelist() if "optimizer" in name]
+        weights = archive.read("model.weights.h5")
+    # Keras keeps the optimizer's variables inside model.weights.h5, under "optimizer".
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        assert "optimizer" not in h5
     model = keras.saving.load_model(run.out_dir / "model.keras")
+    assert getattr(model, "optimizer", None) is None
     probabilities = model.predict(np.random.default_rng(0).random((4, SIZE, SIZE, 3), dtype=np.float32), verbose=0)
     assert probabilities.shape == (4, CLASSES) and probabilities.dtype == np.float32
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_browser import assert_page_loads_in_the_browser, chromium, screenshot  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -87,6 +88,21 @@ def test_smoke_study_builds_every_stage(smoke_study):
     assert list((results / "figures").glob("*.png")) and list((results / "figures").glob("*.svg"))
     assert list((smoke_study / "logs").rglob("*.log"))
     assert list((smoke_study / "benchmarks").rglob("*.tsv"))
+
+
+@pytest.mark.browser
+def test_the_smoke_studys_published_report_works_in_chromium(smoke_study, chromium, tmp_path, repo_root):
+    page = smoke_study / "results" / "report" / "index.html"
+    seen = assert_page_loads_in_the_browser(chromium, page, tmp_path)
+    assert len(seen["images"]) == 7  # every figure, each decoded with a non-zero size
+    screenshot(chromium, page, repo_root / "test-artifacts" / "smoke-report.png", tmp_path / "profile-shot")
+
+
+def test_snakemakes_own_report_is_built_without_cores(smoke_study):
+    result = snakemake(smoke_study, "--report", "results/report/snakemake.html", *SMOKE)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    page = (smoke_study / "results" / "report" / "snakemake.html").read_text(encoding="utf-8")
+    assert "accuracy_vs_parameters.png" in page and "metrics.csv" in page
 
 
 def test_a_second_run_does_nothing_and_says_so_quickly(smoke_study):

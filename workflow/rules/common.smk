@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from flowerlab.config import hparams_for, photos_dir, prepare_config
 
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
@@ -28,6 +30,15 @@ NOTEBOOKS = Path(workflow.basedir) / "workflow" / "notebooks"
 REPORT_NOTEBOOK = str(NOTEBOOKS / "report.ipynb")
 REPORT_TEMPLATE = str(NOTEBOOKS / "report.html.j2")
 CPUS = os.cpu_count() or 1
+
+
+def run_cores():
+    """Every core of the run: heavy jobs claim them all, so they run one after another with the
+    whole machine. Commands that run no job (--report, --dag) give no --cores: the CPU count."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return CPUS
 
 
 def machine_threads(threads):

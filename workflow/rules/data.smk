@@ -56,7 +56,7 @@ rule make_inventory:
         root=PHOTOS,
         max_pixels=config["data"]["max_pixels"],
         cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: workflow.cores
+    threads: run_cores()
     conda:
         "../../environment.yml"
     log:
@@ -85,7 +85,7 @@ rule make_tfrecords:
         shards=config["data"]["shards"],
         seed=config["data"]["seed"],
         cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: workflow.cores
+    threads: run_cores()
     conda:
         "../../environment.yml"
     log:

@@ -16,7 +16,7 @@ rule evaluate_model:
         latency_runs=config["evaluation"]["latency_runs"],
         accelerator=config["accelerator"],
         cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: workflow.cores
+    threads: run_cores()
     resources:
         accelerator=1,
     conda:

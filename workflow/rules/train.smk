@@ -1,5 +1,5 @@
 # One model per architecture of the study. Each training claims all of the run's cores
-# (threads: workflow.cores), so trainings run one after another, each with the whole machine,
+# (threads: run_cores()), so trainings run one after another, each with the whole machine,
 # instead of oversubscribing it; TensorFlow gets at most the machine's CPU count.
 
 
@@ -19,7 +19,7 @@ rule train_model:
         checkpoints="results/checkpoints/{arch}",
         out_dir="results/models/{arch}",
         cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: workflow.cores
+    threads: run_cores()
     resources:
         accelerator=1,
     conda:
