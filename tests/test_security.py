@@ -4,12 +4,12 @@ Snakemake's shell commands as plain arguments."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_workflow import copy_workflow  # the same user's checkout as the e2e tests
 
 from flowerlab.data.synthetic import synthesize
 
@@ -19,15 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 # command substitution in both spellings, command separators, background and pipe.
 HOSTILE_FOLDER = """photos with spaces 'single' "double" $(touch PWNED) ; touch PWNED2 `touch PWNED3` & touch PWNED4 | cat"""
 HOSTILE_CLASS = "tulips 'n' $(touch PWNED5); touch PWNED6"
-
-
-def copy_workflow(dest: Path) -> Path:
-    """A user's checkout: Snakefile, environment.yml, workflow/ and config/ (code: the installed package)."""
-    for name in ("Snakefile", "environment.yml"):
-        shutil.copy2(REPO / name, dest / name)
-    shutil.copytree(REPO / "workflow", dest / "workflow")
-    shutil.copytree(REPO / "config", dest / "config")
-    return dest
 
 
 def hostile_photo_folder(parent: Path) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import atomic
-from flowerlab.data.common import configure_logging, run_command
+from flowerlab.data.common import configure_logging, read_json, run_command
 from flowerlab.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -124,21 +123,6 @@ def metrics_row(
     return row
 
 
-def load_evaluation(path: str | os.PathLike[str]) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            evaluation = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(f"evaluation not found: {path} (run flowerlab evaluate for it first)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(
-            f"{path} is not valid JSON ({error}); delete it and rerun flowerlab evaluate"
-        ) from None
-    if not isinstance(evaluation, dict):
-        raise DataError(f"{path} must hold a JSON object (an evaluation's metrics.json)")
-    return evaluation
-
-
 def collect_rows(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     """The table's rows, one per evaluation, in the given order; an architecture may appear once."""
     if not paths:
@@ -146,7 +130,7 @@ def collect_rows(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]
     rows: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for path in paths:
-        row = metrics_row(load_evaluation(path), path)
+        row = metrics_row(read_json(path, "evaluation"), path)
         if row["arch"] in seen:
             raise DataError(f"architecture {row['arch']!r} appears twice: {seen[row['arch']]} and {path}")
         seen[row["arch"]] = str(path)

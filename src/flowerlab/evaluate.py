@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
-import json
 import logging
 import math
 import os
@@ -40,7 +38,13 @@ from typing import Any
 import numpy as np
 
 from flowerlab import atomic
-from flowerlab.data.common import configure_logging, positive_int, run_command
+from flowerlab.data.common import (
+    configure_logging,
+    positive_int,
+    read_json,
+    run_command,
+    sha256_file,
+)
 from flowerlab.data.tfrecords import feature_spec, load_manifest
 from flowerlab.errors import ConfigError, DataError
 
@@ -178,28 +182,6 @@ def quality_metrics(true: np.ndarray, probabilities: np.ndarray, classes: Sequen
 # --------------------------------------------------------------------------------------------
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    """A JSON object from `path`, or a DataError that names the file and how to remake it."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path} (run the stage that makes it first)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{what} {path} is not valid JSON ({error}); delete it and rerun its stage") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{what} {path} must hold a JSON object, not {type(value).__name__}")
-    return value
-
-
 def check_manifest(manifest: dict[str, Any], path: str | os.PathLike[str]) -> tuple[list[str], int]:
     """The class names and the image size of the records, after checking the manifest has them."""
     classes = manifest.get("classes")
@@ -234,7 +216,7 @@ def check_training_record(
         raise DataError(f"{record_path} is the training record of {record['arch']!r}, not {arch!r}")
     trained_on = record.get("manifest_sha256")
     if trained_on:
-        current = file_sha256(manifest_path)
+        current = sha256_file(manifest_path)
         if trained_on != current:
             raise DataError(
                 f"{arch} was trained on another manifest (sha256 {trained_on[:12]}…) than "
@@ -386,7 +368,9 @@ def forward_flops(model: Any, image_size: int) -> tuple[int, dict[str, int]]:
     Conv2D, DepthwiseConv2dNative and MatMul count 2 FLOPs per multiply-add.
     """
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2_as_graph,
+    )
 
     forward = tf.function(lambda images: model(images, training=False))
     concrete = forward.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32))
@@ -733,7 +717,7 @@ def evaluate(
         "inputs": {
             "model": str(model_path),
             "manifest": str(manifest_path),
-            "manifest_sha256": file_sha256(manifest_path),
+            "manifest_sha256": sha256_file(manifest_path),
             "training_json": str(training_json),
         },
         # The data stage's settings (image size, JPEG quality, split fraction, shards, seed):

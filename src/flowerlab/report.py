@@ -24,7 +24,6 @@ import base64
 import contextlib
 import datetime as dt
 import html
-import json
 import logging
 import math
 import os
@@ -33,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import atomic
-from flowerlab.data.common import configure_logging, positive_int, remove_stale_temporaries, run_command
+from flowerlab.data.common import (
+    configure_logging,
+    positive_int,
+    read_json,
+    remove_stale_temporaries,
+    run_command,
+)
 from flowerlab.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -61,19 +66,6 @@ SUMMARY_COLUMNS: dict[str, str] = {
 # --------------------------------------------------------------------------------------------
 # Loading the study's results (used by the notebook)
 # --------------------------------------------------------------------------------------------
-
-
-def read_json_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path} (run the workflow up to this stage first)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{what} {path} is not valid JSON ({error}); rerun its stage") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{what} {path} must hold a JSON object")
-    return value
 
 
 def load_metrics(path: str | os.PathLike[str]) -> Any:
@@ -106,7 +98,7 @@ def load_evaluations(
 ) -> dict[str, dict[str, Any]]:
     """{arch: evaluation_dir/arch/metrics.json} for every architecture given."""
     return {
-        arch: read_json_file(Path(evaluation_dir) / arch / "metrics.json", f"evaluation of {arch}")
+        arch: read_json(Path(evaluation_dir) / arch / "metrics.json", f"evaluation of {arch}")
         for arch in archs
     }
 
@@ -312,7 +304,7 @@ def html_table(
 
 def load_captions(figures_dir: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     """captions.json of the figures folder; every figure it lists must have its PNG."""
-    captions = read_json_file(Path(figures_dir) / CAPTIONS_FILE, "figure captions")
+    captions = read_json(Path(figures_dir) / CAPTIONS_FILE, "figure captions")
     for name, entry in captions.items():
         png = Path(figures_dir) / entry.get("png", f"{name}.png")
         if not png.is_file():
@@ -357,7 +349,7 @@ def settings_section(manifest_path: Path | None, evaluation_paths: Sequence[Path
     """The data settings (manifest) and each architecture's training recipe (evaluations)."""
     parts = []
     if manifest_path is not None:
-        manifest = read_json_file(manifest_path, "manifest")
+        manifest = read_json(manifest_path, "manifest")
         settings = manifest.get("settings", {})
         splits = manifest.get("splits", {})
         items = [("classes", ", ".join(manifest.get("classes", [])))]
@@ -368,7 +360,7 @@ def settings_section(manifest_path: Path | None, evaluation_paths: Sequence[Path
         )
     rows, keys = [], ["architecture"]
     for path in evaluation_paths:
-        evaluation = read_json_file(path, "evaluation")
+        evaluation = read_json(path, "evaluation")
         training = evaluation.get("training") or {}
         hparams = dict(training.get("hparams") or {})
         row = {
@@ -405,7 +397,7 @@ def provenance_section(evaluation_paths: Sequence[Path]) -> str:
     ]
     trained = {}
     for path in evaluation_paths:
-        evaluation = read_json_file(path, "evaluation")
+        evaluation = read_json(path, "evaluation")
         version = (evaluation.get("training") or {}).get("code_version") or {}
         if version.get("commit"):
             trained[evaluation.get("arch", path.parent.name)] = (

@@ -10,6 +10,7 @@ import concurrent.futures
 import concurrent.futures.process
 import contextlib
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from flowerlab.errors import FlowerlabError
+from flowerlab.errors import DataError, FlowerlabError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """A JSON object from `path`, or a DataError that names the file and how to remake it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path} (run the stage that makes it first)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{what} {path} is not valid JSON ({error}); delete it and rerun its stage") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{what} {path} must hold a JSON object, not {type(value).__name__}")
+    return value
 
 
 def progress(total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> tqdm:
