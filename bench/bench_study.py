@@ -36,13 +36,11 @@ import logging
 import os
 import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,79 +48,14 @@ from bench_models import write_csv  # the atomic CSV writer of the model benchma
 
 from flowerlab.data.common import configure_logging, positive_int, run_command
 from flowerlab.errors import DataError
+from flowerlab.timings import Job, read_jobs, span_seconds, total_seconds  # shared with the report
 
 logger = logging.getLogger("bench_study")
 
 COLUMNS = ("row", "rule", "wildcards", "seconds", "share_of_total", "max_rss_mb", "cpu_seconds", "repeats",
            "jobs_pending", "file")
-MISSING = {"", "-", "NA", "nan"}  # how Snakemake writes a figure it could not measure
 NOTHING_TO_DO = "Nothing to be done"
 JOB_TOTAL = re.compile(r"^\s*total\s+(\d+)\s*$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One benchmark file: one job of the study."""
-
-    rule: str
-    wildcards: str
-    seconds: float  # median wall seconds over the repeats
-    max_rss_mb: float | None
-    cpu_seconds: float | None
-    repeats: int
-    file: str
-    ended: float  # the file's modification time (Snakemake writes it when the job ends)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the benchmark files
-
-
-def number(text: str | None) -> float | None:
-    """A TSV cell as a float, None where Snakemake wrote that it could not measure it."""
-    if text is None or text.strip() in MISSING:
-        return None
-    return float(text)
-
-
-def rule_and_wildcards(relative: Path) -> tuple[str, str]:
-    """`train_model/convnet.tsv` -> ("train_model", "convnet"); `make_inventory.tsv` ->
-    ("make_inventory", ""): the layout of the workflow's `benchmark:` paths."""
-    parts = relative.with_suffix("").parts
-    return parts[0], "/".join(parts[1:])
-
-
-def read_job(path: Path, folder: Path) -> Job:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    relative = path.relative_to(folder)
-    if not rows or "s" not in rows[0]:
-        raise DataError(f"{path} is not a Snakemake benchmark file (no rows, or no 's' column); "
-                        "remove it or point --benchmarks at the folder of the rules' benchmark: files")
-    try:
-        seconds = [float(row["s"]) for row in rows]
-        rss = [value for row in rows if (value := number(row.get("max_rss"))) is not None]
-        cpu = [value for row in rows if (value := number(row.get("cpu_time"))) is not None]
-    except ValueError as error:
-        raise DataError(f"{path}: a figure is not a number ({error}); is it a Snakemake benchmark file?") from None
-    rule, wildcards = rule_and_wildcards(relative)
-    # The extended format names the rule and the wildcards itself.
-    named_rule, named_wildcards = ((rows[0].get(key) or "").strip() for key in ("rule_name", "wildcards"))
-    rule = rule if named_rule in MISSING else named_rule
-    wildcards = wildcards if named_wildcards in MISSING else named_wildcards
-    return Job(rule=rule, wildcards=wildcards, seconds=statistics.median(seconds),
-               max_rss_mb=max(rss) if rss else None, cpu_seconds=statistics.median(cpu) if cpu else None,
-               repeats=len(rows), file=relative.as_posix(), ended=path.stat().st_mtime)
-
-
-def read_jobs(folder: Path) -> list[Job]:
-    """Every `*.tsv` under `folder`, slowest first."""
-    if not folder.is_dir():
-        raise DataError(f"benchmark folder {folder} not found: run the study first, or give --benchmarks")
-    files = sorted(folder.rglob("*.tsv"))
-    if not files:
-        raise DataError(f"no Snakemake benchmark files (*.tsv) under {folder}: has the study run here?")
-    return sorted((read_job(path, folder) for path in files), key=lambda job: (-job.seconds, job.file))
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +63,7 @@ def read_jobs(folder: Path) -> list[Job]:
 
 
 def stage_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
-    total = sum(job.seconds for job in jobs)
+    total = total_seconds(jobs)
     return [
         {"row": "stage", "rule": job.rule, "wildcards": job.wildcards, "seconds": round(job.seconds, 2),
          "share_of_total": round(job.seconds / total, 4) if total else "",
@@ -142,10 +75,10 @@ def stage_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
 
 
 def summary_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
-    total = sum(job.seconds for job in jobs)
+    total = total_seconds(jobs)
     rss = [job.max_rss_mb for job in jobs if job.max_rss_mb is not None]
     cpu = [job.cpu_seconds for job in jobs if job.cpu_seconds is not None]
-    span = max(job.ended for job in jobs) - min(job.ended - job.seconds for job in jobs)
+    span = span_seconds(jobs)
     common = {"wildcards": "", "repeats": "", "jobs_pending": "", "file": ""}
     return [
         {**common, "row": "total", "rule": f"{len(jobs)} jobs", "seconds": round(total, 2), "share_of_total": 1.0,

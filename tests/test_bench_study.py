@@ -86,26 +86,6 @@ def test_missing_benchmarks_folder_is_one_clear_error(repo_root: Path, tmp_path:
     assert "benchmark folder nowhere not found" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_reads_rule_wildcards_and_repeats(bench_study: ModuleType, tmp_path: Path) -> None:
-    folder = tmp_path / "benchmarks"
-    (folder / "train_model").mkdir(parents=True)
-    plain = folder / "train_model" / "squeezenet.tsv"
-    plain.write_text("s\th:m:s\tmax_rss\tcpu_time\n10.0\t0:00:10\t100.5\t19.0\n30.0\t0:00:30\t300.5\t55.0\n"
-                     "20.0\t0:00:20\t200.5\t38.0\n")
-    job = bench_study.read_job(plain, folder)
-    assert (job.rule, job.wildcards, job.repeats) == ("train_model", "squeezenet", 3)
-    assert job.seconds == 20.0 and job.max_rss_mb == 300.5 and job.cpu_seconds == 38.0
-    extended = folder / "odd_name.tsv"
-    extended.write_text("s\th:m:s\tmax_rss\tcpu_time\trule_name\twildcards\n"
-                        "5.0\t0:00:05\t-\t4.0\tevaluate_model\tarch=convnet\n")
-    job = bench_study.read_job(extended, folder)
-    assert (job.rule, job.wildcards, job.max_rss_mb) == ("evaluate_model", "arch=convnet", None)
-    garbage = folder / "notes.tsv"
-    garbage.write_text("name\tvalue\nx\t1\n")
-    with pytest.raises(bench_study.DataError, match="not a Snakemake benchmark file"):
-        bench_study.read_job(garbage, folder)
-
-
 @pytest.mark.parametrize(
     ("output", "jobs"),
     [

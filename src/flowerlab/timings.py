@@ -1,0 +1,137 @@
+"""A study's wall time per job, read from the files of the rules' Snakemake `benchmark:` directive.
+
+Snakemake writes one TSV per job when it ends (`benchmarks/<rule>.tsv` or
+`benchmarks/<rule>/<wildcards>.tsv` in this workflow), one row per repeat: `s` (wall seconds),
+`h:m:s`, `max_rss` (MB), ..., `cpu_time`, and in its extended format `rule_name` and `wildcards`.
+A figure it could not measure is written as `NA` (or `-`) and is read as missing, never as 0.
+
+Shared by the report (the "Time and benchmarks" section) and bench/bench_study.py, so that both
+read the same files the same way. No TensorFlow, no pandas: the standard library only.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowerlab.errors import DataError
+
+MISSING = {"", "-", "NA", "nan"}  # how Snakemake writes a figure it could not measure
+
+# The workflow's benchmark files, in the order the stages run (workflow/rules/*.smk `benchmark:`).
+DATA_BENCHMARKS = ("make_inventory.tsv", "make_tfrecords.tsv")
+PER_ARCH_BENCHMARKS = ("train_model/{arch}.tsv", "evaluate_model/{arch}.tsv")
+STAGE_ORDER = ("make_inventory", "make_tfrecords", "train_model", "evaluate_model")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One benchmark file: one job of the study."""
+
+    rule: str
+    wildcards: str
+    seconds: float  # median wall seconds over the repeats
+    max_rss_mb: float | None
+    cpu_seconds: float | None
+    repeats: int
+    file: str  # relative to the benchmarks folder, POSIX separators
+    ended: float  # the file's modification time (Snakemake writes it when the job ends)
+
+    @property
+    def label(self) -> str:
+        """`train_model convnet`, `make_inventory`: the job as people read it."""
+        return f"{self.rule} {self.wildcards}".strip()
+
+
+def number(text: str | None) -> float | None:
+    """A TSV cell as a float, None where Snakemake wrote that it could not measure it."""
+    if text is None or text.strip() in MISSING:
+        return None
+    return float(text)
+
+
+def rule_and_wildcards(relative: Path) -> tuple[str, str]:
+    """`train_model/convnet.tsv` -> ("train_model", "convnet"); `make_inventory.tsv` ->
+    ("make_inventory", ""): the layout of the workflow's `benchmark:` paths."""
+    parts = relative.with_suffix("").parts
+    return parts[0], "/".join(parts[1:])
+
+
+def read_job(path: Path, folder: Path) -> Job:
+    """One benchmark file (`path`, inside `folder`); a file that is not one is a DataError naming it."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    relative = path.relative_to(folder)
+    if not rows or "s" not in rows[0]:
+        raise DataError(f"{path} is not a Snakemake benchmark file (no rows, or no 's' column); "
+                        "remove it or point at the folder of the rules' benchmark: files")
+    try:
+        seconds = [float(row["s"]) for row in rows]
+        rss = [value for row in rows if (value := number(row.get("max_rss"))) is not None]
+        cpu = [value for row in rows if (value := number(row.get("cpu_time"))) is not None]
+    except ValueError as error:
+        raise DataError(f"{path}: a figure is not a number ({error}); is it a Snakemake benchmark file?") from None
+    rule, wildcards = rule_and_wildcards(relative)
+    # The extended format names the rule and the wildcards itself.
+    named_rule, named_wildcards = ((rows[0].get(key) or "").strip() for key in ("rule_name", "wildcards"))
+    rule = rule if named_rule in MISSING else named_rule
+    wildcards = wildcards if named_wildcards in MISSING else named_wildcards
+    return Job(rule=rule, wildcards=wildcards, seconds=statistics.median(seconds),
+               max_rss_mb=max(rss) if rss else None, cpu_seconds=statistics.median(cpu) if cpu else None,
+               repeats=len(rows), file=relative.as_posix(), ended=path.stat().st_mtime)
+
+
+def slowest_first(jobs: Iterable[Job]) -> list[Job]:
+    return sorted(jobs, key=lambda job: (-job.seconds, job.file))
+
+
+def read_jobs(folder: Path) -> list[Job]:
+    """Every `*.tsv` under `folder`, slowest first (whatever studies wrote there)."""
+    if not folder.is_dir():
+        raise DataError(f"benchmark folder {folder} not found: run the study first, or give its benchmarks folder")
+    files = sorted(folder.rglob("*.tsv"))
+    if not files:
+        raise DataError(f"no Snakemake benchmark files (*.tsv) under {folder}: has the study run here?")
+    return slowest_first(read_job(path, folder) for path in files)
+
+
+def study_benchmark_files(archs: Sequence[str]) -> list[str]:
+    """The benchmark files one study of `archs` writes, relative to its benchmarks folder, in the
+    order its stages run: the data stages, then each architecture's training, then its evaluation."""
+    return [*DATA_BENCHMARKS, *(pattern.format(arch=arch) for pattern in PER_ARCH_BENCHMARKS for arch in archs)]
+
+
+def read_study_jobs(folder: Path, archs: Sequence[str]) -> list[Job]:
+    """The jobs of one study of `archs`, in stage order; files of other studies in the same
+    folder (an architecture since disabled) are left out. A missing file is a DataError naming it."""
+    missing = [name for name in study_benchmark_files(archs) if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"benchmark file(s) {', '.join(missing)} not found under {folder}: the study's jobs "
+                        "write them (snakemake benchmark: directive); rerun the study with Snakemake")
+    return [read_job(folder / name, folder) for name in study_benchmark_files(archs)]
+
+
+def total_seconds(jobs: Sequence[Job]) -> float:
+    """The sum of the jobs' wall seconds: the study's cost when they run one after another."""
+    return sum(job.seconds for job in jobs)
+
+
+def span_seconds(jobs: Sequence[Job]) -> float:
+    """First job's start (file time - seconds) to last job's end (file time): the study's wall time
+    when one `snakemake` run wrote them all (less than the total when jobs overlapped, more when
+    Snakemake or the machine idled between them)."""
+    if not jobs:
+        return 0.0
+    return max(job.ended for job in jobs) - min(job.ended - job.seconds for job in jobs)
+
+
+def seconds_per_stage(jobs: Sequence[Job]) -> dict[str, float]:
+    """{rule: the sum of its jobs' wall seconds}, the workflow's stages first in their order."""
+    totals: dict[str, float] = {}
+    for job in jobs:
+        totals[job.rule] = totals.get(job.rule, 0.0) + job.seconds
+    order = {rule: index for index, rule in enumerate(STAGE_ORDER)}
+    return dict(sorted(totals.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
