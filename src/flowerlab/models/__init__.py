@@ -51,6 +51,11 @@ class ArchSpec:
     # Random backbone weights leave it at chance (MobileNetV2: its frozen batch norms shrink a
     # random network's features to ~1e-12); building it with weights "none" logs a warning.
     needs_pretrained_weights: bool = False
+    # The model is preprocessing -> a frozen backbone -> a trainable head, so `flowerlab train`
+    # can compute the backbone's features once per photo and train only the head on them
+    # (flowerlab.feature_cache; hparam cache_features). Only for a backbone that is frozen in
+    # the model itself: its output then never changes during training.
+    frozen_backbone_features: bool = False
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -67,6 +72,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             name="mobilenet_v2",
             build=mobilenet_v2.build_frozen,
             needs_pretrained_weights=True,
+            frozen_backbone_features=True,
             description="frozen ImageNet MobileNetV2 -> Flatten -> softmax (course notebook 04)",
             uses_backbone_weights=True,
             default_image_size=None,
