@@ -217,11 +217,48 @@ def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int
     (folder / "training.json").write_text(json.dumps(record, indent=2))
 
 
+BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def write_benchmarks(benchmarks: Path, archs: list[str]) -> dict[str, float]:
+    """The Snakemake benchmark files of a study of `archs` (flowerlab.timings' layout), as the
+    rules' `benchmark:` directive writes them; returns {file: seconds}."""
+    from flowerlab.timings import study_benchmark_files
+
+    seconds = {}
+    for index, name in enumerate(study_benchmark_files(archs)):
+        wall = 1.5 + 10.0 * index
+        path = benchmarks / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{BENCHMARK_HEADER}{wall}\t0:00:{int(wall):02d}\t310.2\t900.1\t280.0\t290.0\t"
+                        f"0.1\t1.2\t150.0\t{wall * 1.6:.2f}\n")
+        seconds[name] = wall
+    return seconds
+
+
+def write_training_benchmark(bench_dir: Path, archs: list[str]) -> Path:
+    """bench/bench_training.py's CSV for `archs` (measured), plus a skipped architecture's row."""
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["arch", "status", "batch_size", "image_size", "plain_images_per_s", "flowerlab_images_per_s",
+               "ratio", "precision", "plain_mfu", "mfu", "device", "threads", "load_average"]
+    rows = [[arch, "measured", 32, IMAGE_SIZE, 100.0 * (index + 1), 150.0 * (index + 1), 1.5, "float32",
+             0.1, 0.15, "cpu: test CPU", 2, 0.5] for index, arch in enumerate(archs)]
+    rows.append(["mobilenet_v2", "skipped: needs local MobileNetV2 weights (--weights PATH)", *[""] * 11])
+    path = bench_dir / "training.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
 def make_fake_study(results: Path, archs: list[str]) -> Path:
-    """results/data/* and results/models/{arch}/* for `archs`; returns `results`."""
+    """results/data/* and results/models/{arch}/* for `archs`, and the jobs' benchmark files in
+    benchmarks/ beside results/ (as in a workflow's folder); returns `results`."""
     write_data(results / "data")
     for seed, arch in enumerate(archs, start=1):
         write_model(results / "models", arch, results / "data" / "manifest.json", epochs=3 + seed, seed=seed)
+    write_benchmarks(results.parent / "benchmarks", archs)
     return results
 
 
@@ -292,8 +329,11 @@ def render_options(results: Path) -> list[str]:
     return ["--results-dir", str(results)]
 
 
-def make_fake_report(results: Path, archs: list[str]) -> Path:
-    """A whole fake study, from data to the published landing page; returns index.html."""
+def make_fake_report(results: Path, archs: list[str], *, training_benchmark: bool = False) -> Path:
+    """A whole fake study, from data to the published landing page; returns index.html. With
+    `training_benchmark`, results/bench/training.csv exists too, as after `bench/run_all.py`."""
     make_fake_study(results, archs)
+    if training_benchmark:
+        write_training_benchmark(results / "bench", archs)
     evaluate_and_collect(results, archs)
     return render_report(results)

@@ -221,6 +221,56 @@ def test_every_figure_has_a_one_line_caption_naming_the_devices() -> None:
     assert "AMD EPYC" in figures.figure_caption("throughput", metrics)
 
 
+def test_study_time_draws_every_job_and_stage_with_the_total(tmp_path: Path) -> None:
+    from flowerlab import timings
+
+    seconds = fake_study.write_benchmarks(tmp_path / "benchmarks", ["dense", "convnet"])
+    jobs = timings.read_study_jobs(tmp_path / "benchmarks", ["dense", "convnet"])
+    figure = figures.study_time(jobs)
+    per_job, per_stage = figure.axes
+    assert [tick.get_text() for tick in per_job.get_yticklabels()] == [job.label for job in jobs]
+    assert len(per_job.patches) == len(seconds) == 6
+    assert sorted(round(bar.get_width(), 3) for bar in per_job.patches) == sorted(seconds.values())
+    assert [tick.get_text() for tick in per_stage.get_yticklabels()] == [
+        "make_inventory", "make_tfrecords", "train_model", "evaluate_model"]
+    total = sum(seconds.values())
+    assert report.format_seconds(total) in figure.get_suptitle()
+    assert report.format_seconds(total) in figures.figure_caption("study_time", study_seconds=total)
+    with pytest.raises(DataError, match="no job"):
+        figures.study_time([])
+
+
+def test_training_benchmark_pairs_plain_and_flowerlab_with_the_ratio(tmp_path: Path) -> None:
+    path = fake_study.write_training_benchmark(tmp_path / "bench", ["dense", "convnet"])
+    loaded = report.load_training_benchmark(tmp_path / "bench")
+    assert loaded is not None
+    training, when = loaded
+    assert when.startswith("training.csv written ") and when.endswith(" UTC")
+    figure = figures.training_benchmark(training, when=when)
+    ax = figure.axes[0]
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["dense", "convnet"]  # the skipped row left out
+    heights = sorted(round(bar.get_height(), 1) for bar in ax.patches if bar.get_height() > 0)
+    assert heights == [100.0, 150.0, 200.0, 300.0]
+    assert [text.get_text() for text in ax.texts] == ["1.50×", "1.50×"]
+    assert when in ax.get_title()
+    assert when in figures.figure_caption("training_benchmark", benchmark_time=when)
+    skipped_only = training[training["status"] != "measured"]
+    with pytest.raises(DataError, match="measured no architecture"):
+        figures.training_benchmark(skipped_only)
+    path.unlink()
+    assert report.load_training_benchmark(tmp_path / "bench") is None
+
+
+def test_forget_figure_removes_a_stale_optional_figure(tmp_path: Path) -> None:
+    figure, _ = figures.new_figure()
+    figures.save_figure(figure, "study_time", "kept", tmp_path)
+    figures.save_figure(figure, "training_benchmark", "stale", tmp_path)
+    figures.forget_figure(tmp_path, "training_benchmark")
+    assert list(json.loads((tmp_path / "captions.json").read_text())) == ["study_time"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["captions.json", "study_time.png", "study_time.svg"]
+    figures.forget_figure(tmp_path, "training_benchmark")  # nothing left to remove: no error
+
+
 def test_figures_refuse_an_empty_study() -> None:
     with pytest.raises(DataError, match="no architecture"):
         figures.accuracy_vs_parameters(
@@ -299,7 +349,9 @@ def test_relative_paths_resolve_against_the_repository_root(repo_root: Path, tmp
 
 @pytest.fixture(scope="module")
 def two_architectures(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fake_study.make_fake_report(tmp_path_factory.mktemp("two") / "results", ["dense", "convnet"])
+    return fake_study.make_fake_report(
+        tmp_path_factory.mktemp("two") / "results", ["dense", "convnet"], training_benchmark=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -307,10 +359,18 @@ def one_architecture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fake_study.make_fake_report(tmp_path_factory.mktemp("one") / "results", ["squeezenet"])
 
 
-def assert_every_figure_written(figures_dir: Path) -> None:
+def expected_figures(with_training_benchmark: bool) -> list[str]:
+    return [
+        name
+        for name in figures.FIGURES
+        if with_training_benchmark or name not in figures.OPTIONAL_FIGURES
+    ]
+
+
+def assert_every_figure_written(figures_dir: Path, expected: list[str]) -> None:
     captions = json.loads((figures_dir / "captions.json").read_text())
-    assert list(captions) == list(figures.FIGURES)
-    for name in figures.FIGURES:
+    assert list(captions) == expected
+    for name in expected:
         png, svg = figures_dir / f"{name}.png", figures_dir / f"{name}.svg"
         assert png.read_bytes().startswith(PNG_SIGNATURE), png
         assert svg.stat().st_size > 1000 and b"<svg" in svg.read_bytes()[:500], svg
@@ -321,7 +381,9 @@ def assert_every_figure_written(figures_dir: Path) -> None:
 def test_notebook_executes_and_writes_every_figure(study: str, request: pytest.FixtureRequest) -> None:
     index = request.getfixturevalue(study)
     results = index.parent.parent
-    assert_every_figure_written(results / "figures")
+    expected = expected_figures(with_training_benchmark=study == "two_architectures")
+    assert_every_figure_written(results / "figures", expected)
+    assert not (results / "figures" / "training_benchmark.png").exists() or "training_benchmark" in expected
     executed = json.loads((results / "report" / "report.ipynb").read_text())
     errors = [
         output
@@ -332,17 +394,49 @@ def test_notebook_executes_and_writes_every_figure(study: str, request: pytest.F
     assert not errors
     html_path = results / "report" / "report.html"
     html = html_path.read_text()
-    assert html.count("data:image/png;base64") >= len(figures.FIGURES)
+    assert html.count("data:image/png;base64") >= len(expected)
     assert "<details" in html  # code folded under a toggle
     # offline: no script or stylesheet from a CDN (nbconvert's lab template loads several by default)
     assert not [src for src in report_checks.references(html_path).external if "://" in src]
     assert not any(cdn in html for cdn in ("cdnjs.cloudflare.com", "unpkg.com", "cdn.jsdelivr.net"))
 
 
+def notebook_outputs(executed: Path) -> str:
+    """Every text and HTML output of an executed notebook (not its code, which mentions both cases)."""
+    cells = json.loads(executed.read_text())["cells"]
+    texts = []
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            for kind in ("text/markdown", "text/html", "text/plain"):
+                texts.append("".join(data.get(kind, "")))
+            texts.append("".join(output.get("text", "")))
+    return "\n".join(texts)
+
+
+def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
+    two_architectures: Path, one_architecture: Path
+) -> None:
+    from flowerlab import timings
+
+    shown = {}
+    for name, index in (("two", two_architectures), ("one", one_architecture)):
+        results = index.parent.parent
+        assert "Time and benchmarks" in (results / "report" / "report.html").read_text()
+        shown[name] = notebook_outputs(results / "report" / "report.ipynb")
+        archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
+        jobs = timings.read_study_jobs(results.parent / "benchmarks", archs)
+        assert report.format_seconds(timings.total_seconds(jobs)) in shown[name]
+        assert "total (sum of the jobs)" in shown[name] and "train_model " + archs[0] in shown[name]
+    assert "From the last benchmark run (training.csv written " in shown["two"]
+    assert "not from this study run" in shown["two"] and "No training benchmark in" not in shown["two"]
+    assert "No training benchmark in" in shown["one"] and "From the last benchmark run" not in shown["one"]
+
+
 def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> None:
     assert report_checks.broken_references(two_architectures) == []
     found = report_checks.references(two_architectures)
-    assert len(found.images) == len(figures.FIGURES)
+    assert len(found.images) == len(figures.FIGURES)  # the training benchmark's figure included
     assert all(src.startswith("data:image/png;base64,") for src in found.images)
     assert {"report.html", "../metrics.csv"} <= set(found.links)
     page = two_architectures.read_text()

@@ -141,7 +141,12 @@ STUDY_LAYOUT = {
     "inventory_csv": "data/inventory.csv",
     "inventory_json": "data/inventory.json",
     "figures_dir": "figures",
+    # The rules' Snakemake benchmark files sit beside results/, in the study's working folder.
+    "benchmarks_dir": "../benchmarks",
+    # bench/*.py's CSVs: read when present, never required (a benchmark is run by hand).
+    "bench_dir": "bench",
 }
+TRAINING_BENCHMARK_CSV = "training.csv"  # bench/bench_training.py --out's default name
 
 
 def study_paths(
@@ -156,8 +161,21 @@ def study_paths(
     paths = {}
     for name, relative in STUDY_LAYOUT.items():
         given = overrides.get(name)
-        paths[name] = resolve(given if given else Path(results_dir) / relative)
+        paths[name] = Path(os.path.normpath(resolve(given if given else Path(results_dir) / relative)))
     return paths
+
+
+def load_training_benchmark(bench_dir: str | os.PathLike[str]) -> tuple[Any, str] | None:
+    """bench/bench_training.py's results (bench_dir/training.csv) as a DataFrame and when that
+    file was written ("written 2026-11-28 04:12 UTC"), or None when there is none: the report
+    shows the last benchmark run when one was made, and does not depend on it."""
+    import pandas as pd
+
+    path = Path(bench_dir) / TRAINING_BENCHMARK_CSV
+    if not path.is_file():
+        return None
+    written = dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
+    return pd.read_csv(path), f"{path.name} written {written:%Y-%m-%d %H:%M} UTC"
 
 
 def best_arch(metrics: Any) -> str:
@@ -549,6 +567,8 @@ NOTEBOOK_PARAMETERS = {
     "inventory_csv": "inventory_csv",
     "inventory_json": "inventory_json",
     "figures": "figures_dir",
+    "benchmarks_dir": "benchmarks_dir",
+    "bench_dir": "bench_dir",
     "gallery_arch": "gallery_arch",
     "gallery_size": "gallery_size",
 }
@@ -652,6 +672,14 @@ def build_render_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--inventory-csv", help="RESULTS/data/inventory.csv")
     parser.add_argument("--inventory-json", help="RESULTS/data/inventory.json")
     parser.add_argument("--figures", help="where the figures go: RESULTS/figures")
+    parser.add_argument(
+        "--benchmarks-dir",
+        help="the study's Snakemake benchmark files (default: RESULTS/../benchmarks)",
+    )
+    parser.add_argument(
+        "--bench-dir",
+        help="bench/*.py results, shown when RESULTS/bench/training.csv exists (default: RESULTS/bench)",
+    )
     parser.add_argument(
         "--gallery-arch", default="", help="whose predictions the gallery shows (default: the best)"
     )

@@ -1,6 +1,12 @@
 # The report: the notebook executed by papermill (figures, tables) and exported to HTML, then a
 # landing page. The notebook and its HTML template are inputs, so editing them reruns the
-# report and nothing upstream.
+# report and nothing upstream. The jobs' benchmark files are inputs too, so the report's wall
+# times are always this run's; bench/'s results are a parameter, not an input: rerunning a
+# benchmark does not rerun the report (it shows them when present, with their file time).
+
+from flowerlab.timings import study_benchmark_files
+
+BENCHMARKS = "benchmarks"  # where the rules' benchmark: files go (data.smk, train.smk, evaluate.smk)
 
 
 rule render_report:
@@ -15,6 +21,7 @@ rule render_report:
         shards=TFRECORDS,
         inventory=INVENTORY_CSV,
         inventory_summary=INVENTORY_JSON,
+        benchmarks=[f"{BENCHMARKS}/{name}" for name in study_benchmark_files(STUDY)],
     output:
         notebook=f"{REPORT_DIR}/report.ipynb",
         html=report(
@@ -31,6 +38,8 @@ rule render_report:
     params:
         # The notebook's data paths default to their places under this folder.
         results=lambda wildcards, input: os.path.abspath(os.path.dirname(input.metrics)),
+        benchmarks=os.path.abspath(BENCHMARKS),
+        bench=os.path.abspath("results/bench"),
     conda:
         "../../environment.yml"
     log:
@@ -39,7 +48,8 @@ rule render_report:
         # papermill executes into a temporary name; a killed run never leaves a finished-looking report.
         "flowerlab render --notebook {input.notebook:q} --template {input.template:q}"
         " --executed {output.notebook:q} --html {output.html:q}"
-        " --results-dir {params.results:q} --figures {output.figures:q} 2>&1 | tee {log:q}"
+        " --results-dir {params.results:q} --figures {output.figures:q}"
+        " --benchmarks-dir {params.benchmarks:q} --bench-dir {params.bench:q} 2>&1 | tee {log:q}"
 
 
 rule publish_report:
