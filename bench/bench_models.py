@@ -1,20 +1,23 @@
 """Training-step throughput of the architectures under alternative settings, on this machine.
 
-Two comparisons decide defaults in flowerlab.models and flowerlab.devices:
+Three comparisons decide defaults in flowerlab.models, flowerlab.devices and flowerlab.train:
 
   precision  each architecture (--archs; convnet and squeezenet by default) in float32 (the
              baseline) vs mixed_bfloat16: decides what precision "auto" picks on a CPU with
              native bfloat16 (ArchSpec.cpu_precision, flowerlab.devices.resolve_precision).
   batchnorm  squeezenet with keras.layers.BatchNormalization (the baseline) vs the fused-kernel
              FusedBatchNormalization (flowerlab.models.layers): decides squeezenet's default.
+  optimizer  each architecture with keras.optimizers.Adam (the baseline) vs the study's
+             flowerlab.optimizers.FusedAdam (same math, TensorFlow's one-pass kernel).
 
-Random images, a fixed batch, Adam, `train_on_batch` after warm-up steps (tracing excluded).
+Random images, a fixed batch, Adam (FusedAdam unless the optimizer is compared), `train_on_batch` after warm-up steps (tracing excluded).
 Configurations are measured in interleaved rounds and each figure is the median step time over
 all rounds, so that load from other processes on a shared machine hits every configuration alike.
 
     python bench/bench_models.py --compare batchnorm --seconds 30
     python bench/bench_models.py --compare precision --seconds 20 --out results/bench/models.csv
     python bench/bench_models.py --compare precision --archs dense mobilenet_v2 --seconds 12
+    python bench/bench_models.py --compare optimizer --archs dense convnet --seconds 20
     python bench/bench_models.py --quick          # seconds: checks that the benchmark works
 """
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-COMPARISONS = ("precision", "batchnorm")
+COMPARISONS = ("precision", "batchnorm", "optimizer")
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Config:
     arch: str
     policy: str
     build: Callable[[], object]
+    optimizer: str = "fused"  # "fused": flowerlab.optimizers.FusedAdam (the study's); "keras": keras Adam
     step_seconds: list[float] = field(default_factory=list)
 
 
@@ -67,6 +71,12 @@ def make_configs(
             Config(f"squeezenet {bn} BN float32", "squeezenet", "float32", squeeze(bn))
             for bn in ("keras", "fused")
         ]
+    if compare == "optimizer":
+        return [
+            Config(f"{arch} {optimizer} Adam float32", arch, "float32", registry(arch), optimizer)
+            for arch in archs
+            for optimizer in ("keras", "fused")
+        ]
     raise ValueError(compare)
 
 
@@ -78,7 +88,10 @@ def prepare(config: Config, batch: tuple[np.ndarray, np.ndarray], warmup_steps: 
         model = config.build()
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    from flowerlab.optimizers import FusedAdam
+
+    optimizer = FusedAdam(1e-3) if config.optimizer == "fused" else keras.optimizers.Adam(1e-3)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
     for _ in range(warmup_steps):  # the first step traces the graph
         model.train_on_batch(*batch)
     return model
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=COMPARISONS,
         default=list(COMPARISONS),
-        help="which comparisons to run (default: both)",
+        help="which comparisons to run (default: all)",
     )
     parser.add_argument(
         "--archs",

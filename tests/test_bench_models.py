@@ -39,9 +39,13 @@ def test_quick_benchmark_reports_every_configuration_against_its_baseline(
         ("precision", "squeezenet mixed_bfloat16"),
         ("batchnorm", "squeezenet keras BN float32"),
         ("batchnorm", "squeezenet fused BN float32"),
+        ("optimizer", "convnet keras Adam float32"),
+        ("optimizer", "convnet fused Adam float32"),
+        ("optimizer", "squeezenet keras Adam float32"),
+        ("optimizer", "squeezenet fused Adam float32"),
     ]
     assert all(float(row["images_per_second"]) > 0 and int(row["steps"]) >= 1 for row in rows)
     # The first configuration of each architecture in a comparison is its baseline.
-    assert [float(row["speedup_vs_baseline"]) for row in rows][::2] == [1.0, 1.0, 1.0]
-    assert "## precision" in done.stdout and "## batchnorm" in done.stdout
+    assert [float(row["speedup_vs_baseline"]) for row in rows][::2] == [1.0] * 5
+    assert all(f"## {name}" in done.stdout for name in ("precision", "batchnorm", "optimizer"))
     assert [path.name for path in out.parent.iterdir()] == ["models.csv"]  # no temporary left

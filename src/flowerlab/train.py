@@ -240,10 +240,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def compile_model(model: Any, learning_rate: float) -> None:
+    """Adam (the course's optimizer) through TensorFlow's one-pass kernel: flowerlab.optimizers."""
     import keras
 
+    from flowerlab.optimizers import FusedAdam
+
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=FusedAdam(learning_rate=learning_rate),
         loss=keras.losses.CategoricalCrossentropy(),  # the pipeline's labels are one-hot
         metrics=["accuracy"],
     )
@@ -340,7 +343,7 @@ def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.C
     new model compiled with Adam, categorical cross-entropy and accuracy."""
     import keras
 
-    from flowerlab import models
+    from flowerlab import models, optimizers  # noqa: F401 (optimizers registers FusedAdam for load_model)
 
     with device.strategy.scope():
         if resume is not None:
