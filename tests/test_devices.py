@@ -241,7 +241,7 @@ OLD = cpu_flags(CPUINFO_OLD)
         ("auto", "gpu", OLD, "float32", "mixed_float16"),
         ("auto", "cpu", OLD, "mixed_bfloat16", "float32"),  # no native bf16: never
         ("auto", "cpu", ZEN4, "mixed_bfloat16", "mixed_bfloat16"),  # convnet's measured gain
-        ("auto", "cpu", ZEN4, "float32", "float32"),  # squeezenet: bf16 measured slower
+        ("auto", "cpu", ZEN4, "float32", "float32"),  # dense: bf16 measured slower
         ("auto", "cpu", AMX, "float32", "mixed_bfloat16"),  # AMX: faster for every model
         ("float32", "tpu", AMX, "mixed_bfloat16", "float32"),  # explicit wins
         ("mixed_bfloat16", "cpu", OLD, "float32", "mixed_bfloat16"),
@@ -266,9 +266,12 @@ def test_registry_hints_follow_the_measurements() -> None:
     from flowerlab.models import ARCHITECTURES
 
     hints = {name: spec.cpu_precision for name, spec in ARCHITECTURES.items()}
-    assert hints == {name: "mixed_bfloat16" if name == "convnet" else "float32" for name in hints}
+    faster_in_bfloat16 = {"convnet", "squeezenet"}  # bench_models.py --compare precision
+    assert hints == {
+        name: "mixed_bfloat16" if name in faster_in_bfloat16 else "float32" for name in hints
+    }
     assert (
-        resolve_precision("auto", "cpu", cpu_precision=hints["squeezenet"], cpu_flags=ZEN4)
+        resolve_precision("auto", "cpu", cpu_precision=hints["dense"], cpu_flags=ZEN4)
         == "float32"
     )
 

@@ -364,13 +364,21 @@ def _twin_batch_norms(channels: int, seed: int) -> tuple[keras.layers.Layer, ker
     return keras_bn, fused_bn
 
 
-@pytest.mark.parametrize(("policy", "atol"), [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
-def test_fused_batch_norm_matches_keras_in_training_and_inference(policy: str, atol: float) -> None:
+# Under bfloat16 the layer takes two paths (see FusedBatchNormalization.call): the bfloat16
+# kernel when the channels are a multiple of 16 (32 here), float32 inside otherwise (3, 24).
+@pytest.mark.parametrize(
+    ("policy", "channels", "atol"),
+    [("float32", 3, 1e-5), ("mixed_bfloat16", 3, 2e-2), ("mixed_bfloat16", 24, 2e-2),
+     ("mixed_bfloat16", 32, 2e-2)],
+)
+def test_fused_batch_norm_matches_keras_in_training_and_inference(
+    policy: str, channels: int, atol: float
+) -> None:
     import tensorflow as tf
 
     keras.mixed_precision.set_global_policy(policy)
-    keras_bn, fused_bn = _twin_batch_norms(channels=3, seed=1)
-    x = (np.random.default_rng(2).standard_normal((4, 5, 6, 3)) * 3 + 1).astype(np.float32)
+    keras_bn, fused_bn = _twin_batch_norms(channels=channels, seed=1)
+    x = (np.random.default_rng(2).standard_normal((4, 5, 6, channels)) * 3 + 1).astype(np.float32)
     for training in (True, False, True):
         with tf.GradientTape(persistent=True) as tape:
             expected = keras_bn(x, training=training)

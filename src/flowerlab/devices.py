@@ -288,8 +288,8 @@ def resolve_precision(
     - AMX: mixed_bfloat16 (docs/REFERENCE.md §7 measured convnet 3.5x and squeezenet 1.3x
       faster than float32 on an AMX machine);
     - AVX512_BF16 only: `cpu_precision`, the architecture's measured preference
-      (ArchSpec.cpu_precision: bench/bench_models.py on an AMD EPYC found only convnet faster
-      in bfloat16, 3.2x; squeezenet, dense and MobileNetV2 were 0.85-1.0x);
+      (ArchSpec.cpu_precision: bench/bench_models.py on an AMD EPYC found convnet 3.2x and
+      squeezenet 1.8x faster in bfloat16; dense and MobileNetV2 were 0.86-1.0x);
     - neither: float32 (bfloat16 would be emulated, slower).
     An explicit policy is honoured; mixed_float16 on a TPU is refused (TPUs have no float16).
     """

@@ -43,9 +43,10 @@ class ArchSpec:
     min_image_size: int = 1  # smaller inputs leave an empty feature map or are refused by Keras
     # What precision "auto" picks on a CPU whose bfloat16 is AVX512_BF16 only (no AMX): the
     # faster of float32 and mixed_bfloat16 in training steps measured by bench/bench_models.py
-    # on an AMD EPYC (Zen 4). Only convnet gained (3.2x); squeezenet 0.85x, dense 0.86x,
-    # frozen MobileNetV2 1.0x, fine-tuned MobileNetV2 0.88x; xception was not measured (too
-    # slow for this machine) and follows MobileNetV2, its closest relative (separable convs).
+    # on an AMD EPYC (Zen 4). convnet gained 3.2x and squeezenet 1.8x (once its batch norms
+    # upcast where bfloat16 is slow: flowerlab.models.layers); dense 0.86x, frozen MobileNetV2
+    # 1.0x, fine-tuned MobileNetV2 0.88x; xception was not measured (too slow for this
+    # machine) and follows MobileNetV2, its closest relative (separable convs).
     # See flowerlab.devices.resolve_precision for TPUs, GPUs and AMX CPUs.
     cpu_precision: str = "float32"
     # Random backbone weights leave it at chance (MobileNetV2: its frozen batch norms shrink a
@@ -94,6 +95,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             uses_backbone_weights=False,
             default_image_size=None,
             min_image_size=squeezenet.MIN_IMAGE_SIZE,
+            # 43.5 -> 77.3 images/s once FusedBatchNormalization upcast its 24-channel batch
+            # norms (bfloat16 was 0.87x float32 before; see flowerlab.models.layers).
+            cpu_precision="mixed_bfloat16",
         ),
         ArchSpec(
             name="mobilenet_v2_finetune",

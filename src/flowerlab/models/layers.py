@@ -69,6 +69,16 @@ class FusedBatchNormalization(keras.layers.Layer):
         # The kernel accepts float16/bfloat16/float32 activations with float32 statistics
         # and accumulates in float32, as Keras' layer does by upcasting.
         inputs = tf.cast(inputs, self.compute_dtype)
+        # oneDNN's bfloat16 batch-norm kernel is fast only when the channels fill whole vector
+        # registers (multiples of 16). SqueezeNet's 24-channel batch norms at 192x192 took 383 ms
+        # per batch of 64 (forward + backward) in bfloat16 against 91 ms upcast to float32 and
+        # back; its 32-channel one took 66 ms in bfloat16 against 119 ms upcast (2-core AMD EPYC,
+        # /tmp microbenchmark recorded in bench/README.md). So upcast exactly when it pays.
+        if inputs.dtype == tf.bfloat16 and inputs.shape[-1] % 16:
+            return tf.cast(self._normalize(tf.cast(inputs, tf.float32), training), tf.bfloat16)
+        return self._normalize(inputs, training)
+
+    def _normalize(self, inputs: tf.Tensor, training: bool | None) -> tf.Tensor:
         gamma = tf.convert_to_tensor(self.gamma.value)
         beta = tf.convert_to_tensor(self.beta.value)
         if training and self.trainable:
