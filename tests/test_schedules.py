@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 
 from flowerlab.errors import ConfigError
-from flowerlab.schedules import learning_rate_at, ramp_decay, schedule_function
+from flowerlab.schedules import cosine, learning_rate_at, ramp_decay, schedule_function
 
 # The course's Xception recipe (REFERENCE.md §4) on 8 TPU cores.
 XCEPTION = {"schedule": "ramp_decay", "learning_rate": 5e-5, "lr_start": 1e-5, "lr_min": 1e-5,
@@ -45,7 +45,27 @@ def test_constant_ignores_replicas_and_epoch() -> None:
 
 
 def test_bad_schedule_and_epoch() -> None:
-    with pytest.raises(ConfigError, match="cosine"):
-        schedule_function({"schedule": "cosine", "learning_rate": 1e-3})
+    with pytest.raises(ConfigError, match="linear"):
+        schedule_function({"schedule": "linear", "learning_rate": 1e-3})
     with pytest.raises(ValueError, match="epoch"):
         learning_rate_at(-1, XCEPTION)
+
+
+SQUEEZENET = {"schedule": "cosine", "learning_rate": 1e-3, "lr_min": 1e-5, "epochs": 35}
+
+
+def test_cosine_runs_from_the_learning_rate_to_lr_min_over_the_epochs() -> None:
+    rates = [learning_rate_at(e, SQUEEZENET) for e in range(35)]
+    assert rates[0] == pytest.approx(1e-3, rel=1e-12)
+    assert rates[-1] == pytest.approx(1e-5, rel=1e-12)
+    assert rates[17] == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-12)  # halfway at the middle epoch
+    assert all(a > b for a, b in pairwise(rates))
+    # Replicas do not scale it (as constant), and epochs past the last stay at lr_min.
+    assert learning_rate_at(10, SQUEEZENET, replicas=8) == rates[10]
+    assert learning_rate_at(40, SQUEEZENET) == pytest.approx(1e-5)
+
+
+def test_cosine_with_one_epoch_uses_the_learning_rate() -> None:
+    assert cosine(0, lr_max=1e-3, lr_min=1e-5, epochs=1) == 1e-3
+    with pytest.raises(ValueError, match="epoch"):
+        cosine(-1, lr_max=1e-3, lr_min=1e-5, epochs=3)
