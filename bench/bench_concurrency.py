@@ -1,0 +1,401 @@
+"""Independent trainings: one at a time with every CPU, or all at once with a share of the CPUs each?
+
+    python bench/bench_concurrency.py --manifest results/data/manifest.json          # the real TFRecords
+    python bench/bench_concurrency.py --manifest results/data/manifest.json --archs convnet convnet
+    python bench/bench_concurrency.py --quick                                        # CI: synthetic, ~30 s
+
+The same set of short trainings (`--archs`, default convnet and dense: one architecture of each
+kind the study trains), each a separate Python process running flowerlab's own training path
+(bench/bench_training.py's helpers: `flowerlab.models.build_model`, `flowerlab.train.compile_model`,
+`flowerlab.train.make_datasets` on the manifest's TFRecords), is run
+
+* `sequential` (**baseline**, what the workflow does today): one process after another, each with
+  all `--cpus` as TensorFlow and tf.data threads;
+* `concurrent`: all processes started at once, each with `--cpus` / N threads (at least 1); each
+  waits for the others to be ready before its timed steps, so that they time their steps together.
+
+Each training: start Python and TensorFlow, build and compile the model, fill the pipeline's uint8
+cache with one pass over the training records (as a study's first epoch does), `fit` `--warmup`
+steps (tracing the training step), then `fit` 1 + `--steps` steps of `--batch-size` images, the
+`--steps` timed (from the end of the first step to the end of the last).
+
+Figures per mode (alternating the order of the modes in each of `--rounds` rounds, so drifting load
+from other processes hits both alike):
+
+| figure | meaning |
+|---|---|
+| `wall_seconds` | first process started to last process ended: what the set costs, start-up included |
+| `steady_images_per_s` | timed images of all trainings / the time they took: sequential, the sum of each training's timed seconds; concurrent, the first timed step's start to the last one's end (the steady state of long trainings, start-up left out) |
+| `wall_speedup`, `steady_speedup` | concurrent against sequential (> 1: running them at once is faster) |
+| `overlap` | concurrent only: the share of the timed span in which every training was in its timed steps (a fast architecture that finishes early leaves the slow one alone with its share of the CPUs) |
+
+Results go to results/bench/concurrency.csv (--out), written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench_models import write_csv  # the atomic CSV writer of the model benchmarks
+
+from flowerlab.data.common import configure_logging, positive_int, run_command
+from flowerlab.errors import DataError
+
+logger = logging.getLogger("bench_concurrency")
+
+SCRIPT = Path(__file__).resolve()
+DEFAULT_ARCHS = ("convnet", "dense")
+MODES = ("sequential", "concurrent")
+COLUMNS = (
+    "row", "round", "mode", "archs", "processes", "threads_each", "cpus", "wall_seconds", "steady_images",
+    "steady_seconds", "steady_images_per_s", "wall_speedup", "steady_speedup", "overlap", "per_training",
+    "batch_size", "warmup_steps", "timed_steps", "load_average", "source",
+)
+
+
+@dataclass(frozen=True)
+class Training:
+    """What one training process reported (its JSON result file)."""
+
+    arch: str
+    threads: int
+    images: int  # timed images
+    steady_seconds: float
+    timed_start: float  # wall clock (time.time()) of the end of the last warm-up step
+    timed_end: float
+    ready_seconds: float  # process start to model built and cache filled
+    precision: str
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.steady_seconds
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    mode: str
+    round: int
+    trainings: list[Training]
+    wall_seconds: float
+
+    @property
+    def steady_images(self) -> int:
+        return sum(t.images for t in self.trainings)
+
+    @property
+    def steady_seconds(self) -> float:
+        """Sequential: the trainings' timed seconds added up; concurrent: their common span."""
+        if self.mode == "sequential":
+            return sum(t.steady_seconds for t in self.trainings)
+        return max(t.timed_end for t in self.trainings) - min(t.timed_start for t in self.trainings)
+
+    @property
+    def steady_images_per_s(self) -> float:
+        return self.steady_images / self.steady_seconds
+
+    @property
+    def overlap(self) -> float | None:
+        """Share of the concurrent timed span in which every training was timing its steps."""
+        if self.mode == "sequential" or len(self.trainings) < 2:
+            return None
+        common = min(t.timed_end for t in self.trainings) - max(t.timed_start for t in self.trainings)
+        return max(0.0, common) / self.steady_seconds
+
+
+# --------------------------------------------------------------------------------------------
+# One training (the worker process)
+
+
+def train_once(args: argparse.Namespace) -> dict[str, Any]:
+    """One short training as `flowerlab train` runs it; returns what the parent needs."""
+    started = time.time()
+    from flowerlab import devices  # imports TensorFlow
+
+    devices.configure_threads(args.threads)  # before TensorFlow's runtime starts
+    import keras
+
+    from bench_training import (
+        BenchSettings,
+        Side,
+        check_timed_steps,
+        fill_cache,
+        flowerlab_path,
+        time_steps,
+        weights_for,
+    )
+    from flowerlab.data.tfrecords import load_manifest
+
+    weights, note = weights_for(args.worker, args.weights)
+    if weights is None:
+        raise DataError(f"{args.worker} {note}")
+    manifest = load_manifest(args.manifest)
+    settings = BenchSettings(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps, rounds=1,
+                             seed=args.seed, precision="auto", threads=args.threads)
+    keras.utils.set_random_seed(args.seed)
+    device = devices.select_strategy(args.accelerator)
+    with tempfile.TemporaryDirectory(prefix="bench_concurrency-") as scratch:
+        path = flowerlab_path(args.worker, args.manifest, manifest, device, weights, settings,
+                              Path(scratch))
+        check_timed_steps(settings, path.full_batches, path.global_batch, f"{args.manifest}'s training records")
+        fill_cache(path.dataset)  # the study's first epoch fills it too
+        # The warm-up steps trace the training step (Keras keeps the traced function for the
+        # next fit): done before the barrier, so that the concurrent trainings' timed steps,
+        # not their tracing, run together.
+        path.model.fit(path.dataset, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)
+        ready = time.time()
+        if args.barrier is not None:
+            wait_for_the_others(args.barrier, args.index, args.processes)
+        side = Side("flowerlab", path.model, path.dataset, path.global_batch)
+        time_steps(side, warmup=1, steps=args.steps)  # one untimed step starts the clock, as in bench_training
+        timed_end = time.time()  # just after the last step's callback
+    return {"arch": args.worker, "threads": args.threads, "images": side.images,
+            "steady_seconds": side.seconds, "timed_start": timed_end - side.seconds, "timed_end": timed_end,
+            "ready_seconds": ready - started, "precision": path.precision}
+
+
+BARRIER_TIMEOUT_SECONDS = 900.0
+
+
+def wait_for_the_others(folder: Path, index: int, processes: int) -> None:
+    """Say this training is ready (a file in `folder`) and wait until all `processes` are: the
+    concurrent trainings then time their steps together, whatever their start-up took."""
+    (folder / f"ready-{index}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_SECONDS
+    while len(list(folder.glob("ready-*"))) < processes:
+        if time.monotonic() > deadline:
+            raise DataError(f"the other trainings were not ready after {BARRIER_TIMEOUT_SECONDS:.0f} s")
+        time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# The parent: starting the processes
+
+
+def worker_command(arch: str, threads: int, result: Path, args: argparse.Namespace, manifest: Path, *,
+                   barrier: tuple[Path, int, int] | None) -> list[str]:
+    """The command of one training; `barrier` (folder, this one's index, processes) makes it wait
+    for the others before its timed steps."""
+    command = [sys.executable, str(SCRIPT), "--worker", arch, "--threads", str(threads), "--result", str(result),
+               "--manifest", str(manifest), "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
+               "--steps", str(args.steps), "--seed", str(args.seed), "--accelerator", args.accelerator]
+    if args.weights is not None:
+        command += ["--weights", str(args.weights)]
+    if barrier is not None:
+        folder, index, processes = barrier
+        command += ["--barrier", str(folder), "--index", str(index), "--processes", str(processes)]
+    return command
+
+
+def run_processes(commands: Sequence[list[str]], *, at_once: bool, logs: Path) -> float:
+    """Run the commands one after another or all at once; returns the wall seconds from the
+    first start to the last end. A failed process is a DataError with the tail of its log."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    started = time.perf_counter()
+    running: list[tuple[subprocess.Popen[bytes], Path]] = []
+    for index, command in enumerate(commands):
+        log = logs / f"{len(list(logs.iterdir()))}-{index}.log"
+        with open(log, "wb") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
+        running.append((process, log))
+        if not at_once:
+            wait_for(process, log)
+    for process, log in running:
+        wait_for(process, log)
+    return time.perf_counter() - started
+
+
+def wait_for(process: subprocess.Popen[bytes], log: Path) -> None:
+    if process.wait() != 0:
+        tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-12:])
+        raise DataError(f"a training process failed (exit {process.returncode}):\n{tail}")
+
+
+def run_mode(mode: str, round_index: int, archs: Sequence[str], cpus: int, args: argparse.Namespace,
+             manifest: Path, scratch: Path) -> ModeResult:
+    threads = cpus if mode == "sequential" else max(1, cpus // len(archs))
+    results = [scratch / f"round{round_index}-{mode}-{index}-{arch}.json" for index, arch in enumerate(archs)]
+    barrier = scratch / f"round{round_index}-{mode}-barrier"
+    barrier.mkdir()
+    commands = [worker_command(arch, threads, result, args, manifest,
+                               barrier=(barrier, index, len(archs)) if mode == "concurrent" else None)
+                for index, (arch, result) in enumerate(zip(archs, results, strict=True))]
+    logger.info("round %d, %s: %s, %d thread(s) each", round_index, mode, " ".join(archs), threads)
+    wall = run_processes(commands, at_once=mode == "concurrent", logs=scratch / "logs")
+    trainings = [Training(**json.loads(path.read_text())) for path in results]
+    outcome = ModeResult(mode, round_index, trainings, wall)
+    logger.info("round %d, %s: %.1f s wall, %.1f images/s steady (%s)", round_index, mode, wall,
+                outcome.steady_images_per_s, per_training_text(trainings))
+    return outcome
+
+
+def per_training_text(trainings: Sequence[Training]) -> str:
+    return "; ".join(f"{t.arch} {t.images_per_s:.1f} img/s, ready after {t.ready_seconds:.1f} s" for t in trainings)
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+
+
+def mode_row(row: str, result: ModeResult | None, *, mode: str, round_label: Any, wall: float, images: int,
+             seconds: float, trainings: Sequence[Training], baseline: tuple[float, float] | None,
+             overlap: float | None, context: dict[str, Any]) -> dict[str, Any]:
+    rate = images / seconds
+    return {
+        "row": row, "round": round_label, "mode": mode, "archs": " ".join(context["archs_list"]),
+        "processes": len(context["archs_list"]), "threads_each": trainings[0].threads, "cpus": context["cpus"],
+        "wall_seconds": round(wall, 2), "steady_images": images, "steady_seconds": round(seconds, 3),
+        "steady_images_per_s": round(rate, 2),
+        "wall_speedup": "" if baseline is None else round(baseline[0] / wall, 3),
+        "steady_speedup": "" if baseline is None else round(rate / baseline[1], 3),
+        "overlap": "" if overlap is None else round(overlap, 3),
+        "per_training": per_training_text(trainings) if result is not None else "",
+        "batch_size": context["batch_size"], "warmup_steps": context["warmup"], "timed_steps": context["steps"],
+        "load_average": context["load_average"], "source": context["source"],
+    }
+
+
+def result_rows(results: Sequence[ModeResult], context: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per mode and round, then one `total` row per mode (all rounds together) with the
+    speedups of concurrency over the sequential baseline."""
+    rows = []
+    for result in results:
+        rows.append(mode_row("round", result, mode=result.mode, round_label=result.round, wall=result.wall_seconds,
+                             images=result.steady_images, seconds=result.steady_seconds, trainings=result.trainings,
+                             baseline=None, overlap=result.overlap, context=context))
+    totals: dict[str, tuple[float, int, float, list[Training], list[float]]] = {}
+    for mode in MODES:
+        mine = [r for r in results if r.mode == mode]
+        overlaps = [r.overlap for r in mine if r.overlap is not None]
+        totals[mode] = (sum(r.wall_seconds for r in mine), sum(r.steady_images for r in mine),
+                        sum(r.steady_seconds for r in mine), [t for r in mine for t in r.trainings], overlaps)
+    wall, images, seconds, _, _ = totals["sequential"]
+    baseline = (wall, images / seconds)
+    for mode in MODES:
+        wall, images, seconds, trainings, overlaps = totals[mode]
+        rows.append(mode_row("total", None, mode=mode, round_label="all", wall=wall, images=images,
+                             seconds=seconds, trainings=trainings,
+                             baseline=None if mode == "sequential" else baseline,
+                             overlap=statistics.mean(overlaps) if overlaps else None, context=context))
+    return rows
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    print(f"{'row':<7}{'round':>6}  {'mode':<11}{'processes':>10}{'threads':>9}{'wall s':>9}{'steady img/s':>14}"
+          f"{'wall x':>8}{'steady x':>10}{'overlap':>9}")
+    for row in rows:
+        print(f"{row['row']:<7}{row['round']!s:>6}  {row['mode']:<11}{row['processes']:>10}{row['threads_each']:>9}"
+              f"{row['wall_seconds']:>9.1f}{row['steady_images_per_s']:>14.1f}{row['wall_speedup']!s:>8}"
+              f"{row['steady_speedup']!s:>10}{row['overlap']!s:>9}", flush=True)
+    first = rows[0]
+    print(f"({first['archs']}; batch {first['batch_size']}, {first['warmup_steps']} + {first['timed_steps']} steps "
+          f"each; {first['cpus']} CPUs, load average {first['load_average']} at the start; {first['source']})")
+    total = {row["mode"]: row for row in rows if row["row"] == "total"}
+    faster = "concurrent" if float(total["concurrent"]["wall_speedup"]) > 1 else "sequential"
+    print(f"concurrent vs sequential: {total['concurrent']['wall_speedup']}x wall, "
+          f"{total['concurrent']['steady_speedup']}x steady images/s; faster end to end: {faster}")
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from bench_training import make_quick_data
+
+    with tempfile.TemporaryDirectory(prefix="bench_concurrency-") as scratch_name:
+        scratch = Path(scratch_name)
+        (scratch / "logs").mkdir()
+        if args.quick:
+            _, manifest = make_quick_data(scratch / "quick", image_size=32)
+            source = "quick synthetic set (32 px)"
+        else:
+            manifest = args.manifest
+            if not manifest.is_file():
+                raise DataError(f"manifest {manifest} not found: build the TFRecords (flowerlab tfrecords) or "
+                                "give --manifest")
+            source = str(manifest)
+        context = {"archs_list": list(args.archs), "cpus": args.cpus, "batch_size": args.batch_size,
+                   "warmup": args.warmup, "steps": args.steps, "load_average": round(os.getloadavg()[0], 2),
+                   "source": source}
+        results = []
+        for round_index in range(1, args.rounds + 1):
+            order = MODES if round_index % 2 else tuple(reversed(MODES))
+            for mode in order:
+                results.append(run_mode(mode, round_index, args.archs, args.cpus, args, manifest, scratch))
+        return result_rows(results, context)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, default=Path("results/data/manifest.json"),
+                        help="manifest.json of the TFRecords (default %(default)s)")
+    parser.add_argument("--archs", nargs="+", default=list(DEFAULT_ARCHS),
+                        help="the trainings of the set, one process each (default: %(default)s)")
+    parser.add_argument("--cpus", type=positive_int, default=os.cpu_count() or 1,
+                        help="CPUs to share: sequential trainings get all, concurrent ones CPUS / N each "
+                             "(default: this machine's, %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first (default %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=40, help="timed steps (default %(default)s)")
+    parser.add_argument("--rounds", type=positive_int, default=2,
+                        help="rounds of both modes, their order alternating (default %(default)s)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="MobileNetV2 no-top .h5 weights, for MobileNetV2 architectures (default "
+                             "$FLOWERLAB_MOBILENET_WEIGHTS or ../shared/data/weights/...)")
+    parser.add_argument("--accelerator", default="auto", choices=("auto", "tpu", "gpu", "cpu"))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=positive_int, default=None, help=argparse.SUPPRESS)  # worker's
+    parser.add_argument("--out", type=Path, default=Path("results/bench/concurrency.csv"))
+    parser.add_argument("--quick", action="store_true",
+                        help="synthetic TFRecords made here, 32 px, batch 8, 1 + 3 steps, one round (CI)")
+    # One training, run by the parent in its own process.
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
+    return parser
+
+
+def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    from bench_training import default_weights
+
+    if args.weights is None:
+        args.weights = default_weights()
+    if args.quick and not args.worker:
+        args.batch_size, args.warmup, args.steps, args.rounds = 8, 1, 3, 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+
+    def work() -> None:
+        args = resolve_arguments(parser.parse_args(argv))
+        if args.worker:
+            args.result.write_text(json.dumps(train_once(args)))
+            return
+        rows = [{column: row[column] for column in COLUMNS} for row in run(args)]
+        write_csv(args.out, rows)
+        print_table(rows)
+        print(f"wrote {args.out}")
+
+    return run_command("bench_concurrency", work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
