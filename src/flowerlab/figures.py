@@ -79,6 +79,9 @@ def _style() -> Iterator[None]:
         yield
 
 
+style = _style  # public, for the figures drawn outside the report (bench/run_all.py)
+
+
 def new_figure(
     rows: int = 1, columns: int = 1, *, width: float = 7.0, height: float = 4.5, **subplot_kwargs: Any
 ) -> tuple[Figure, np.ndarray]:

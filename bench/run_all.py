@@ -1,0 +1,451 @@
+"""Every benchmark in one command, then one summary table, summary.csv and benchmarks.png.
+
+    python bench/run_all.py                                   # the real data, results in results/bench/
+    python bench/run_all.py --only training,study             # some parts
+    python bench/run_all.py --quick                           # CI: every part on tiny synthetic inputs
+
+Runs the scripts of bench/ one after another, each as its own process with the same inputs and
+thread limit (a part whose inputs are missing is skipped with the reason):
+
+| part          | script              | needs                                | headline figures |
+|---------------|---------------------|--------------------------------------|------------------|
+| `tfrecords`   | bench_tfrecords.py  | `--photos`                           | TFRecords stage images/s vs the single-thread decode→resize→encode limit |
+| `pipeline`    | bench_pipeline.py   | `--manifest`                         | input pipeline cold and cached images/s vs one-by-one JPEG decoding |
+| `training`    | bench_training.py   | `--manifest`, `--photos` (`--weights`) | flowerlab vs plain Keras images/s per architecture, ratio, MFU |
+| `models`      | bench_models.py     | nothing (random images)              | images/s per precision and batch-norm kernel vs the baseline |
+| `concurrency` | bench_concurrency.py | `--manifest`                        | trainings at once with CPUs/N threads vs one at a time with all CPUs |
+| `study`       | bench_study.py      | `--benchmarks` of a finished study   | wall seconds per stage and in all, the no-op rerun's seconds |
+
+Each script writes its CSV into `--out-dir` (results/bench/); then every part's CSV found there
+is summarised, the parts not run now marked with their file's time: the table is printed and
+written to summary.csv, and benchmarks.png draws the training, study, throughput and concurrency
+panels. `--quick` runs every part in its quick mode and writes into a temporary folder (printed)
+unless `--out-dir` is given, so that it never replaces real results. Exits 1 when a part failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO_ROOT = BENCH.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SUMMARY_COLUMNS = ("part", "measure", "value", "unit", "baseline", "baseline_value", "ratio", "note", "source")
+QUICK_TRAINING_ARCHS = ("dense", "convnet")  # the quick run stays well under a minute without MobileNetV2
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    script: str
+    csv: str  # the file it writes in --out-dir
+    needs: Callable[[argparse.Namespace], str]  # why it cannot run here, or ""
+    arguments: Callable[[argparse.Namespace, Path], list[str]]  # its arguments (full run)
+    quick_arguments: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# What each part needs, and its arguments
+
+
+def needs_photos(args: argparse.Namespace) -> str:
+    return "" if args.photos.is_dir() else f"photo folder {args.photos} not found (--photos or $FLOWERLAB_REAL_DATA)"
+
+
+def needs_manifest(args: argparse.Namespace) -> str:
+    return "" if args.manifest.is_file() else f"manifest {args.manifest} not found (--manifest; flowerlab tfrecords)"
+
+
+def needs_manifest_and_photos(args: argparse.Namespace) -> str:
+    return needs_manifest(args) or needs_photos(args)
+
+
+def needs_benchmarks(args: argparse.Namespace) -> str:
+    if not args.benchmarks.is_dir() or not any(args.benchmarks.rglob("*.tsv")):
+        return f"no Snakemake benchmark files under {args.benchmarks}: run a study first (--benchmarks, --workdir)"
+    return ""
+
+
+def needs_nothing(args: argparse.Namespace) -> str:
+    return ""
+
+
+def weights_arguments(args: argparse.Namespace) -> list[str]:
+    return ["--weights", str(args.weights)] if args.weights is not None else []
+
+
+PARTS = (
+    Part("tfrecords", "bench_tfrecords.py", "tfrecords.csv", needs_photos,
+         lambda a, out: ["--photos", str(a.photos), "--threads", str(a.threads), "--out", str(out)]),
+    Part("pipeline", "bench_pipeline.py", "pipeline.csv", needs_manifest,
+         lambda a, out: ["--manifest", str(a.manifest), *(["--photos", str(a.photos)] if a.photos.is_dir() else []),
+                         "--threads", str(a.threads), "--out", str(out)]),
+    Part("training", "bench_training.py", "training.csv", needs_manifest_and_photos,
+         lambda a, out: ["--manifest", str(a.manifest), "--photos", str(a.photos), *weights_arguments(a),
+                         "--threads", str(a.threads), "--out", str(out)],
+         quick_arguments=("--archs", *QUICK_TRAINING_ARCHS)),
+    Part("models", "bench_models.py", "models.csv", needs_nothing,
+         lambda a, out: ["--threads", str(a.threads), "--out", str(out)],
+         quick_arguments=("--compare", "precision", "--archs", "dense")),  # 2 models to trace, not 6
+    Part("concurrency", "bench_concurrency.py", "concurrency.csv", needs_manifest,
+         lambda a, out: ["--manifest", str(a.manifest), "--cpus", str(a.threads), *weights_arguments(a),
+                         "--out", str(out)],
+         quick_arguments=("--cpus", "2")),
+    Part("study", "bench_study.py", "study.csv", needs_benchmarks,
+         lambda a, out: ["--benchmarks", str(a.benchmarks), "--workdir", str(a.workdir), "--cores", str(a.cores),
+                         "--snakemake-args", a.snakemake_args, "--out", str(out)]),
+)
+PART_NAMES = tuple(part.name for part in PARTS)
+
+
+def command_for(part: Part, args: argparse.Namespace) -> list[str]:
+    out = args.out_dir / part.csv
+    arguments = ["--quick", *part.quick_arguments, "--out", str(out)] if args.quick else part.arguments(args, out)
+    return [sys.executable, str(BENCH / part.script), *arguments]
+
+
+# --------------------------------------------------------------------------------------------
+# Running the parts
+
+
+def run_parts(parts: Sequence[Part], args: argparse.Namespace) -> dict[str, str]:
+    """Run each part in turn, its output shown as it comes; returns {part: status}."""
+    status = {}
+    for number, part in enumerate(parts, start=1):
+        header = f"[{number}/{len(parts)}] {part.name}"
+        reason = "" if args.quick else part.needs(args)
+        if reason:
+            print(f"{header}: skipped: {reason}", flush=True)
+            status[part.name] = f"skipped: {reason}"
+            continue
+        command = command_for(part, args)
+        print(f"{header}: {shlex.join(['python', *command[1:]])}", flush=True)
+        started = time.perf_counter()
+        # In the quick mode the scripts make their inputs in their own temporary folders; their
+        # working folder is the output folder, so that nothing lands in the caller's.
+        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        done = subprocess.run(command, cwd=args.out_dir if args.quick else None, env=environment, check=False)
+        seconds = time.perf_counter() - started
+        status[part.name] = "ran" if done.returncode == 0 else f"failed (exit {done.returncode})"
+        print(f"{header}: {status[part.name]} in {seconds:.1f} s", flush=True)
+    return status
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries: one function per part, its CSV in, summary rows out
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def number(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def summary_row(part: str, measure: str, value: Any, unit: str, *, baseline: str = "", baseline_value: Any = "",
+                ratio: Any = "", note: str = "") -> dict[str, Any]:
+    return {"part": part, "measure": measure, "value": value, "unit": unit, "baseline": baseline,
+            "baseline_value": baseline_value, "ratio": ratio, "note": note}
+
+
+def summarise_tfrecords(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    last = rows[-1]  # the script appends one row per run
+    return [summary_row("tfrecords", "TFRecords stage", last["tfrecords_images_per_s"], "images/s",
+                        baseline="single-thread decode→resize→encode",
+                        baseline_value=last["single_thread_images_per_s"], ratio=last["speedup_vs_single_thread"],
+                        note=f"{last['photos']} photos, {last['threads']} workers, {last['tfrecords_seconds']} s, "
+                             f"load average {last['load_average']}")]
+
+
+def summarise_pipeline(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    baseline = next(row for row in rows if row["measure"] == "jpeg_one_by_one")
+    return [summary_row("pipeline", row["measure"], row["images_per_second"], "images/s",
+                        baseline="JPEG decode one by one", baseline_value=baseline["images_per_second"],
+                        ratio=row["speedup_vs_jpeg_one_by_one"],
+                        note=f"batch {row['batch_size']}, {row['threads']} threads")
+            for row in rows if row is not baseline]
+
+
+def summarise_training(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    summary = []
+    for row in rows:
+        if row["status"] != "measured":
+            summary.append(summary_row("training", row["arch"], "", "images/s", note=row["status"]))
+            continue
+        summary.append(summary_row(
+            "training", row["arch"], row["flowerlab_images_per_s"], "images/s", baseline="plain Keras",
+            baseline_value=row["plain_images_per_s"], ratio=row["ratio"],
+            note=f"MFU {float(row['mfu']):.1%} (plain {float(row['plain_mfu']):.1%}), {row['precision']}, "
+                 f"batch {row['batch_size']}, {row['threads']} threads"))
+    return summary
+
+
+def summarise_models(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [summary_row("models", row["configuration"], row["images_per_second"], "images/s",
+                        baseline=f"first configuration of {row['arch']}", ratio=row["speedup_vs_baseline"],
+                        note=f"{row['comparison']}, {row['steps']} steps")
+            for row in rows]
+
+
+def summarise_concurrency(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    totals = {row["mode"]: row for row in rows if row["row"] == "total"}
+    sequential, concurrent = totals["sequential"], totals["concurrent"]
+    note = (f"{concurrent['archs']}: {concurrent['processes']} processes x {concurrent['threads_each']} threads vs "
+            f"one at a time x {sequential['threads_each']}; overlap {concurrent['overlap']}")
+    return [
+        summary_row("concurrency", "trainings at once: wall seconds", concurrent["wall_seconds"], "s",
+                    baseline="one at a time", baseline_value=sequential["wall_seconds"],
+                    ratio=concurrent["wall_speedup"], note=f"ratio > 1: at once is faster; {note}"),
+        summary_row("concurrency", "trainings at once: steady images/s", concurrent["steady_images_per_s"],
+                    "images/s", baseline="one at a time", baseline_value=sequential["steady_images_per_s"],
+                    ratio=concurrent["steady_speedup"], note=note),
+    ]
+
+
+def summarise_study(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    per_rule: dict[str, float] = {}
+    for row in rows:
+        if row["row"] == "stage":
+            per_rule[row["rule"]] = per_rule.get(row["rule"], 0.0) + float(row["seconds"])
+    summary = [summary_row("study", f"stage {rule}", round(seconds, 2), "s") for rule, seconds in per_rule.items()]
+    by_kind = {row["row"]: row for row in rows}
+    if "total" in by_kind:
+        summary.append(summary_row("study", "total (sum of the jobs)", by_kind["total"]["seconds"], "s",
+                                   note=by_kind["total"]["rule"]))
+    if "span" in by_kind:
+        summary.append(summary_row("study", "span (first start to last end)", by_kind["span"]["seconds"], "s"))
+    startup = by_kind.get("startup", {}).get("seconds", "")
+    for kind, measure in (("noop", "no-op rerun (snakemake -n)"), ("noop_run", "no-op rerun (snakemake)")):
+        if kind in by_kind:
+            pending = by_kind[kind]["jobs_pending"]
+            summary.append(summary_row(
+                "study", measure, by_kind[kind]["seconds"], "s", baseline="snakemake --version",
+                baseline_value=startup,
+                note="a true no-op" if pending == "0" else f"NOT a no-op: {pending or 'some'} jobs pending "
+                                                              "(give the study's --cores and --snakemake-args)"))
+    return summary
+
+
+SUMMARISERS: dict[str, Callable[[list[dict[str, str]]], list[dict[str, Any]]]] = {
+    "tfrecords": summarise_tfrecords, "pipeline": summarise_pipeline, "training": summarise_training,
+    "models": summarise_models, "concurrency": summarise_concurrency, "study": summarise_study,
+}
+
+
+def file_time(path: Path) -> str:
+    return f"{dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def summarise(out_dir: Path, status: dict[str, str]) -> list[dict[str, Any]]:
+    """Every part's headline figures from its CSV in `out_dir`: this run's, or an earlier one's
+    (marked with the file time); a part with neither gets one row saying why."""
+    rows = []
+    for part in PARTS:
+        path = out_dir / part.csv
+        ran = status.get(part.name, "not selected")
+        if ran == "ran" or (path.is_file() and not ran.startswith("failed")):
+            source = "this run" if ran == "ran" else f"earlier run ({file_time(path)}); {ran} now"
+            try:
+                found = SUMMARISERS[part.name](read_rows(path)) if path.is_file() else []
+            except (KeyError, StopIteration, ValueError, IndexError) as error:
+                found = [summary_row(part.name, "unreadable CSV", "", "", note=f"{path}: {error!r}")]
+            rows += [{**row, "source": source} for row in found]
+        else:
+            rows.append({**summary_row(part.name, "not measured", "", "", note=ran), "source": ""})
+    return rows
+
+
+def print_summary(rows: Sequence[dict[str, Any]]) -> None:
+    print("\nSummary (value vs baseline; ratio > 1: better than the baseline)")
+    print(f"{'part':<12}{'measure':<36}{'value':>12} {'unit':<9}{'baseline':>12}  {'ratio':>7}  note")
+    for row in rows:
+        value = number(row["value"])
+        baseline = number(row["baseline_value"])
+        ratio = number(row["ratio"])
+        print(f"{row['part']:<12}{str(row['measure'])[:35]:<36}"
+              f"{'' if value is None else f'{value:,.2f}':>12} {row['unit']:<9}"
+              f"{'' if baseline is None else f'{baseline:,.2f}':>12}  {'' if ratio is None else f'{ratio:.2f}x':>7}  "
+              f"{row['note']}{' [' + row['source'] + ']' if row['source'] not in ('', 'this run') else ''}",
+              flush=True)
+
+
+def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    from bench_models import write_csv  # the atomic CSV writer of the benchmarks
+
+    write_csv(path, [{column: row[column] for column in SUMMARY_COLUMNS} for row in rows])
+
+
+# --------------------------------------------------------------------------------------------
+# The figure
+
+
+def draw_rates(ax: Any, rows: Sequence[dict[str, Any]], parts: Sequence[str], title: str) -> bool:
+    """Bars of value and baseline for the rows of `parts` with both (images/s); False if none."""
+    import pandas as pd
+    import seaborn as sns
+
+    pairs = [(f"{row['part']}: {row['measure']}", number(row["value"]), number(row["baseline_value"]))
+             for row in rows if row["part"] in parts and number(row["value"]) and number(row["baseline_value"])]
+    if not pairs:
+        return False
+    data = pd.DataFrame([{"measure": name, "side": side, "value": value} for name, measured, baseline in pairs
+                         for side, value in (("baseline", baseline), ("measured", measured))])
+    sns.barplot(data=data, y="measure", x="value", hue="side", palette=["#9aa5b1", "#2563eb"], ax=ax, orient="h")
+    ax.set_xscale("log")
+    ax.set_xlabel("images / s (log scale)")
+    ax.set_ylabel("")
+    ax.set_title(title)
+    ax.legend(title=None, fontsize=8)
+    return True
+
+
+def nothing_to_draw(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_figure(out_dir: Path, rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Four panels: training plain vs flowerlab; study seconds per stage; TFRecords and pipeline
+    against their baselines; concurrency against one at a time."""
+    import matplotlib
+    import pandas as pd
+
+    from flowerlab import atomic, figures
+    from flowerlab.errors import DataError
+    from flowerlab.report import format_seconds
+
+    with figures.style():
+        figure, axes = figures.new_figure(2, 2, width=15, height=10)
+        training_csv = out_dir / "training.csv"
+        try:
+            figures.draw_training_benchmark(axes[0, 0], pd.read_csv(training_csv))
+            axes[0, 0].set_title("training: plain Keras vs flowerlab (ratio above)")
+        except (FileNotFoundError, DataError) as error:
+            nothing_to_draw(axes[0, 0], f"training: not measured ({error})")
+        stages = {str(row["measure"]).removeprefix("stage "): float(row["value"])
+                  for row in rows if row["part"] == "study" and str(row["measure"]).startswith("stage ")}
+        if stages:
+            figures.draw_stage_seconds(axes[0, 1], stages, figures.stage_colours(list(stages)))
+            total = sum(stages.values())
+            axes[0, 1].set_title(f"study: wall seconds per stage ({format_seconds(total)} of jobs)")
+        else:
+            nothing_to_draw(axes[0, 1], "study: not measured")
+        if not draw_rates(axes[1, 0], rows, ("tfrecords", "pipeline"), "data: measured vs baseline"):
+            nothing_to_draw(axes[1, 0], "tfrecords, pipeline: not measured")
+        concurrency = [row for row in rows if row["part"] == "concurrency" and number(row["value"])]
+        if concurrency:
+            wall = concurrency[0]
+            axes[1, 1].barh(["one at a time\n(all CPUs each)", "at once\n(CPUs / N each)"],
+                            [number(wall["baseline_value"]), number(wall["value"])], color=["#9aa5b1", "#2563eb"])
+            axes[1, 1].invert_yaxis()
+            axes[1, 1].set_xlabel("wall seconds for the set of trainings (lower is better)")
+            axes[1, 1].set_title(f"concurrency: at once is {number(wall['ratio']):.2f}x as fast end to end")
+        else:
+            nothing_to_draw(axes[1, 1], "concurrency: not measured")
+        figure.suptitle(f"flowerlab benchmarks ({out_dir})")
+        buffer = io.BytesIO()
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+        atomic.write_bytes(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def default_photos() -> Path:
+    return Path(os.environ.get("FLOWERLAB_REAL_DATA") or SHARED_DATA / "flower_photos")
+
+
+def default_weights() -> Path | None:
+    path = Path(os.environ.get("FLOWERLAB_MOBILENET_WEIGHTS") or SHARED_DATA / "weights" /
+                "mobilenet_v2_1.0_224_no_top.h5")
+    return path if path.is_file() else None
+
+
+def selected_parts(text: str | None) -> list[Part]:
+    if not text:
+        return list(PARTS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PART_NAMES]
+    if unknown:
+        raise SystemExit(f"run_all: unknown part(s) {', '.join(unknown)}; the parts are {', '.join(PART_NAMES)}")
+    return [part for part in PARTS if part.name in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help=f"comma-separated parts to run (default all: {','.join(PART_NAMES)})")
+    parser.add_argument("--manifest", type=Path, default=Path("results/data/manifest.json"),
+                        help="TFRecords manifest (default %(default)s)")
+    parser.add_argument("--photos", type=Path, default=None,
+                        help="the photos the TFRecords were made from (default $FLOWERLAB_REAL_DATA or "
+                             "../shared/data/flower_photos)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="MobileNetV2 no-top .h5 (default $FLOWERLAB_MOBILENET_WEIGHTS or ../shared/data/"
+                             "weights/mobilenet_v2_1.0_224_no_top.h5 when present)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads (workers, TensorFlow pools) of every part; CPUs shared by the "
+                             "concurrency part (default: this machine's CPUs, %(default)s)")
+    parser.add_argument("--workdir", type=Path, default=Path("."), help="the study's folder (default .)")
+    parser.add_argument("--benchmarks", type=Path, default=None,
+                        help="its Snakemake benchmark files (default WORKDIR/benchmarks)")
+    parser.add_argument("--cores", type=int, default=None,
+                        help="the study's --cores, for the no-op rerun (default: --threads)")
+    parser.add_argument("--snakemake-args", default="",
+                        help="the study's other snakemake arguments, one quoted string (e.g. "
+                             "\"--config data_source=/data/flower_photos\"), or the no-op finds jobs pending")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="where the CSVs, summary.csv and benchmarks.png go (default results/bench; with "
+                             "--quick a new temporary folder)")
+    parser.add_argument("--quick", action="store_true", help="every part in its quick mode (CI)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    parts = selected_parts(args.only)
+    args.photos = (args.photos or default_photos()).resolve()
+    args.weights = (args.weights or default_weights())
+    args.manifest = args.manifest.resolve()
+    args.workdir = args.workdir.resolve()
+    args.benchmarks = (args.benchmarks or args.workdir / "benchmarks").resolve()
+    args.cores = args.cores or args.threads
+    if args.out_dir is None:
+        args.out_dir = Path(tempfile.mkdtemp(prefix="flowerlab-bench-quick-")) if args.quick else Path("results/bench")
+    args.out_dir = args.out_dir.resolve()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"benchmarks: {', '.join(part.name for part in parts)}{' (quick)' if args.quick else ''}; "
+          f"results in {args.out_dir}", flush=True)
+    started = time.perf_counter()
+    status = run_parts(parts, args)
+    rows = summarise(args.out_dir, status)
+    print_summary(rows)
+    write_summary(args.out_dir / "summary.csv", rows)
+    draw_figure(args.out_dir, rows, args.out_dir / "benchmarks.png")
+    print(f"wrote {args.out_dir / 'summary.csv'} and {args.out_dir / 'benchmarks.png'} "
+          f"({time.perf_counter() - started:.0f} s in all)")
+    return 1 if any(value.startswith("failed") for value in status.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
