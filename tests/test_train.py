@@ -162,7 +162,8 @@ def test_auto_precision_follows_the_architectures_cpu_preference(arch: str, expe
 
 def test_hparams_take_the_schema_defaults() -> None:
     hparams = training.resolve_hparams({"epochs": 3, "batch_size": 16})
-    assert hparams == {"augment": False, "batch_size": 16, "decay": 0.8, "epochs": 3, "learning_rate": 0.001,
+    assert hparams == {"augment": False, "batch_size": 16, "cache_features": True, "decay": 0.8, "epochs": 3,
+                       "learning_rate": 0.001,
                        "lr_min": 1e-05, "lr_start": 1e-05, "precision": "auto", "rampup_epochs": 5,
                        "schedule": "constant"}
 

@@ -454,16 +454,28 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
         replicas=device.replicas, precision=precision,
     )
     fingerprint = checkpoints.fingerprint(inputs)
-    resume = checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
+    from flowerlab import feature_cache
+
+    image_path_reason = feature_cache.image_path_reason(spec, hparams, device.kind)
+    cached = image_path_reason is None  # train the head on cached backbone features
+    if spec.frozen_backbone_features and not cached:
+        logger.info("%s: training on the images every epoch, without the feature cache: %s", settings.arch,
+                    image_path_reason)
+    # The cached path keeps no checkpoints (its head trains in seconds), so it never resumes one.
+    resume = None if cached else checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
     session = start_session(resume, epochs)
     if resume is not None:
         logger.info("resuming %s from %s: %d of %d epochs done", settings.arch, resume.path, resume.epoch, epochs)
+    elif cached:
+        logger.info("training %s's head on cached backbone features, from scratch (this path keeps no "
+                    "checkpoints)", settings.arch)
     else:
         logger.info("training %s from scratch (no checkpoint of this experiment in %s)",
                     settings.arch, settings.checkpoint_dir)
 
     model = build_or_restore(settings, device, resume, plan, weights, schedule(session.initial_epoch))
-    train_data, validation_data = make_datasets(settings, plan, batching, session.initial_epoch)
+    if not cached:
+        train_data, validation_data = make_datasets(settings, plan, batching, session.initial_epoch)
 
     import keras
 
@@ -478,10 +490,11 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
 
     recorder = EpochRecorder(images_per_epoch=batching.images_per_epoch, rows=session.prior_rows)
     interactive = sys.stderr.isatty()
+    charge = feature_cache.ChargeExtraction(recorder, batching.images_per_epoch) if cached else None
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: schedule(epoch)),
-        recorder,  # before the checkpointer and the logger, which read its newest row
-        EpochCheckpointer(settings.checkpoint_dir, recorder, state_for),
+        recorder,  # before the checkpointer (or the extraction's charge) and the logger: they read its newest row
+        charge if cached else EpochCheckpointer(settings.checkpoint_dir, recorder, state_for),
     ]
     if settings.log_every_epoch or not interactive:
         callbacks.append(EpochLogger(recorder, epochs))
@@ -497,10 +510,16 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
             pipeline.translate_record_errors(plan.train_files + plan.validation_files),
             out_of_memory_hint(settings.arch, batching.global_batch),
         ):
-            model.fit(train_data, epochs=epochs, initial_epoch=session.initial_epoch,
-                      steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
-                      callbacks=callbacks, verbose=1 if interactive else 0,
-                      shuffle=False)  # the pipeline shuffles, per epoch and seeded
+            if cached:
+                cache_record = feature_cache.train_on_features(
+                    model, settings=settings, plan=plan, batching=batching, schedule=schedule,
+                    strategy=device.strategy, compile_head=compile_model, callbacks=callbacks, charge=charge,
+                    verbose=1 if interactive else 0)
+            else:
+                model.fit(train_data, epochs=epochs, initial_epoch=session.initial_epoch,
+                          steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
+                          callbacks=callbacks, verbose=1 if interactive else 0,
+                          shuffle=False)  # the pipeline shuffles, per epoch and seeded
     check_history(recorder.rows, epochs)
 
     record = training_record(settings, model=model, device=device, precision=precision, plan=plan,
@@ -508,6 +527,13 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
                              resumed_from_epoch=resume.epoch if resume is not None else 0,
                              weights=weights, fingerprint=fingerprint, data_settings=manifest["settings"],
                              weights_sha256=weights_sha256)
+    if cached:
+        # Amortised over every epoch, the extraction included: it is what this path costs.
+        record["train_images_per_second"] = cache_record["amortised_images_per_second"]
+        record["train_images_per_second_epochs"] = list(range(1, epochs + 1))
+        record["feature_cache"] = cache_record
+    else:
+        record["feature_cache"] = {"used": False, "reason": image_path_reason}
     write_outputs(settings.out_dir, model, recorder.rows, record)
     checkpoints.remove_checkpoints(settings.checkpoint_dir)
     logger.info("%s: best val_accuracy %s, final %s, %.0f s; outputs in %s", settings.arch,

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from flowerlab.data.common import sha256_file
@@ -49,6 +50,9 @@ RECORD_FEATURES = {
 # Tag carried by the per-record assertion so that its failure can be told apart from any other
 # InvalidArgumentError (a model bug must not be reported as bad data).
 RECORD_CHECK_TAG = "flowerlab record check failed"
+
+# Records in the training shuffle's buffer (uint8 images: 2,000 x 192 x 192 x 3 B ~ 220 MB).
+SHUFFLE_BUFFER = 2000
 
 # Per-element augmentation seeds are (seed, epoch * stride + index): distinct for every image of
 # every epoch as long as an epoch has fewer than 2**32 images.
@@ -297,6 +301,25 @@ def _augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.stateless_random_saturation(image, 0.0, 2.0, seed=saturation_seed)
 
 
+def _shuffle_epoch(dataset: tf.data.Dataset, epoch: int, *, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """Epoch `epoch`'s order: a distinct, reproducible shuffle per epoch (none when the buffer is 0).
+
+    It depends only on (seed, epoch, buffer, number of elements), never on their content, so
+    `epoch_order` reproduces it on record indices."""
+    if shuffle_buffer <= 0:
+        return dataset
+    return dataset.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+
+
+def epoch_order(records: int, epoch: int, *, seed: int, shuffle_buffer: int = SHUFFLE_BUFFER) -> np.ndarray:
+    """The record indices (0 .. records-1, in the unshuffled record order) in the order that
+    `make_dataset(training=True, seed=seed)` presents them in `epoch`: the feature cache
+    (flowerlab.feature_cache) trains on cached features in the image path's very order. Call
+    it after the same global seed is set (TensorFlow pairs it with the shuffle's seed)."""
+    indices = _shuffle_epoch(tf.data.Dataset.range(records), epoch, seed=seed, shuffle_buffer=shuffle_buffer)
+    return np.fromiter(indices.as_numpy_iterator(), dtype=np.int64, count=records)
+
+
 def _epoch(
     decoded: tf.data.Dataset, epoch: int, *, seed: int, shuffle_buffer: int, augment: bool
 ) -> tf.data.Dataset:
@@ -305,10 +328,7 @@ def _epoch(
 
     `epoch` is a Python int on purpose: a tensor op seed breaks `shuffle` when the global seed
     is 0 (TensorFlow compares the seed pair with a Python `==`)."""
-    dataset = decoded
-    if shuffle_buffer > 0:
-        # Distinct, reproducible shuffle per epoch.
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+    dataset = _shuffle_epoch(decoded, epoch, seed=seed, shuffle_buffer=shuffle_buffer)
     if not augment:
         return dataset
 
@@ -330,7 +350,7 @@ def make_dataset(
     augment: bool = False,
     target_size: int | None = None,
     cache: bool = True,
-    shuffle_buffer: int = 2000,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
     seed: int | None = None,
     deterministic: bool = False,
     drop_remainder: bool = False,
