@@ -16,18 +16,27 @@ Measured in one run, on the same machine, thread limits and data:
          `auto` resolves to on this device (`flowerlab.devices`), `flowerlab.train.compile_model`
          and the datasets of `flowerlab.train.make_datasets` on the manifest's TFRecords, with
          the uint8 cache already filled (the study's steady state: its first epoch fills it and
-         is excluded from its images/s too).
+         is excluded from its images/s too). For a frozen-backbone model (`mobilenet_v2`, whose
+         `flowerlab train` uses the feature cache, flowerlab.feature_cache) it is that path: the
+         BN-folded backbone's features of every training image, extracted from the TFRecords,
+         then `--cache-epochs` epochs of head training on them (default 10, the course's).
 
 Each side trains the same batch size (flowerlab's per replica, as `flowerlab train`); the figure is steady-state images/s: `--steps` steps
 timed after `--warmup` steps (graph tracing, pipeline start-up) in each of `--rounds` `fit`
 calls, the two sides alternating, so that load from other processes hits both alike. Every
 timed step is a full batch of the first epoch (the last, partial batch is never timed).
+A feature-cache round is a whole training instead: the extraction of all training images plus
+`--cache-epochs` head epochs (one `fit` call each, timed whole), after one untimed extraction
+batch and one untimed head epoch (graph tracing); its images/s = cache epochs x training images /
+(extraction + head seconds), the rate `flowerlab train` amortises over a run, and the head-only
+rate is reported beside it (`head_images_per_s`).
 
 Model FLOPs utilisation (MFU) = training FLOPs/s over the matmul peak measured in this run:
 training FLOPs per image = 3 x the forward FLOPs of `flowerlab.evaluate.forward_flops` (forward +
 backward, which costs about twice the forward), except for a frozen backbone (`mobilenet_v2`):
 backpropagation stops at its head, so a step is one forward pass (factor 1; the head's backward
-pass is < 0.1 % of it). The peak is the best rate of a square `tf.linalg.matmul` in float32 and
+pass is < 0.1 % of it), and with the feature cache 1 / cache epochs (that forward pass runs once
+per image for all the epochs). The peak is the best rate of a square `tf.linalg.matmul` in float32 and
 in bfloat16 (and float16 when an architecture trains in mixed_float16), timed for
 `--matmul-seconds` each with the same threads at the start and at the end of the run (the better
 kept: on a shared machine one may fall on a busy moment); an architecture's MFU uses the peak of
@@ -80,6 +89,7 @@ COLUMNS = (
     "plain_train_gflops_per_s", "train_gflops_per_s", "plain_mfu", "mfu", "peak_dtype",
     "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
     "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
+    "cache_epochs", "extraction_images_per_s", "head_images_per_s",
 )
 
 
@@ -92,6 +102,7 @@ class BenchSettings:
     seed: int
     precision: str  # what the flowerlab side asks for ("auto" as the study)
     threads: int | None
+    cache_epochs: int = 10  # head epochs per feature-cache round (the course's mobilenet_v2 recipe)
 
 
 @dataclass
@@ -105,6 +116,9 @@ class Side:
     images: int = 0
     seconds: float = 0.0
     round_rates: list[float] = field(default_factory=list)
+    # A side timed by whole trainings (the feature cache) rather than by fit steps: one call is
+    # one round, adding its images and seconds to the side and returning the round's images/s.
+    time_round: Callable[[], float] | None = None
 
     def images_per_second(self) -> float:
         return self.images / self.seconds
@@ -329,6 +343,10 @@ class FlowerlabPath:
     image_size: int
     global_batch: int
     full_batches: int  # full batches in one epoch: the steps that can be timed
+    feature_cache: bool  # flowerlab train trains this model's head on cached backbone features
+    run: Any  # flowerlab.train.TrainSettings, DataPlan and Batching of the side
+    plan: Any
+    batching: Any
 
 
 def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], device: Any, weights: str,
@@ -340,7 +358,7 @@ def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], dev
     """
     import keras
 
-    from flowerlab import devices, train
+    from flowerlab import devices, feature_cache, train
     from flowerlab.models import build_model, get_spec
 
     spec = get_spec(arch)
@@ -361,8 +379,67 @@ def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], dev
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the plain side builds in float32
     dataset, _ = train.make_datasets(run, plan, batching, first_epoch=0)
+    cached = feature_cache.image_path_reason(spec, hparams, device.kind) is None
     return FlowerlabPath(model, dataset, precision, plan.image_size, batching.global_batch,
-                         plan.train_records // batching.global_batch)
+                         plan.train_records // batching.global_batch, cached, run, plan, batching)
+
+
+@dataclass
+class CacheTimes:
+    """A feature-cache side's totals over its rounds (the side's own images/seconds hold the sum)."""
+
+    extracted: int = 0
+    extraction_seconds: float = 0.0
+    head_images: int = 0
+    head_seconds: float = 0.0
+
+
+def feature_cache_side(arch: str, fl: FlowerlabPath, device: Any, settings: BenchSettings) -> tuple[Side, CacheTimes]:
+    """The flowerlab side of a frozen-backbone model: what `flowerlab train` runs with the feature
+    cache (flowerlab.feature_cache's split, extraction, batches and per-epoch order), one whole
+    training per round, after an untimed warm-up that traces the extraction and the head's
+    training step (for a full and a partial batch, as an epoch has)."""
+    import numpy as np
+
+    from flowerlab import feature_cache, train
+    from flowerlab.data import pipeline
+
+    with device.strategy.scope():
+        split = feature_cache.split_frozen_backbone(fl.model)
+        train.compile_model(split.head, LEARNING_RATE)
+    extract = feature_cache.extraction_function(split.extractor)
+    images, _, _ = feature_cache.image_datasets(fl.run, fl.plan, fl.batching)
+    batch, records, epochs = fl.global_batch, fl.plan.train_records, settings.cache_epochs
+    warm = feature_cache.extract_features(extract, images.take(1), expected=min(batch, records),
+                                          what=f"{arch}: warm-up batch")
+    warm_order = np.concatenate([np.arange(warm.count), np.arange(max(1, warm.count // 2))])
+    split.head.fit(feature_cache.feature_batches(warm, warm_order, batch_size=batch, drop_remainder=False),
+                   epochs=1, verbose=0, shuffle=False)
+    side, times = Side("flowerlab", fl.model, images, batch), CacheTimes()
+
+    def time_round() -> float:
+        cached = feature_cache.extract_features(extract, images, expected=records,
+                                                what=f"{arch}: training features")
+        head_seconds = 0.0
+        for epoch in range(epochs):
+            batches = feature_cache.feature_batches(cached, pipeline.epoch_order(records, epoch, seed=settings.seed),
+                                                    batch_size=batch, drop_remainder=False)
+            started = time.perf_counter()
+            split.head.fit(batches, epochs=1, verbose=0, shuffle=False)
+            head_seconds += time.perf_counter() - started
+        times.extracted += records
+        times.extraction_seconds += cached.seconds
+        times.head_images += epochs * records
+        times.head_seconds += head_seconds
+        side.images += epochs * records
+        side.seconds += cached.seconds + head_seconds
+        side.round_rates.append(epochs * records / (cached.seconds + head_seconds))
+        logger.info("  %s feature cache: extraction %.0f images/s, head %.0f images/s over %d epochs", arch,
+                    records / cached.seconds, epochs * records / head_seconds, epochs)
+        return side.round_rates[-1]
+
+    side.time_round = time_round
+    return side, times
 
 
 def fill_cache(dataset: Any) -> float:
@@ -427,7 +504,8 @@ def measure_sides(sides: Sequence[Side], settings: BenchSettings) -> None:
     for round_index in range(settings.rounds):
         order = sides if round_index % 2 == 0 else list(reversed(sides))
         for side in order:
-            rate = time_steps(side, warmup=settings.warmup, steps=settings.steps)
+            rate = side.time_round() if side.time_round else time_steps(side, warmup=settings.warmup,
+                                                                          steps=settings.steps)
             logger.info("  round %d %s: %.1f images/s", round_index + 1, side.name, rate)
 
 
@@ -473,6 +551,9 @@ class Measurement:
     flowerlab_parameters: int
     forward_flops: int  # one image
     flops_factor: float  # training FLOPs / forward FLOPs
+    cache_epochs: int | None = None  # feature cache: head epochs per extraction; None: image path
+    extraction_images_per_s: float | None = None
+    head_images_per_s: float | None = None
 
 
 def measured_row(m: Measurement, *, peaks: dict[str, float], settings: BenchSettings,
@@ -493,7 +574,14 @@ def measured_row(m: Measurement, *, peaks: dict[str, float], settings: BenchSett
         "plain_mfu": round(plain_train / peaks["float32"], 5), "mfu": round(train / peaks[peak_dtype], 5),
         "peak_dtype": peak_dtype, "peak_gflops_per_s": round(peaks[peak_dtype], 1),
         **context,
+        "cache_epochs": m.cache_epochs if m.cache_epochs is not None else "",
+        "extraction_images_per_s": _rounded(m.extraction_images_per_s),
+        "head_images_per_s": _rounded(m.head_images_per_s),
     }
+
+
+def _rounded(value: float | None) -> float | str:
+    return "" if value is None else round(value, 2)
 
 
 def skipped_row(arch: str, reason: str, context: dict[str, Any]) -> dict[str, Any]:
@@ -510,6 +598,9 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         print(f"{row['arch']:<22}{row['plain_images_per_s']:>12.1f}{row['flowerlab_images_per_s']:>16.1f}"
               f"{row['ratio']:>7.2f}x  {row['precision']:<15}{row['gflops_per_image']:>11.3f}"
               f"{row['plain_mfu']:>10.2%}{row['mfu']:>8.2%}", flush=True)
+        if row["cache_epochs"] != "":
+            print(f"{'':<22}feature cache: extraction + {row['cache_epochs']} head epochs; extraction "
+                  f"{row['extraction_images_per_s']:.1f} images/s, head alone {row['head_images_per_s']:.1f} images/s")
     first = rows[0]
     print(f"(batch {first['batch_size'] or '-'}, {first['device']}, {first['threads']} threads, {first['cpus']} CPUs, "
           f"load average {first['load_average']}; matmul peaks: float32 {first['peak_float32_gflops_per_s']} "
@@ -528,23 +619,32 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
 
     keras.utils.set_random_seed(settings.seed)
     fl = flowerlab_path(arch, manifest_path, manifest, device, weights, settings, scratch)
-    check_timed_steps(settings, fl.full_batches, fl.global_batch, f"{manifest_path}'s training records")
+    if not fl.feature_cache:
+        check_timed_steps(settings, fl.full_batches, fl.global_batch, f"{manifest_path}'s training records")
     plain_data, plain_images = plain_dataset(photos, image_size=fl.image_size, batch_size=settings.batch_size,
                                              seed=settings.seed)
     check_timed_steps(settings, plain_images // settings.batch_size, settings.batch_size,
                       f"{photos} (training subset)")
     plain_model = build_plain(arch, num_classes=int(manifest["num_classes"]), image_size=fl.image_size,
                               weights=weights)
-    logger.info("%s: filled the pipeline's cache in %.1f s", arch, fill_cache(fl.dataset))
     plain = Side("plain", plain_model, plain_data, settings.batch_size)
-    flowerlab = Side("flowerlab", fl.model, fl.dataset, fl.global_batch)
+    times = None
+    if fl.feature_cache:
+        flowerlab, times = feature_cache_side(arch, fl, device, settings)
+    else:
+        logger.info("%s: filled the pipeline's cache in %.1f s", arch, fill_cache(fl.dataset))
+        flowerlab = Side("flowerlab", fl.model, fl.dataset, fl.global_batch)
     measure_sides([plain, flowerlab], settings)
     flops, _ = forward_flops(fl.model, fl.image_size)
     measurement = Measurement(
         arch=arch, plain_images_per_s=plain.images_per_second(), images_per_s=flowerlab.images_per_second(),
         precision=fl.precision, image_size=fl.image_size, plain_parameters=parameters(plain_model),
         flowerlab_parameters=parameters(fl.model), forward_flops=flops,
-        flops_factor=training_flops_factor(fl.model))
+        # With the cache the backbone's forward pass runs once per image for all the epochs.
+        flops_factor=FORWARD_ONLY / settings.cache_epochs if times else training_flops_factor(fl.model),
+        cache_epochs=settings.cache_epochs if times else None,
+        extraction_images_per_s=times.extracted / times.extraction_seconds if times else None,
+        head_images_per_s=times.head_images / times.head_seconds if times else None)
     logger.info("%s: plain %.1f, flowerlab %.1f images/s (%.2fx, %s), %.3f GFLOPs/image", arch,
                 measurement.plain_images_per_s, measurement.images_per_s,
                 measurement.images_per_s / measurement.plain_images_per_s, fl.precision, flops / 1e9)
@@ -600,7 +700,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             get_spec(arch)  # ConfigError naming the allowed ones
         verify_shards(manifest_path, "train")  # as flowerlab train: a corrupt shard is named now
         settings = BenchSettings(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps,
-                                 rounds=args.rounds, seed=args.seed, precision=args.precision, threads=args.threads)
+                                 rounds=args.rounds, seed=args.seed, precision=args.precision, threads=args.threads,
+                                 cache_epochs=args.cache_epochs)
         device = devices.select_strategy(args.accelerator)
         size = args.matmul_size or (8192 if device.kind == "gpu" else 2048)
         dtypes = peak_dtypes(args.archs, device.kind, args.precision)
@@ -651,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fit calls per side, alternating plain / flowerlab (default %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="TensorFlow and tf.data threads (default: TensorFlow's choice, all cores)")
+    parser.add_argument("--cache-epochs", type=positive_int, default=10,
+                        help="head epochs per round for models flowerlab trains on cached backbone features "
+                             "(mobilenet_v2; default %(default)s, the course's epochs)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="MobileNetV2 no-top .h5 weights (default $FLOWERLAB_MOBILENET_WEIGHTS or "
                              "../shared/data/weights/mobilenet_v2_1.0_224_no_top.h5; without them the "

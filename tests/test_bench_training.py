@@ -18,6 +18,7 @@ COLUMNS = [
     "plain_train_gflops_per_s", "train_gflops_per_s", "plain_mfu", "mfu", "peak_dtype",
     "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
     "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
+    "cache_epochs", "extraction_images_per_s", "head_images_per_s",
 ]
 FIGURES = [
     "plain_images_per_s", "flowerlab_images_per_s", "ratio", "plain_parameters", "flowerlab_parameters",
@@ -73,19 +74,31 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: 
         assert row["peak_dtype"] == expected_peak
         assert row["peak_gflops_per_s"] == row[f"peak_{expected_peak}_gflops_per_s"]
         assert (row["batch_size"], row["image_size"], row["warmup_steps"], row["timed_steps"]) == ("8", "32", "1", "2")
+        # Trained on images: no feature-cache figures.
+        assert row["cache_epochs"] == row["extraction_images_per_s"] == row["head_images_per_s"] == ""
     assert "flowerlab img/s" in done.stdout and f"wrote {out}" in done.stdout
     assert [path.name for path in out.parent.iterdir()] == ["training.csv"]  # no temporary left
 
 
 @pytest.mark.real_data  # the house's mark for tests that need ../shared/data (here the weights)
-def test_frozen_backbone_counts_forward_flops_only(repo_root: Path, tmp_path: Path, mobilenet_weights: Path) -> None:
-    done, out = run_quick(repo_root, tmp_path, "--archs", "mobilenet_v2", "--weights", str(mobilenet_weights))
+def test_frozen_backbone_times_the_feature_cache(repo_root: Path, tmp_path: Path, mobilenet_weights: Path) -> None:
+    """flowerlab's side of the frozen MobileNetV2 is what flowerlab train runs: one extraction of
+    the training images, then --cache-epochs head epochs on the features."""
+    done, out = run_quick(repo_root, tmp_path, "--archs", "mobilenet_v2", "--weights", str(mobilenet_weights),
+                          "--cache-epochs", "4")
     assert done.returncode == 0, done.stderr[-3000:]
     _, rows = read_rows(out)
     (row,) = rows
     assert row["status"] == "measured" and float(row["flowerlab_images_per_s"]) > 0
     assert row["plain_parameters"] == row["flowerlab_parameters"]
-    assert row["flops_factor"] == "1.0"  # backpropagation stops at the head
+    assert row["cache_epochs"] == "4"
+    # The backbone's forward pass runs once per image for the 4 epochs; backpropagation stops at the head.
+    assert row["flops_factor"] == "0.25"
+    extraction, head = float(row["extraction_images_per_s"]), float(row["head_images_per_s"])
+    assert extraction > 0 and head > extraction  # the head alone is what the cache makes cheap
+    # Amortised: 4 epochs of n images over one extraction (n / extraction s) + 4 head epochs (4 n / head s).
+    assert close(row["flowerlab_images_per_s"], 4 / (1 / extraction + 4 / head))
+    assert "feature cache: extraction + 4 head epochs" in done.stdout
 
 
 def test_backbone_without_weights_is_a_recorded_skip(repo_root: Path, tmp_path: Path) -> None:
