@@ -31,7 +31,6 @@ Results go to results/bench/study.csv (--out), written atomically.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import re

@@ -251,7 +251,7 @@ SUMMARISERS: dict[str, Callable[[list[dict[str, str]]], list[dict[str, Any]]]] =
 
 
 def file_time(path: Path) -> str:
-    return f"{dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return f"{dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def summarise(out_dir: Path, status: dict[str, str]) -> list[dict[str, Any]]:

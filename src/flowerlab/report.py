@@ -174,7 +174,7 @@ def load_training_benchmark(bench_dir: str | os.PathLike[str]) -> tuple[Any, str
     path = Path(bench_dir) / TRAINING_BENCHMARK_CSV
     if not path.is_file():
         return None
-    written = dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
+    written = dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC)
     return pd.read_csv(path), f"{path.name} written {written:%Y-%m-%d %H:%M} UTC"
 
 
