@@ -297,7 +297,7 @@ def image_datasets(settings: Any, plan: Any, batching: Any) -> tuple[Any, Any, A
 
 def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching: Any, schedule: Callable[[int], float],
                       strategy: Any, compile_head: Callable[[keras.Model, float], None], callbacks: Sequence[Any],
-                      charge: ChargeExtraction, verbose: int) -> dict[str, Any]:
+                      charge: ChargeExtraction) -> dict[str, Any]:
     """Train `model`'s head on cached backbone features (the module's docstring), in place.
 
     `callbacks` are the image path's per-epoch callbacks with `charge` right after the
@@ -346,7 +346,7 @@ def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching:
         split.head.fit(feature_batches(cached, order, batch_size=batching.global_batch,
                                        drop_remainder=batching.drop_remainder),
                        epochs=epoch + 1, initial_epoch=epoch, validation_data=validation_batches,
-                       callbacks=list(callbacks), verbose=verbose, shuffle=False)
+                       callbacks=list(callbacks), verbose=0, shuffle=False)  # EpochLogger's lines instead
 
     head_seconds = sum(charge.head_train_seconds)
     extracted = batching.images_per_epoch * (epochs if augment else 1)

@@ -496,7 +496,7 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
         recorder,  # before the checkpointer (or the extraction's charge) and the logger: they read its newest row
         charge if cached else EpochCheckpointer(settings.checkpoint_dir, recorder, state_for),
     ]
-    if settings.log_every_epoch or not interactive:
+    if settings.log_every_epoch or not interactive or cached:  # a head epoch is too short for a progress bar
         callbacks.append(EpochLogger(recorder, epochs))
     callbacks += list(extra_callbacks)
 
@@ -513,8 +513,7 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
             if cached:
                 cache_record = feature_cache.train_on_features(
                     model, settings=settings, plan=plan, batching=batching, schedule=schedule,
-                    strategy=device.strategy, compile_head=compile_model, callbacks=callbacks, charge=charge,
-                    verbose=1 if interactive else 0)
+                    strategy=device.strategy, compile_head=compile_model, callbacks=callbacks, charge=charge)
             else:
                 model.fit(train_data, epochs=epochs, initial_epoch=session.initial_epoch,
                           steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
