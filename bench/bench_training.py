@@ -550,7 +550,8 @@ class Measurement:
     plain_parameters: int
     flowerlab_parameters: int
     forward_flops: int  # one image
-    flops_factor: float  # training FLOPs / forward FLOPs
+    flops_factor: float  # training FLOPs / forward FLOPs, flowerlab's side
+    plain_flops_factor: float  # the plain side's (it always trains on images)
     cache_epochs: int | None = None  # feature cache: head epochs per extraction; None: image path
     extraction_images_per_s: float | None = None
     head_images_per_s: float | None = None
@@ -560,7 +561,7 @@ def measured_row(m: Measurement, *, peaks: dict[str, float], settings: BenchSett
                  context: dict[str, Any]) -> dict[str, Any]:
     gflops = m.forward_flops / 1e9
     peak_dtype = COMPUTE_DTYPES[m.precision]
-    plain_train = m.flops_factor * gflops * m.plain_images_per_s
+    plain_train = m.plain_flops_factor * gflops * m.plain_images_per_s
     train = m.flops_factor * gflops * m.images_per_s
     return {
         "arch": m.arch, "status": "measured", "batch_size": settings.batch_size, "image_size": m.image_size,
@@ -642,6 +643,7 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
         flowerlab_parameters=parameters(fl.model), forward_flops=flops,
         # With the cache the backbone's forward pass runs once per image for all the epochs.
         flops_factor=FORWARD_ONLY / settings.cache_epochs if times else training_flops_factor(fl.model),
+        plain_flops_factor=training_flops_factor(plain_model),
         cache_epochs=settings.cache_epochs if times else None,
         extraction_images_per_s=times.extracted / times.extraction_seconds if times else None,
         head_images_per_s=times.head_images / times.head_seconds if times else None)

@@ -99,6 +99,10 @@ def test_frozen_backbone_times_the_feature_cache(repo_root: Path, tmp_path: Path
     # Amortised: 4 epochs of n images over one extraction (n / extraction s) + 4 head epochs (4 n / head s).
     assert close(row["flowerlab_images_per_s"], 4 / (1 / extraction + 4 / head))
     assert "feature cache: extraction + 4 head epochs" in done.stdout
+    # The plain side trains on images: its backbone runs forward for every image of every step.
+    plain = float(row["gflops_per_image"]) * float(row["plain_images_per_s"])
+    assert close(row["plain_train_gflops_per_s"], plain)
+    assert close(row["plain_mfu"], plain / float(row["peak_float32_gflops_per_s"]))
 
 
 def test_backbone_without_weights_is_a_recorded_skip(repo_root: Path, tmp_path: Path) -> None:
