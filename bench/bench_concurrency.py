@@ -12,12 +12,13 @@ kind the study trains), each a separate Python process running flowerlab's own t
 * `sequential` (**baseline**, what the workflow does today): one process after another, each with
   all `--cpus` as TensorFlow and tf.data threads;
 * `concurrent`: all processes started at once, each with `--cpus` / N threads (at least 1); each
-  waits for the others to be ready before its timed steps, so that they time their steps together.
+  waits for the others at the end of its first, untimed step, so that their timed steps start together.
 
 Each training: start Python and TensorFlow, build and compile the model, fill the pipeline's uint8
 cache with one pass over the training records (as a study's first epoch does), `fit` `--warmup`
 steps (tracing the training step), then `fit` 1 + `--steps` steps of `--batch-size` images, the
-`--steps` timed (from the end of the first step to the end of the last).
+`--steps` timed (from the end of the first step to the end of the last; that first step of a new
+`fit` fills the shuffle buffer; it took 2 s longer for convnet than for dense in a run here).
 
 Figures per mode (alternating the order of the modes in each of `--rounds` rounds, so drifting load
 from other processes hits both alike):
@@ -126,15 +127,7 @@ def train_once(args: argparse.Namespace) -> dict[str, Any]:
     devices.configure_threads(args.threads)  # before TensorFlow's runtime starts
     import keras
 
-    from bench_training import (
-        BenchSettings,
-        Side,
-        check_timed_steps,
-        fill_cache,
-        flowerlab_path,
-        time_steps,
-        weights_for,
-    )
+    from bench_training import BenchSettings, check_timed_steps, fill_cache, flowerlab_path, weights_for
     from flowerlab.data.tfrecords import load_manifest
 
     weights, note = weights_for(args.worker, args.weights)
@@ -146,23 +139,43 @@ def train_once(args: argparse.Namespace) -> dict[str, Any]:
     keras.utils.set_random_seed(args.seed)
     device = devices.select_strategy(args.accelerator)
     with tempfile.TemporaryDirectory(prefix="bench_concurrency-") as scratch:
-        path = flowerlab_path(args.worker, args.manifest, manifest, device, weights, settings,
-                              Path(scratch))
+        path = flowerlab_path(args.worker, args.manifest, manifest, device, weights, settings, Path(scratch))
         check_timed_steps(settings, path.full_batches, path.global_batch, f"{args.manifest}'s training records")
         fill_cache(path.dataset)  # the study's first epoch fills it too
-        # The warm-up steps trace the training step (Keras keeps the traced function for the
-        # next fit): done before the barrier, so that the concurrent trainings' timed steps,
-        # not their tracing, run together.
+        # The warm-up steps trace the training step (Keras keeps the traced function for the next fit).
         path.model.fit(path.dataset, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)
         ready = time.time()
-        if args.barrier is not None:
-            wait_for_the_others(args.barrier, args.index, args.processes)
-        side = Side("flowerlab", path.model, path.dataset, path.global_batch)
-        time_steps(side, warmup=1, steps=args.steps)  # one untimed step starts the clock, as in bench_training
-        timed_end = time.time()  # just after the last step's callback
-    return {"arch": args.worker, "threads": args.threads, "images": side.images,
-            "steady_seconds": side.seconds, "timed_start": timed_end - side.seconds, "timed_end": timed_end,
+        ends = timed_fit(path.model, path.dataset, args)
+    seconds = ends[-1] - ends[0]
+    timed_end = time.time() - (time.perf_counter() - ends[-1])  # the last step's end on the wall clock
+    return {"arch": args.worker, "threads": args.threads, "images": args.steps * path.global_batch,
+            "steady_seconds": seconds, "timed_start": timed_end - seconds, "timed_end": timed_end,
             "ready_seconds": ready - started, "precision": path.precision}
+
+
+def timed_fit(model: Any, dataset: Any, args: argparse.Namespace) -> list[float]:
+    """One `fit` of 1 + `--steps` steps; returns the perf_counter at the end of each step. The
+    first step (a new iterator: the shuffle buffer fills, kernels warm up, seconds apart between
+    architectures) is untimed; in the concurrent mode every training waits for the others at its
+    end, so that their timed steps start together."""
+    import keras
+
+    from bench_training import make_step_timer, warn_about_outliers
+
+    class WaitForTheOthers(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if batch == 0 and args.barrier is not None:
+                wait_for_the_others(args.barrier, args.index, args.processes)
+
+    timer = make_step_timer()  # after the barrier's callback: the clock starts once all are ready
+    model.fit(dataset, epochs=1, steps_per_epoch=1 + args.steps, callbacks=[WaitForTheOthers(), timer],
+              verbose=0, shuffle=False)
+    if len(timer.ends) != 1 + args.steps:
+        raise RuntimeError(f"{args.worker}: fit ran {len(timer.ends)} steps, expected {1 + args.steps}")
+    warn_about_outliers(args.worker, timer.ends)
+    return timer.ends
+
+
 
 
 BARRIER_TIMEOUT_SECONDS = 900.0
@@ -241,7 +254,11 @@ def run_mode(mode: str, round_index: int, archs: Sequence[str], cpus: int, args:
 
 
 def per_training_text(trainings: Sequence[Training]) -> str:
-    return "; ".join(f"{t.arch} {t.images_per_s:.1f} img/s, ready after {t.ready_seconds:.1f} s" for t in trainings)
+    """Each training's rate, its start-up, and when its timed steps ran (seconds after the first
+    timed step of the set began: concurrent ones should overlap)."""
+    first = min(t.timed_start for t in trainings)
+    return "; ".join(f"{t.arch} {t.images_per_s:.1f} img/s, ready after {t.ready_seconds:.1f} s, timed "
+                     f"+{t.timed_start - first:.1f}..+{t.timed_end - first:.1f} s" for t in trainings)
 
 
 # --------------------------------------------------------------------------------------------
