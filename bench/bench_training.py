@@ -405,7 +405,7 @@ def feature_cache_side(arch: str, fl: FlowerlabPath, device: Any, settings: Benc
     from flowerlab.data import pipeline
 
     with device.strategy.scope():
-        split = feature_cache.split_frozen_backbone(fl.model)
+        split = feature_cache.split_frozen_backbone(fl.model, fold=feature_cache.folds_batch_norms(fl.model))
         train.compile_model(split.head, LEARNING_RATE)
     extract = feature_cache.extraction_function(split.extractor)
     images, _, _ = feature_cache.image_datasets(fl.run, fl.plan, fl.batching)

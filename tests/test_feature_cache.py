@@ -212,3 +212,35 @@ def test_saved_model_keeps_the_courses_parameter_counts(backbone_weights: Path, 
     saved = keras.saving.load_model(tmp_path / "model" / "model.keras")
     assert count_parameters(saved) == (2_488_389, 230_405)
     assert count_parameters(build_model("mobilenet_v2", num_classes=5, image_size=192)) == (2_488_389, 230_405)
+
+
+def test_a_model_input_larger_than_the_records_is_resized_as_on_the_image_path(
+        manifest: Path, backbone_weights: Path, tmp_path: Path) -> None:
+    run = settings(manifest, tmp_path, backbone_weights, epochs=1, image_size=40)
+    record = training.train(run)
+    assert record["image_size"] == 40 and record["feature_cache"]["used"] is True
+    assert record["feature_cache"]["feature_shape"] == [2, 2, 1280]
+    model = keras.saving.load_model(run.out_dir / "model.keras")
+    training.compile_model(model, 1e-3)
+    validation = pipeline.make_dataset(shard_paths(manifest, "validation"), image_size=SIZE, target_size=40,
+                                       num_classes=CLASSES, batch_size=8, training=False, deterministic=True)
+    loss, _ = model.evaluate(validation, verbose=0)
+    assert loss == pytest.approx(read_history(run.out_dir / "history.csv")[-1]["val_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_mixed_precision_extracts_with_the_unfolded_backbone(manifest: Path, backbone_weights: Path,
+                                                             tmp_path: Path) -> None:
+    """bfloat16 compute: folding would round the merged kernels to bfloat16 (features off by up to
+    half their range here), so the backbone runs unfolded, as the saved model runs it, and the
+    saved model scores what the head scored."""
+    run = settings(manifest, tmp_path, backbone_weights, epochs=1, precision="mixed_bfloat16")
+    record = training.train(run)
+    cache = record["feature_cache"]
+    assert record["precision"] == "mixed_bfloat16" and cache["used"] is True
+    assert cache["batch_norms"] == 52 and cache["batch_norms_folded"] == 0 and cache["fold_check"] is None
+    model = keras.saving.load_model(run.out_dir / "model.keras")
+    training.compile_model(model, 1e-3)
+    validation = pipeline.make_dataset(shard_paths(manifest, "validation"), image_size=SIZE, num_classes=CLASSES,
+                                       batch_size=8, training=False, deterministic=True)
+    loss, _ = model.evaluate(validation, verbose=0)
+    assert loss == pytest.approx(read_history(run.out_dir / "history.csv")[-1]["val_loss"], rel=1e-4, abs=1e-5)
