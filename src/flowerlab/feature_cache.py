@@ -7,8 +7,9 @@ time. Here it runs once per photo:
 
 1. the built (and compiled) model is split into an *extractor* (its preprocessing and a copy
    of the backbone with every batch norm folded into its convolution, `models.folding`, 1.6x
-   faster here; in float32 compute only, see `folds_batch_norms`) and a *head* (a model over the features made of the very layer objects of the
-   full model, so training the head trains the saved model's weights in place);
+   faster here; in float32 compute only, see `folds_batch_norms`) and a *head* (a model over
+   the features made of the very layer objects of the full model, so training the head trains
+   the saved model's weights in place);
 2. the training and validation features are computed once, in the record order of the
    unshuffled pipeline, and kept in memory as float32 (the real data: 3,001 x 6 x 6 x 1280 x 4 B
    ~ 550 MB, validation ~ 120 MB);
@@ -21,11 +22,13 @@ With `augment` the backbone's input differs every epoch, so the features are com
 epoch: each epoch's augmented images come from the image path's own training dataset (same
 order, same augmentation seeds) and the head trains on them in that order. That is what the
 issue asks ("per augmentation variant"), keeps the augmented run equal to the image path's up
-to float32 rounding, and still skips the backward pass and runs the folded backbone.
+to float32 rounding, and still runs the folded backbone. (The other choice, training on images
+whenever augment is on, would keep the image path's cost for every augmented frozen model.)
 
-The saved model.keras is the full image -> probabilities model with the trained head; a
-check on the first images compares the folded extractor's features with the unfolded model's,
-and a mismatch beyond float rounding stops the run (`cache_features: false` trains on images).
+The saved model.keras is the full image -> probabilities model with the trained head. Before
+extracting, a check on the first validation images compares the folded extractor's features
+with the unfolded model's; a mismatch beyond float32 rounding stops the run (`cache_features:
+false` trains on images).
 
 Timing, as the records report it: the extraction of the training features is charged to the
 epoch it serves (epoch 1, or every epoch with augment), so history.csv's `epoch_seconds` sum to
@@ -153,8 +156,10 @@ def split_frozen_backbone(model: keras.Model, *, fold: bool = True) -> SplitMode
 
     image = model.inputs[0]
     reference = through(preprocessing, keras.Input(image.shape[1:], dtype=image.dtype), backbone)
-    folded = fold_batch_norms(backbone) if fold else backbone
-    extractor = through(preprocessing, keras.Input(image.shape[1:], dtype=image.dtype), folded) if fold else reference
+    folded, extractor = backbone, reference
+    if fold:
+        folded = fold_batch_norms(backbone)
+        extractor = through(preprocessing, keras.Input(image.shape[1:], dtype=image.dtype), folded)
     features = keras.Input(backbone.outputs[0].shape[1:], dtype="float32", name="features")
     x = features
     for layer in head_layers:
