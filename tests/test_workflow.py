@@ -88,13 +88,19 @@ def test_smoke_study_builds_every_stage(smoke_study):
     assert list((results / "figures").glob("*.png")) and list((results / "figures").glob("*.svg"))
     assert list((smoke_study / "logs").rglob("*.log"))
     assert list((smoke_study / "benchmarks").rglob("*.tsv"))
+    # The report's time figure is drawn from this run's benchmark files.
+    captions = json.loads((results / "figures" / "captions.json").read_text())
+    assert "study_time" in captions and "training_benchmark" not in captions
 
 
 @pytest.mark.browser
 def test_the_smoke_studys_published_report_works_in_chromium(smoke_study, chromium, tmp_path, repo_root):
     page = smoke_study / "results" / "report" / "index.html"
     seen = assert_page_loads_in_the_browser(chromium, page, tmp_path)
-    assert len(seen["images"]) == 7  # every figure, each decoded with a non-zero size
+    from flowerlab.figures import FIGURES, OPTIONAL_FIGURES
+
+    # every figure, each decoded with a non-zero size; no bench/ results here, so not the benchmark's
+    assert len(seen["images"]) == len(FIGURES) - len(OPTIONAL_FIGURES) == 8
     screenshot(chromium, page, repo_root / "test-artifacts" / "smoke-report.png", tmp_path / "profile-shot")
 
 
@@ -112,6 +118,16 @@ def test_a_second_run_does_nothing_and_says_so_quickly(smoke_study):
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
     assert elapsed < 60  # generous: a no-op never imports TensorFlow or runs a job
+
+
+def test_a_benchmark_run_does_not_rerun_the_report(smoke_study):
+    bench = smoke_study / "results" / "bench"
+    bench.mkdir(parents=True)
+    try:
+        (bench / "training.csv").write_text("arch,status\nconvnet,measured\n")
+        assert planned_jobs(smoke_study, *SMOKE) == {}
+    finally:
+        shutil.rmtree(bench)
 
 
 def test_changing_shards_reruns_the_tfrecords_and_what_depends_on_them(smoke_study):
