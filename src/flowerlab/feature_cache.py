@@ -6,10 +6,10 @@ for every photo in every epoch, and on a CPU that forward pass is nearly all of 
 time. Here it runs once per photo:
 
 1. the built (and compiled) model is split into an *extractor* (its preprocessing and a copy
-   of the backbone with every batch norm folded into its convolution, `models.folding`,
-   markedly faster on a CPU; in float32 compute only, see `folds_batch_norms`) and a *head* (a model over
-   the features made of the very layer objects of the full model, so training the head trains
-   the saved model's weights in place);
+   of the backbone with every batch norm folded into its convolution, `models.folding`:
+   markedly faster on a CPU; in float32 compute only, see `folds_batch_norms`) and a *head*
+   (a model over the features made of the very layer objects of the full model, so training
+   the head trains the saved model's weights in place);
 2. the training and validation features are computed once, in the record order of the
    unshuffled pipeline, and kept in memory as float32 (the real data: 3,001 x 6 x 6 x 1280 x 4 B
    ~ 550 MB, validation ~ 120 MB);
