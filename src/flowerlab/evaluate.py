@@ -4,7 +4,7 @@
 results/models/A/training.json --manifest results/data/manifest.json --out-dir
 results/evaluation/A` writes `metrics.json` and `predictions.csv` (docs/architecture.md).
 
-Quality: accuracy, loss (Keras' categorical cross-entropy, so it equals `model.evaluate`'s),
+Quality: accuracy, loss (categorical cross-entropy of the probabilities, clipped as Keras does),
 per-class precision/recall/F1/support and the confusion matrix (rows true, columns predicted),
 computed from the predictions by the pure numpy functions at the top of this module.
 
@@ -139,8 +139,12 @@ def macro_average(per_class: dict[str, dict[str, float | int]]) -> dict[str, flo
 def categorical_cross_entropy(true: Sequence[int] | np.ndarray, probabilities: np.ndarray) -> float:
     """Mean cross-entropy of the true classes, computed as Keras does for probability outputs.
 
-    Keras rescales each row to sum to 1 and clips to [1e-7, 1 - 1e-7] before the log, so the
-    value equals `model.evaluate`'s loss (without regularisation terms).
+    Keras rescales each row to sum to 1 and clips to [1e-7, 1 - 1e-7] before the log. This is
+    NOT always the `val_loss` of training's history: in a traced graph Keras 3 finds the logits
+    under a Softmax op and uses the unclipped softmax cross-entropy, so a confidently wrong photo
+    costs more there (seen on the frozen MobileNetV2: history 1.30, this 1.14, same accuracy).
+    Computed from the saved probabilities, this is the loss anyone can recompute from
+    predictions.csv.
     """
     true = np.asarray(true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
