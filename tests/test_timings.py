@@ -64,3 +64,7 @@ def test_a_study_reads_only_its_own_jobs_in_stage_order(tmp_path: Path) -> None:
     assert timings.read_jobs(folder)[0].wildcards == "xception"  # slowest first
     with pytest.raises(DataError, match="train_model/squeezenet.tsv"):
         timings.read_study_jobs(folder, ["squeezenet"])
+    # dense and convnet are course architectures, xception is not; the data stages count too.
+    assert [job.file for job in timings.course_jobs(timings.read_jobs(folder))] == [
+        "train_model/convnet.tsv", "train_model/dense.tsv", "evaluate_model/convnet.tsv",
+        "evaluate_model/dense.tsv", "make_tfrecords.tsv", "make_inventory.tsv"]

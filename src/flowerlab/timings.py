@@ -25,6 +25,9 @@ MISSING = {"", "-", "NA", "nan"}  # how Snakemake writes a figure it could not m
 DATA_BENCHMARKS = ("make_inventory.tsv", "make_tfrecords.tsv")
 PER_ARCH_BENCHMARKS = ("train_model/{arch}.tsv", "evaluate_model/{arch}.tsv")
 STAGE_ORDER = ("make_inventory", "make_tfrecords", "train_model", "evaluate_model")
+# The course labs' four architectures: issue 5 times "the course's protocol" as these alone, and the
+# report gives their jobs' subtotal beside the models beyond the course.
+COURSE_ARCHITECTURES = ("dense", "mobilenet_v2", "convnet", "squeezenet")
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,11 @@ def read_study_jobs(folder: Path, archs: Sequence[str]) -> list[Job]:
 def total_seconds(jobs: Sequence[Job]) -> float:
     """The sum of the jobs' wall seconds: the study's cost when they run one after another."""
     return sum(job.seconds for job in jobs)
+
+
+def course_jobs(jobs: Sequence[Job]) -> list[Job]:
+    """The data stages' jobs and the course architectures' (COURSE_ARCHITECTURES) per-model jobs."""
+    return [job for job in jobs if job.rule in STAGE_ORDER[:2] or job.wildcards in COURSE_ARCHITECTURES]
 
 
 def span_seconds(jobs: Sequence[Job]) -> float:
