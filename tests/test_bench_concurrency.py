@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +10,13 @@ from types import ModuleType
 
 import pytest
 
+from bench_scripts import load_bench_script
+
 
 @pytest.fixture(scope="module")
 def bench_concurrency(repo_root: Path) -> ModuleType:
     """The script as a module (bench/ is not a package; its siblings must import)."""
-    sys.path.insert(0, str(repo_root / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_concurrency", repo_root / "bench" / "bench_concurrency.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_concurrency"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(repo_root / "bench"))
+    return load_bench_script(repo_root, "bench_concurrency")
 
 
 def training(module: ModuleType, arch: str, threads: int, start: float, seconds: float, images: int = 320):

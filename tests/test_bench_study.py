@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from bench_scripts import load_bench_script
 
 COLUMNS = ["row", "rule", "wildcards", "seconds", "share_of_total", "max_rss_mb", "cpu_seconds", "repeats",
            "jobs_pending", "file"]
@@ -18,16 +19,7 @@ COLUMNS = ["row", "rule", "wildcards", "seconds", "share_of_total", "max_rss_mb"
 @pytest.fixture(scope="module")
 def bench_study(repo_root: Path) -> ModuleType:
     """The script as a module (bench/ is not a package; its sibling bench_models must import)."""
-    sys.path.insert(0, str(repo_root / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_study", repo_root / "bench" / "bench_study.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_study"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(repo_root / "bench"))
+    return load_bench_script(repo_root, "bench_study")
 
 
 def run_script(repo_root: Path, cwd: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import io
+import json
 import zipfile
 from pathlib import Path
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from flowerlab.models import count_parameters
 from flowerlab.models.folding import count_batch_norms, fold_batch_norms
 
 logger = logging.getLogger(__name__)
@@ -292,12 +292,9 @@ def image_datasets(settings: Any, plan: Any, batching: Any) -> tuple[Any, Any, A
     Record order needs ordered reads (deterministic=True) whatever the run's setting; nothing is
     cached, since each image is read once (the augmented dataset, read every epoch, caches)."""
     from flowerlab.data.pipeline import make_dataset
+    from flowerlab.train import dataset_options
 
-    common = {
-        "image_size": plan.record_size, "num_classes": plan.num_classes, "batch_size": batching.global_batch,
-        "target_size": plan.image_size if plan.image_size != plan.record_size else None,
-        "seed": settings.seed, "deterministic": True, "threads": settings.threads,
-    }
+    common = {**dataset_options(settings, plan, batching), "deterministic": True}
     train = make_dataset(plan.train_files, training=False, cache=False, expected_records=plan.train_records,
                          **common)
     validation = make_dataset(plan.validation_files, training=False, cache=False,
@@ -382,7 +379,7 @@ def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching:
         "train_extraction_images_per_second": extracted / extraction_seconds,
         "validation_images": validation.count,
         "validation_extraction_seconds": validation.seconds,
-        "head_trainable_parameters": int(sum(math.prod(weight.shape) for weight in split.head.trainable_weights)),
+        "head_trainable_parameters": count_parameters(split.head)[1],
         "head_train_seconds": head_seconds,
         "head_images_per_second": head_images_per_second(batching.images_per_epoch, charge.head_train_seconds),
         "amortised_images_per_second": epochs * batching.images_per_epoch / (extraction_seconds + head_seconds),

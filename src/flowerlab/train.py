@@ -354,16 +354,21 @@ def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.C
         return model
 
 
-def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, first_epoch: int) -> tuple[Any, Any]:
-    """The training dataset (endless, from epoch `first_epoch`) and the validation dataset."""
-    from flowerlab.data.pipeline import make_dataset
-
-    common = {
+def dataset_options(settings: TrainSettings, plan: DataPlan, batching: Batching) -> dict[str, Any]:
+    """`make_dataset` keywords every dataset of a training shares (image path and feature cache)."""
+    return {
         "image_size": plan.record_size, "num_classes": plan.num_classes, "batch_size": batching.global_batch,
         "target_size": plan.image_size if plan.image_size != plan.record_size else None,
-        "seed": settings.seed, "deterministic": settings.deterministic,
-        "drop_remainder": batching.drop_remainder, "threads": settings.threads,
+        "seed": settings.seed, "threads": settings.threads,
     }
+
+
+def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, first_epoch: int) -> tuple[Any, Any]:
+    """The training dataset (from epoch `first_epoch` to the last) and the validation dataset."""
+    from flowerlab.data.pipeline import make_dataset
+
+    common = {**dataset_options(settings, plan, batching), "deterministic": settings.deterministic,
+              "drop_remainder": batching.drop_remainder}
     train_data = make_dataset(plan.train_files, training=True, augment=bool(settings.hparams["augment"]),
                               repeat=True, first_epoch=first_epoch, epochs=int(settings.hparams["epochs"]),
                               expected_records=plan.train_records, **common)

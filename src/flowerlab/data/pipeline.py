@@ -21,8 +21,8 @@ errors TensorFlow raises while iterating into a `DataError` with a readable mess
 from __future__ import annotations
 
 import contextlib
-import logging
 import functools
+import logging
 import os
 import random
 import re
@@ -370,7 +370,8 @@ def make_dataset(
     repeat (training only): the epochs `first_epoch` .. `epochs - 1` (Keras's `epochs`), each a
     full pass over the records batched on its own, so that with `steps_per_epoch =
     batches_per_epoch(...)` Keras epochs and data epochs coincide exactly, whatever the remainder.
-    Without `repeat` a training dataset is the single epoch `first_epoch`. Not training: one pass in record order (when `deterministic`), no augmentation.
+    Without `repeat` a training dataset is the single epoch `first_epoch`. Not training: one pass
+    in record order (when `deterministic`), no augmentation.
     deterministic: ordered parallel reads and maps; every random op is seeded from `seed` (a
     random seed is drawn when None).
     threads: bounds tf.data's private thread pool (None: TensorFlow's default).
