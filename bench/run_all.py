@@ -232,6 +232,9 @@ def summarise_study(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
                                    note=by_kind["total"]["rule"]))
     if "span" in by_kind:
         summary.append(summary_row("study", "span (first start to last end)", by_kind["span"]["seconds"], "s"))
+    if "wall" in by_kind:  # bench_full_study.py: the whole `snakemake` run, timed from outside
+        summary.append(summary_row("study", "wall (the snakemake run)", by_kind["wall"]["seconds"], "s",
+                                   note=by_kind["wall"]["rule"]))
     startup = by_kind.get("startup", {}).get("seconds", "")
     for kind, measure in (("noop", "no-op rerun (snakemake -n)"), ("noop_run", "no-op rerun (snakemake)")):
         if kind in by_kind:
