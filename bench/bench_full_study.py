@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_study(args: argparse.Namespace, workdir: Path) -> None:
     found = existing_outputs(workdir)
     if found and not args.fresh:
-        raise DataError(f"{workdir} already holds a study's outputs ({', '.join(found)}/): its time would be a "
+        raise DataError(f"{workdir} already holds a study's outputs ({', '.join(f'{name}/' for name in found)}): its time would be a "
                         "partial rerun's. Pass --fresh to move results/, benchmarks/ and logs/ aside first")
     if args.fresh:
         for target in move_aside(workdir, time.strftime("%Y%m%d-%H%M%S", time.gmtime())):
