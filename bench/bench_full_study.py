@@ -46,6 +46,7 @@ logger = logging.getLogger("bench_full_study")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_FOLDERS = ("results", "benchmarks", "logs")  # what a study writes (resources/ is the download cache)
+KEPT_FILES = {"results": ("README.md",)}  # tracked by git inside an output folder
 QUICK_CONFIG = ["study=[dense]", "models={dense: {epochs: 1}}"]
 
 
@@ -60,13 +61,20 @@ def existing_outputs(workdir: Path) -> list[str]:
 
 
 def move_aside(workdir: Path, stamp: str) -> list[Path]:
+    """Each output folder renamed to `<name>.before-<stamp>`; the repository's own files in them
+    (results/README.md) stay where git expects them."""
     moved = []
     for name in OUTPUT_FOLDERS:
         folder = workdir / name
-        if folder.exists():
-            target = workdir / f"{name}.before-{stamp}"
-            folder.rename(target)
-            moved.append(target)
+        if not folder.exists():
+            continue
+        target = workdir / f"{name}.before-{stamp}"
+        folder.rename(target)
+        moved.append(target)
+        for kept in KEPT_FILES.get(name, ()):
+            if (target / kept).is_file():
+                folder.mkdir(exist_ok=True)
+                shutil.copy2(target / kept, folder / kept)
     return moved
 
 

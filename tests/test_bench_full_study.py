@@ -41,6 +41,7 @@ def test_a_folder_with_a_study_in_it_is_refused_unless_fresh(repo_root: Path, tm
     bench = load_bench_script(repo_root, "bench_full_study")
     (tmp_path / "results" / "models" / "dense").mkdir(parents=True)
     (tmp_path / "results" / "models" / "dense" / "model.keras").write_bytes(b"weights")
+    (tmp_path / "results" / "README.md").write_text("tracked by git\n")
     (tmp_path / "logs").mkdir()
     assert bench.existing_outputs(tmp_path) == ["results"]
     assert bench.main(["--workdir", str(tmp_path), "--accelerator", "cpu"]) != 0  # refused before snakemake
@@ -49,6 +50,8 @@ def test_a_folder_with_a_study_in_it_is_refused_unless_fresh(repo_root: Path, tm
     moved = bench.move_aside(tmp_path, "20260101-000000")
     assert sorted(path.name for path in moved) == ["logs.before-20260101-000000", "results.before-20260101-000000"]
     assert (tmp_path / "results.before-20260101-000000" / "models" / "dense" / "model.keras").read_bytes() == b"weights"
+    assert (tmp_path / "results" / "README.md").read_text() == "tracked by git\n"  # git's file stays
+    assert not (tmp_path / "results" / "models").exists()
     assert bench.existing_outputs(tmp_path) == []
 
 
