@@ -10,7 +10,8 @@ In --workdir (the repository by default) it
 
 1. refuses when a study's outputs are already there (results/, benchmarks/): the figure would be a
    partial rerun's. `--fresh` moves results/, benchmarks/ and logs/ aside to `<name>.before-<UTC time>`
-   (nothing is deleted; the official download's cache in resources/ is kept, as a rerun would);
+   (nothing is deleted; results/README.md and the benchmarks' results/bench/ stay, copied back, and
+   the official download's cache in resources/ is kept, as a rerun would);
 2. runs `snakemake --cores N --config accelerator=A [ITEM ...]` and times it (wall). With `gpu` or
    `tpu` the training jobs fail in seconds, with the reason, when TensorFlow does not see one: no
    hour of CPU training by mistake;
@@ -46,23 +47,30 @@ logger = logging.getLogger("bench_full_study")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_FOLDERS = ("results", "benchmarks", "logs")  # what a study writes (resources/ is the download cache)
-KEPT_FILES = {"results": ("README.md",)}  # tracked by git inside an output folder
+# Not the study's outputs, though inside results/: git's README, and the benchmarks' figures (bench/),
+# which the report shows beside the study's own times when they are there.
+KEPT = {"results": ("README.md", "bench")}
 QUICK_CONFIG = ["study=[dense]", "models={dense: {epochs: 1}}"]
 
 
+def is_kept(folder_name: str, relative: Path) -> bool:
+    return relative.parts[0] in KEPT.get(folder_name, ())
+
+
 def existing_outputs(workdir: Path) -> list[str]:
-    """The study outputs already in `workdir` (the README of an empty results/ does not count)."""
+    """The output folders in `workdir` that hold a study's files (not only the KEPT ones)."""
     found = []
     for name in ("results", "benchmarks"):
         folder = workdir / name
-        if folder.is_dir() and any(path.is_file() and path.name != "README.md" for path in folder.rglob("*")):
+        if folder.is_dir() and any(path.is_file() and not is_kept(name, path.relative_to(folder))
+                                   for path in folder.rglob("*")):
             found.append(name)
     return found
 
 
 def move_aside(workdir: Path, stamp: str) -> list[Path]:
-    """Each output folder renamed to `<name>.before-<stamp>`; the repository's own files in them
-    (results/README.md) stay where git expects them."""
+    """Each output folder renamed to `<name>.before-<stamp>`; copies of the KEPT files and folders
+    in them (results/README.md, results/bench/) stay where they were."""
     moved = []
     for name in OUTPUT_FOLDERS:
         folder = workdir / name
@@ -71,9 +79,11 @@ def move_aside(workdir: Path, stamp: str) -> list[Path]:
         target = workdir / f"{name}.before-{stamp}"
         folder.rename(target)
         moved.append(target)
-        for kept in KEPT_FILES.get(name, ()):
-            if (target / kept).is_file():
-                folder.mkdir(exist_ok=True)
+        folder.mkdir()
+        for kept in KEPT.get(name, ()):
+            if (target / kept).is_dir():
+                shutil.copytree(target / kept, folder / kept)
+            elif (target / kept).is_file():
                 shutil.copy2(target / kept, folder / kept)
     return moved
 

@@ -42,6 +42,8 @@ def test_a_folder_with_a_study_in_it_is_refused_unless_fresh(repo_root: Path, tm
     (tmp_path / "results" / "models" / "dense").mkdir(parents=True)
     (tmp_path / "results" / "models" / "dense" / "model.keras").write_bytes(b"weights")
     (tmp_path / "results" / "README.md").write_text("tracked by git\n")
+    (tmp_path / "results" / "bench").mkdir()
+    (tmp_path / "results" / "bench" / "training.csv").write_text("arch\n")
     (tmp_path / "logs").mkdir()
     assert bench.existing_outputs(tmp_path) == ["results"]
     assert bench.main(["--workdir", str(tmp_path), "--accelerator", "cpu"]) != 0  # refused before snakemake
@@ -51,15 +53,20 @@ def test_a_folder_with_a_study_in_it_is_refused_unless_fresh(repo_root: Path, tm
     assert sorted(path.name for path in moved) == ["logs.before-20260101-000000", "results.before-20260101-000000"]
     assert (tmp_path / "results.before-20260101-000000" / "models" / "dense" / "model.keras").read_bytes() == b"weights"
     assert (tmp_path / "results" / "README.md").read_text() == "tracked by git\n"  # git's file stays
+    assert (tmp_path / "results" / "bench" / "training.csv").read_text() == "arch\n"  # so do the benchmarks
     assert not (tmp_path / "results" / "models").exists()
+    assert (tmp_path / "logs").is_dir() and not any((tmp_path / "logs").iterdir())
     assert bench.existing_outputs(tmp_path) == []
 
 
-def test_an_empty_results_folder_with_its_readme_is_not_a_study(repo_root: Path, tmp_path: Path) -> None:
+def test_results_with_only_its_readme_and_benchmarks_is_not_a_study(repo_root: Path, tmp_path: Path) -> None:
     bench = load_bench_script(repo_root, "bench_full_study")
-    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench").mkdir(parents=True)
     (tmp_path / "results" / "README.md").write_text("generated outputs land here\n")
+    (tmp_path / "results" / "bench" / "summary.csv").write_text("part\n")
     assert bench.existing_outputs(tmp_path) == []
+    (tmp_path / "results" / "metrics.csv").write_text("arch\n")
+    assert bench.existing_outputs(tmp_path) == ["results"]
 
 
 def test_run_all_summarises_the_wall_row(repo_root: Path) -> None:
