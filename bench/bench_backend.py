@@ -31,22 +31,29 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_models import write_csv
+from bench_training import (
+    PLAIN_BUILDERS,  # no Keras import: the builders take the keras module
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 STUDY_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune")
 COURSE_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet")
+COURSE_TOTAL = "course's four"
 POLICIES = ("float32", "mixed_bfloat16")
 TRAIN_IMAGES = 3001  # the real data's training split (results/data/manifest.json)
 NUM_CLASSES = 5
 
 
 def study_recipes(config_path: Path, archs: list[str]) -> dict[str, dict[str, int]]:
-    """Each architecture's epochs and batch size from the study's config file."""
+    """Each architecture's epochs and batch size from the study's config file (read as YAML, not
+    through flowerlab.config, whose schema check needs jsonschema, which a JAX-only machine may lack;
+    every model there sets both keys)."""
     import yaml
 
     models = yaml.safe_load(config_path.read_text())["models"]
@@ -55,6 +62,11 @@ def study_recipes(config_path: Path, archs: list[str]) -> dict[str, dict[str, in
         raise SystemExit(f"{config_path} has no models.{missing[0]} (architectures: {sorted(models)})")
     return {arch: {"epochs": int(models[arch]["epochs"]), "batch_size": int(models[arch]["batch_size"])}
             for arch in archs}
+
+
+def epoch_images(train_images: int, batch_size: int) -> int:
+    """Images in an epoch of full batches (a partial last batch would recompile under JAX)."""
+    return math.ceil(train_images / batch_size) * batch_size
 
 
 def describe_device(backend: str) -> str:
@@ -122,15 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         args.image_size, args.train_images, args.rounds = 32, 64, 1
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend  # read once, when keras is first imported
-    if "keras" in sys.modules and args.backend and sys.modules["keras"].backend.backend() != args.backend:
-        raise SystemExit(f"keras is already imported with backend {sys.modules['keras'].backend.backend()}")
-
     import keras
     import numpy as np
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_models import write_csv
-    from bench_training import PLAIN_BUILDERS
 
     unknown = [arch for arch in args.archs if arch not in PLAIN_BUILDERS]
     if unknown:
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Keras {keras.__version__}, backend {backend}, device {device}, "
           f"{args.image_size} px, {args.train_images} training images per epoch", flush=True)
 
-    largest = max(math.ceil(args.train_images / r["batch_size"]) * r["batch_size"] for r in recipes.values())
+    largest = max(epoch_images(args.train_images, recipe["batch_size"]) for recipe in recipes.values())
     rng = np.random.default_rng(0)
     all_images = rng.random((largest, args.image_size, args.image_size, 3), dtype=np.float32)
     all_labels = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, largest)]
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'images/s':>9}", flush=True)
     for arch in args.archs:
         batch_size = recipes[arch]["batch_size"]
-        count = math.ceil(args.train_images / batch_size) * batch_size
+        count = epoch_images(args.train_images, batch_size)
         for policy in args.policies:
             result = time_architecture(keras, PLAIN_BUILDERS[arch], policy, images=all_images[:count],
                                        labels=all_labels[:count], batch_size=batch_size,
@@ -175,19 +180,16 @@ def print_study_estimate(rows: list[dict[str, object]], recipes: dict[str, dict[
                          train_images: int) -> None:
     """Training-step seconds of the study's epochs at each architecture's best images/s."""
     print("\n# study estimate: epochs x training images / best images/s (training steps only)")
-    totals = {"course's four": 0.0, "all timed": 0.0}
-    if not set(COURSE_ARCHS) <= set(recipes):
-        del totals["course's four"]
+    seconds = {}
     for arch, recipe in recipes.items():
         best = max((row for row in rows if row["architecture"] == arch),
                    key=lambda row: float(row["images_per_second"]))
-        seconds = recipe["epochs"] * train_images / float(best["images_per_second"])
-        totals["all timed"] += seconds
-        if arch in COURSE_ARCHS and "course's four" in totals:
-            totals["course's four"] += seconds
-        print(f"{arch:<24} {recipe['epochs']:>3} epochs  {seconds:8.1f} s  ({best['policy']})")
-    for name, seconds in totals.items():
-        print(f"{name:<24} {'':>10} {seconds:8.1f} s")
+        seconds[arch] = recipe["epochs"] * train_images / float(best["images_per_second"])
+        print(f"{arch:<24} {recipe['epochs']:>3} epochs  {seconds[arch]:8.1f} s  ({best['policy']})")
+    if set(COURSE_ARCHS) <= set(seconds):
+        course_seconds = sum(seconds[arch] for arch in COURSE_ARCHS)
+        print(f"{COURSE_TOTAL:<24} {'':>10} {course_seconds:8.1f} s")
+    print(f"{'all timed':<24} {'':>10} {sum(seconds.values()):8.1f} s")
 
 
 if __name__ == "__main__":

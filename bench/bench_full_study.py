@@ -37,7 +37,13 @@ import time
 from pathlib import Path
 
 from bench_models import write_csv
-from bench_study import print_table, snakemake_command, stage_rows, summary_rows, timed_row
+from bench_study import (
+    print_table,
+    snakemake_command,
+    stage_rows,
+    summary_rows,
+    timed_row,
+)
 
 from flowerlab.data.common import configure_logging, positive_int, run_command
 from flowerlab.errors import DataError
