@@ -611,3 +611,29 @@ def test_the_template_also_works_with_jupyter_nbconvert(two_architectures: Path,
     html = (tmp_path / "report.html").read_text()
     assert "<details" in html and html.count("data:image/png;base64") >= len(figures.FIGURES)
     assert not any(cdn in html for cdn in ("cdnjs.cloudflare.com", "unpkg.com", "cdn.jsdelivr.net"))
+
+
+def test_study_time_rows_give_each_job_the_total_the_span_and_the_course_subtotal() -> None:
+    from flowerlab.timings import Job
+
+    def job(rule: str, wildcards: str, seconds: float, ended: float) -> Job:
+        return Job(rule, wildcards, seconds, max_rss_mb=100.0, cpu_seconds=seconds, repeats=1,
+                   file=f"{rule}/{wildcards}.tsv", ended=ended)
+
+    jobs = [job("make_tfrecords", "", 4.0, 104.0)] + [
+        job("train_model", arch, 100.0, 204.0 + 100 * index)
+        for index, arch in enumerate(["dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune"])
+    ]
+    archs = ["dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune"]
+    rows = report.study_time_rows(jobs, archs)
+    assert [row["job"] for row in rows[:2]] == ["make_tfrecords", "train_model dense"]
+    assert rows[1]["max RSS (MB)"] == 100.0 and rows[1]["wall time"] == "100 s"
+    summaries = {row["job"]: row["seconds"] for row in rows[len(jobs):]}
+    assert summaries == {
+        "total (sum of the jobs)": 504.0,
+        "span (first start to last end)": 504.0,  # 100 -> 604
+        "the course's four architectures (data, their training and evaluation)": 404.0,
+    }
+    # No subtotal when the study is the course's four alone, or lacks one of them.
+    assert len(report.study_time_rows(jobs[:5], archs[:4])) == 5 + 2
+    assert len(report.study_time_rows(jobs[:4], archs[:3])) == 4 + 2

@@ -209,6 +209,26 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def study_time_rows(jobs: Sequence[Any], archs: Sequence[str]) -> list[dict[str, Any]]:
+    """The report's table of the study's wall time: one row per job (flowerlab.timings.Job), then
+    the total, the span, and the course's four architectures' subtotal when the study trained them
+    and more."""
+    from flowerlab import timings
+
+    def summary(label: str, seconds: float) -> dict[str, Any]:
+        return {"job": label, "wall time": format_seconds(seconds), "seconds": round(seconds, 1)}
+
+    rows = [{**summary(job.label, job.seconds), "max RSS (MB)": job.max_rss_mb, "CPU seconds": job.cpu_seconds}
+            for job in jobs]
+    rows += [summary("total (sum of the jobs)", timings.total_seconds(jobs)),
+             summary("span (first start to last end)", timings.span_seconds(jobs))]
+    course = timings.course_jobs(jobs)
+    if len(course) < len(jobs) and set(timings.COURSE_ARCHITECTURES) <= set(archs):
+        rows.append(summary("the course's four architectures (data, their training and evaluation)",
+                            timings.total_seconds(course)))
+    return rows
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
