@@ -35,15 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_models import write_csv
-from bench_training import (
-    PLAIN_BUILDERS,  # no Keras import: the builders take the keras module
-)
+from common import write_csv
+from plain_keras import PLAIN_BUILDERS  # no Keras import: the builders take the keras module
+
+from flowerlab.models.registry import COURSE_ARCHITECTURES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 STUDY_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune")
-COURSE_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet")
 COURSE_TOTAL = "course's four"
 POLICIES = ("float32", "mixed_bfloat16")
 TRAIN_IMAGES = 3001  # the real data's training split (results/data/manifest.json)
@@ -186,8 +185,8 @@ def print_study_estimate(rows: list[dict[str, object]], recipes: dict[str, dict[
                    key=lambda row: float(row["images_per_second"]))
         seconds[arch] = recipe["epochs"] * train_images / float(best["images_per_second"])
         print(f"{arch:<24} {recipe['epochs']:>3} epochs  {seconds[arch]:8.1f} s  ({best['policy']})")
-    if set(COURSE_ARCHS) <= set(seconds):
-        course_seconds = sum(seconds[arch] for arch in COURSE_ARCHS)
+    if set(COURSE_ARCHITECTURES) <= set(seconds):
+        course_seconds = sum(seconds[arch] for arch in COURSE_ARCHITECTURES)
         print(f"{COURSE_TOTAL:<24} {'':>10} {course_seconds:8.1f} s")
     print(f"{'all timed':<24} {'':>10} {sum(seconds.values()):8.1f} s")
 

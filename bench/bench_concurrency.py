@@ -6,8 +6,8 @@
 
 The same set of short trainings (`--archs`, default convnet and dense: one architecture of each
 kind the study trains), each a separate Python process running flowerlab's own training path
-(bench/bench_training.py's helpers: `flowerlab.models.build_model`, `flowerlab.train.compile_model`,
-`flowerlab.train.make_datasets` on the manifest's TFRecords), is run
+(bench/bench_training.py's helpers: `flowerlab.models.build_model`, `flowerlab.training.stage.compile_model`,
+`flowerlab.training.stage.make_datasets` on the manifest's TFRecords), is run
 
 * `sequential` (**baseline**, what the workflow does today): one process after another, each with
   all `--cpus` as TensorFlow and tf.data threads;
@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_models import write_csv  # the atomic CSV writer of the model benchmarks
+from common import write_csv
 
-from flowerlab.data.common import configure_logging, positive_int, run_command
+from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import DataError
 
 logger = logging.getLogger("bench_concurrency")
@@ -126,8 +126,9 @@ def train_once(args: argparse.Namespace) -> dict[str, Any]:
 
     devices.configure_threads(args.threads)  # before TensorFlow's runtime starts
     import keras
+    from bench_training import flowerlab_path, weights_for
+    from steps import BenchSettings, check_timed_steps, fill_cache
 
-    from bench_training import BenchSettings, check_timed_steps, fill_cache, flowerlab_path, weights_for
     from flowerlab.data.tfrecords import load_manifest
 
     weights, note = weights_for(args.worker, args.weights)
@@ -159,8 +160,7 @@ def timed_fit(model: Any, dataset: Any, args: argparse.Namespace) -> list[float]
     architectures) is untimed; in the concurrent mode every training waits for the others at its
     end, so that their timed steps start together."""
     import keras
-
-    from bench_training import make_step_timer, warn_about_outliers
+    from steps import make_step_timer, warn_about_outliers
 
     class WaitForTheOthers(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -329,7 +329,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from bench_training import make_quick_data
+    from common import make_quick_data
 
     with tempfile.TemporaryDirectory(prefix="bench_concurrency-") as scratch_name:
         scratch = Path(scratch_name)
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
-    from bench_training import default_weights
+    from common import default_weights
 
     if args.weights is None:
         args.weights = default_weights()

@@ -36,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_models import write_csv
 from bench_study import (
     print_table,
     snakemake_command,
@@ -44,10 +43,11 @@ from bench_study import (
     summary_rows,
     timed_row,
 )
+from common import write_csv
 
-from flowerlab.data.common import configure_logging, positive_int, run_command
+from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import DataError
-from flowerlab.timings import read_jobs
+from flowerlab.reporting.timings import read_jobs
 
 logger = logging.getLogger("bench_full_study")
 

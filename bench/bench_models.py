@@ -1,6 +1,6 @@
 """Training-step throughput of the architectures under alternative settings, on this machine.
 
-Three comparisons decide defaults in flowerlab.models, flowerlab.devices and flowerlab.train:
+Three comparisons decide defaults in flowerlab.models, flowerlab.devices and flowerlab.training.stage:
 
   precision  each architecture (--archs; convnet and squeezenet by default) in float32 (the
              baseline) vs mixed_bfloat16: decides what precision "auto" picks on a CPU with
@@ -8,7 +8,7 @@ Three comparisons decide defaults in flowerlab.models, flowerlab.devices and flo
   batchnorm  squeezenet with keras.layers.BatchNormalization (the baseline) vs the fused-kernel
              FusedBatchNormalization (flowerlab.models.layers): decides squeezenet's default.
   optimizer  each architecture with keras.optimizers.Adam (the baseline) vs the study's
-             flowerlab.optimizers.FusedAdam (same math, TensorFlow's one-pass kernel).
+             flowerlab.training.optimizers.FusedAdam (same math, TensorFlow's one-pass kernel).
 
 Random images, a fixed batch, Adam (FusedAdam unless the optimizer is compared), `train_on_batch` after warm-up steps (tracing excluded).
 Configurations are measured in interleaved rounds and each figure is the median step time over
@@ -24,7 +24,6 @@ all rounds, so that load from other processes on a shared machine hits every con
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from common import write_csv
 
 COMPARISONS = ("precision", "batchnorm", "optimizer")
 
@@ -43,14 +43,15 @@ class Config:
     arch: str
     policy: str
     build: Callable[[], object]
-    optimizer: str = "fused"  # "fused": flowerlab.optimizers.FusedAdam (the study's); "keras": keras Adam
+    optimizer: str = "fused"  # "fused": flowerlab.training.optimizers.FusedAdam (the study's); "keras": keras Adam
     step_seconds: list[float] = field(default_factory=list)
 
 
 def make_configs(
     compare: str, *, image_size: int, num_classes: int, archs: list[str]
 ) -> list[Config]:
-    from flowerlab.models import build_model, squeezenet
+    from flowerlab.models import squeezenet
+    from flowerlab.models.build import build_model
 
     def registry(arch: str) -> Callable[[], object]:
         return lambda: build_model(arch, num_classes=num_classes, image_size=image_size)
@@ -88,7 +89,7 @@ def prepare(config: Config, batch: tuple[np.ndarray, np.ndarray], warmup_steps: 
         model = config.build()
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    from flowerlab.optimizers import FusedAdam
+    from flowerlab.training.optimizers import FusedAdam
 
     optimizer = FusedAdam(1e-3) if config.optimizer == "fused" else keras.optimizers.Adam(1e-3)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy")
@@ -112,7 +113,7 @@ def measure(
     """Fill each configuration's step times, in interleaved rounds."""
     models = [prepare(config, batch, warmup_steps=2) for config in configs]
     for _ in range(rounds):
-        for config, model in zip(configs, models):
+        for config, model in zip(configs, models, strict=True):
             # One step at least; then as many as fit this round's share of the time budget.
             step = time_steps(model, batch, 1)
             more = int(seconds / rounds / max(step[0], 1e-3)) - 1
@@ -150,15 +151,6 @@ def print_rows(rows: list[dict[str, object]]) -> None:
             f"{row['images_per_second']:>9.1f} {row['speedup_vs_baseline']:>10.2f}x",
             flush=True,
         )
-
-
-def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    from flowerlab.atomic import atomic_output
-
-    with atomic_output(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,11 +43,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench_models import write_csv  # the atomic CSV writer of the model benchmarks
+from common import write_csv
 
-from flowerlab.data.common import configure_logging, positive_int, run_command
+from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import DataError
-from flowerlab.timings import Job, read_jobs, span_seconds, total_seconds  # shared with the report
+from flowerlab.reporting.timings import Job, read_jobs, span_seconds, total_seconds  # shared with the report
 
 logger = logging.getLogger("bench_study")
 

@@ -59,7 +59,7 @@ def single_thread_rate(root: Path, paths: list[str], image_size: int, quality: i
 
 def append_row(out: Path, row: dict[str, object]) -> None:
     """Add one row to the CSV (header when new), rewriting the file atomically."""
-    from flowerlab import atomic
+    from flowerlab import filesystem
 
     existing = out.read_text(encoding="utf-8") if out.exists() else ""
     buffer = io.StringIO()
@@ -67,7 +67,7 @@ def append_row(out: Path, row: dict[str, object]) -> None:
     if not existing:
         writer.writeheader()
     writer.writerow(row)
-    atomic.write_text(out, existing + buffer.getvalue())
+    filesystem.write_text(out, existing + buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,11 @@ Measured in one run, on the same machine, thread limits and data:
          `keras.layers.BatchNormalization`, MobileNetV2 from `keras.applications` with
          `weights=PATH`), `compile(Adam, categorical cross-entropy, accuracy)`, `fit`;
 * flowerlab: what `flowerlab train` runs: `flowerlab.models.build_model`, the precision
-         `auto` resolves to on this device (`flowerlab.devices`), `flowerlab.train.compile_model`
-         and the datasets of `flowerlab.train.make_datasets` on the manifest's TFRecords, with
+         `auto` resolves to on this device (`flowerlab.devices`), `flowerlab.training.stage.compile_model`
+         and the datasets of `flowerlab.training.stage.make_datasets` on the manifest's TFRecords, with
          the uint8 cache already filled (the study's steady state: its first epoch fills it and
          is excluded from its images/s too). For a frozen-backbone model (`mobilenet_v2`, whose
-         `flowerlab train` uses the feature cache, flowerlab.feature_cache) it is that path: the
+         `flowerlab train` uses the feature cache, flowerlab.training.frozen_backbone) it is that path: the
          BN-folded backbone's features of every training image, extracted from the TFRecords,
          then `--cache-epochs` epochs of head training on them (default 10, the course's).
 
@@ -32,7 +32,7 @@ batch and one untimed head epoch (graph tracing); its images/s = cache epochs x 
 rate is reported beside it (`head_images_per_s`).
 
 Model FLOPs utilisation (MFU) = training FLOPs/s over the matmul peak measured in this run:
-training FLOPs per image = 3 x the forward FLOPs of `flowerlab.evaluate.forward_flops` (forward +
+training FLOPs per image = 3 x the forward FLOPs of `flowerlab.evaluation.cost.forward_flops` (forward +
 backward, which costs about twice the forward), except for a frozen backbone (`mobilenet_v2`):
 backpropagation stops at its head, so a step is one forward pass (factor 1; the head's backward
 pass is < 0.1 % of it), and with the feature cache 1 / cache epochs (that forward pass runs once
@@ -48,33 +48,35 @@ Results go to results/bench/training.csv (--out), written atomically; one row pe
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_models import write_csv  # the atomic CSV writer of the model benchmarks
+from common import default_photos, default_weights, make_quick_data, write_csv
+from plain_keras import LEARNING_RATE, build_plain, check_photos, plain_dataset
+from steps import (
+    BenchSettings,
+    Side,
+    best_peaks,
+    check_timed_steps,
+    fill_cache,
+    measure_peaks,
+    measure_sides,
+)
 
-from flowerlab.data.common import configure_logging, positive_int, run_command
-from flowerlab.errors import ConfigError, DataError
+from flowerlab.console import configure_logging, positive_int, run_command
+from flowerlab.errors import ConfigError
 
 logger = logging.getLogger("bench_training")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-DEFAULT_PHOTOS = SHARED_DATA / "flower_photos"
-DEFAULT_WEIGHTS = SHARED_DATA / "weights" / "mobilenet_v2_1.0_224_no_top.h5"
 DEFAULT_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune")
 QUICK_ARCHS = ("dense", "convnet", "squeezenet", "mobilenet_v2")
-VALIDATION_SPLIT = 0.19  # the course's VALIDATION_SPLIT, as the plain user would write it
-LEARNING_RATE = 1e-3  # Adam's default, the course's rate for these architectures
 
 # Model FLOPs per image of one training step, as a multiple of the forward FLOPs.
 FORWARD_AND_BACKWARD = 3.0  # the backward pass costs about twice the forward (input + weight gradients)
@@ -93,85 +95,15 @@ COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class BenchSettings:
-    batch_size: int
-    warmup: int  # steps run before timing in every fit call
-    steps: int  # steps timed in every fit call
-    rounds: int  # fit calls per side, alternating plain / flowerlab
-    seed: int
-    precision: str  # what the flowerlab side asks for ("auto" as the study)
-    threads: int | None
-    cache_epochs: int = 10  # head epochs per feature-cache round (the course's mobilenet_v2 recipe)
-
-
-@dataclass
-class Side:
-    """One side of the comparison for one architecture: its model, its data and its timings."""
-
-    name: str
-    model: Any
-    dataset: Any
-    batch: int  # images per step (flowerlab: per replica x replicas, as flowerlab train)
-    images: int = 0
-    seconds: float = 0.0
-    round_rates: list[float] = field(default_factory=list)
-    # A side timed by whole trainings (the feature cache) rather than by fit steps: one call is
-    # one round, adding its images and seconds to the side and returning the round's images/s.
-    time_round: Callable[[], float] | None = None
-
-    def images_per_second(self) -> float:
-        return self.images / self.seconds
-
-
 # --------------------------------------------------------------------------------------------
 # Inputs
-
-
-def default_photos() -> Path:
-    """$FLOWERLAB_REAL_DATA, else ../shared/data/flower_photos beside the repository (as tests/conftest.py)."""
-    return Path(os.environ.get("FLOWERLAB_REAL_DATA") or DEFAULT_PHOTOS)
-
-
-def default_weights() -> Path | None:
-    """$FLOWERLAB_MOBILENET_WEIGHTS, else ../shared/data/weights/...no_top.h5, when it exists."""
-    path = Path(os.environ.get("FLOWERLAB_MOBILENET_WEIGHTS") or DEFAULT_WEIGHTS)
-    return path if path.is_file() else None
-
-
-def make_quick_data(folder: Path, *, image_size: int, classes: int = 3, per_class: int = 24) -> tuple[Path, Path]:
-    """Synthetic photos and their TFRecords made by the project's own stages: (photos, manifest)."""
-    from flowerlab.data.inventory import make_inventory
-    from flowerlab.data.synthetic import synthesize
-    from flowerlab.data.tfrecords import build_tfrecords
-
-    photos, data = folder / "photos", folder / "data"
-    synthesize(photos, classes=classes, per_class=per_class, seed=0)
-    inventory_csv, inventory_json = data / "inventory.csv", data / "inventory.json"
-    make_inventory(photos, inventory_csv, inventory_json)
-    manifest = data / "manifest.json"
-    build_tfrecords(photos, inventory_csv, data / "tfrecords", manifest, image_size=image_size, shards=4,
-                    validation_fraction=VALIDATION_SPLIT, inventory_json=inventory_json)
-    return photos, manifest
-
-
-def check_photos(photos: Path, manifest: dict[str, Any]) -> None:
-    """The plain side must read the photos the TFRecords were made from (class folders alike)."""
-    if not photos.is_dir():
-        raise DataError(f"photo folder {photos} not found: give --photos (the folder the TFRecords were made from)")
-    folders = sorted(entry.name for entry in photos.iterdir() if entry.is_dir() and not entry.name.startswith("."))
-    if folders != list(manifest["classes"]):
-        raise DataError(
-            f"the class folders of {photos} ({', '.join(folders) or 'none'}) are not the manifest's classes "
-            f"({', '.join(manifest['classes'])}): give --photos the folder the TFRecords were made from"
-        )
 
 
 def weights_for(arch: str, weights: Path | None) -> tuple[str | None, str]:
     """(weights argument for both sides, or None to skip; why). Throughput does not depend on
     weight values, except that a frozen MobileNetV2 needs its real weights to be the real workload
     (with random ones its frozen batch norms shrink activations to ~1e-12)."""
-    from flowerlab.models import get_spec
+    from flowerlab.models.registry import get_spec
 
     spec = get_spec(arch)
     if not spec.uses_backbone_weights:
@@ -190,145 +122,8 @@ def weights_for(arch: str, weights: Path | None) -> tuple[str | None, str]:
 # The matmul peak
 
 
-def synchronise(tensor: Any) -> None:
-    """Wait for `tensor` (GPU ops return before they finish; reading one element waits)."""
-    tensor[0, 0].numpy()
-
-
-def matmul_peak_gflops(dtype: str, *, size: int, seconds: float) -> float:
-    """Best rate (GFLOP/s) of `size`x`size` matmuls in `dtype`, in chunks of ~1/8 of `seconds`.
-
-    The best chunk, not the mean: the machine is shared, and the peak is what the chip does
-    when nothing else runs. A matmul of n x n by n x n is 2 n^3 FLOPs (multiply-add = 2).
-    """
-    import tensorflow as tf
-
-    a = tf.cast(tf.random.stateless_uniform((size, size), seed=(1, 2)), dtype)
-    b = tf.cast(tf.random.stateless_uniform((size, size), seed=(3, 4)), dtype)
-    flops = 2.0 * size**3
-    for _ in range(2):  # first calls pick and initialise the kernels
-        synchronise(tf.linalg.matmul(a, b))
-    started = time.perf_counter()
-    synchronise(tf.linalg.matmul(a, b))
-    per_call = max(time.perf_counter() - started, 1e-6)
-    calls = max(1, int(seconds / 8 / per_call))
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while True:
-        started = time.perf_counter()
-        for _ in range(calls):
-            product = tf.linalg.matmul(a, b)
-        synchronise(product)
-        best = max(best, calls * flops / (time.perf_counter() - started) / 1e9)
-        if time.perf_counter() >= deadline:
-            return best
-
-
-def best_peaks(*measurements: dict[str, float]) -> dict[str, float]:
-    return {dtype: max(peaks[dtype] for peaks in measurements) for dtype in measurements[0]}
-
-
-def measure_peaks(dtypes: Sequence[str], *, size: int, seconds: float) -> dict[str, float]:
-    peaks = {}
-    for dtype in dtypes:
-        peaks[dtype] = matmul_peak_gflops(dtype, size=size, seconds=seconds)
-        logger.info("matmul peak %s (%d x %d): %.0f GFLOP/s", dtype, size, size, peaks[dtype])
-    return peaks
-
-
 # --------------------------------------------------------------------------------------------
 # The plain-Keras reference: the course's code, as a user would write it in Keras 3
-
-
-def plain_dense(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
-    return keras.Sequential([
-        keras.Input((image_size, image_size, 3)),
-        keras.layers.Flatten(),
-        keras.layers.Dense(500, activation="relu"),
-        keras.layers.Dense(50, activation="relu"),
-        keras.layers.Dense(num_classes, activation="softmax"),
-    ])
-
-
-def plain_convnet(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
-    def conv(filters: int, kernel_size: int = 3) -> Any:
-        return keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu")
-
-    return keras.Sequential([
-        keras.Input((image_size, image_size, 3)),
-        conv(16), conv(30), keras.layers.MaxPooling2D(2),
-        conv(60), keras.layers.MaxPooling2D(2),
-        conv(90), keras.layers.MaxPooling2D(2),
-        conv(110), keras.layers.MaxPooling2D(2),
-        conv(130), conv(40, 1),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(num_classes, activation="softmax"),
-    ])
-
-
-def plain_squeezenet(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
-    layers = keras.layers
-
-    def conv_bn(x: Any, filters: int, kernel_size: int) -> Any:
-        x = layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
-        return layers.BatchNormalization(momentum=0.9)(x)
-
-    def fire(x: Any, squeeze: int, expand: int) -> Any:
-        y = conv_bn(x, squeeze, 1)
-        return layers.concatenate([conv_bn(y, expand // 2, 1), conv_bn(y, expand // 2, 3)])
-
-    inputs = keras.Input((image_size, image_size, 3))
-    x = conv_bn(inputs, 32, 3)
-    for squeeze, expand in [(24, 48), (48, 96), (64, 128), (48, 96)]:
-        x = layers.MaxPooling2D(2)(fire(x, squeeze, expand))
-    x = layers.GlobalAveragePooling2D()(fire(x, 24, 48))
-    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
-
-
-def plain_backbone_model(application: str, *, trainable: bool, head: str) -> Callable[..., Any]:
-    """The course's transfer-learning code: a keras.applications backbone, frozen (notebook 04,
-    Flatten head) or trainable (notebook 07's Xception, global-pooling head)."""
-
-    def build(keras: Any, num_classes: int, image_size: int, weights: str) -> Any:
-        backbone = getattr(keras.applications, application)(
-            input_shape=(image_size, image_size, 3), include_top=False,
-            weights=None if weights == "none" else weights)
-        backbone.trainable = trainable
-        pooling = keras.layers.Flatten() if head == "flatten" else keras.layers.GlobalAveragePooling2D()
-        return keras.Sequential([keras.Input((image_size, image_size, 3)), backbone, pooling,
-                                 keras.layers.Dense(num_classes, activation="softmax")])
-
-    return build
-
-
-PLAIN_BUILDERS: dict[str, Callable[..., Any]] = {
-    "dense": plain_dense,
-    "convnet": plain_convnet,
-    "squeezenet": plain_squeezenet,
-    "mobilenet_v2": plain_backbone_model("MobileNetV2", trainable=False, head="flatten"),
-    "mobilenet_v2_finetune": plain_backbone_model("MobileNetV2", trainable=True, head="pool"),
-    "xception": plain_backbone_model("Xception", trainable=True, head="pool"),
-}
-
-
-def plain_dataset(photos: Path, *, image_size: int, batch_size: int, seed: int) -> tuple[Any, int]:
-    """The user's training dataset and its number of images (the flowers tutorial's code)."""
-    import keras
-
-    dataset = keras.utils.image_dataset_from_directory(
-        photos, image_size=(image_size, image_size), batch_size=batch_size, label_mode="categorical",
-        validation_split=VALIDATION_SPLIT, subset="training", seed=seed)
-    images = len(dataset.file_paths)
-    return dataset.map(lambda x, y: (x / 255, y)), images
-
-
-def build_plain(arch: str, *, num_classes: int, image_size: int, weights: str) -> Any:
-    import keras
-
-    keras.mixed_precision.set_global_policy("float32")  # what a user gets without asking
-    model = PLAIN_BUILDERS[arch](keras, num_classes, image_size, weights)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,42 +139,44 @@ class FlowerlabPath:
     global_batch: int
     full_batches: int  # full batches in one epoch: the steps that can be timed
     feature_cache: bool  # flowerlab train trains this model's head on cached backbone features
-    run: Any  # flowerlab.train.TrainSettings, DataPlan and Batching of the side
+    run: Any  # flowerlab.training.stage.TrainSettings, DataPlan and Batching of the side
     plan: Any
     batching: Any
 
 
 def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], device: Any, weights: str,
                    settings: BenchSettings, scratch: Path) -> FlowerlabPath:
-    """Model and training dataset exactly as `flowerlab.train.train` makes them (its helpers).
+    """Model and training dataset exactly as `flowerlab.training.stage.train` makes them (its helpers).
 
     The dataset holds one epoch: only full batches of the first epoch are timed
     (check_timed_steps), and every fit call starts a new iterator at its beginning.
     """
     import keras
 
-    from flowerlab import devices, feature_cache, train
-    from flowerlab.models import build_model, get_spec
+    from flowerlab import devices
+    from flowerlab.models.build import build_model
+    from flowerlab.models.registry import get_spec
+    from flowerlab.training import frozen_backbone, setup
 
     spec = get_spec(arch)
-    hparams = train.resolve_hparams({"epochs": 1, "batch_size": settings.batch_size,
+    hparams = setup.resolve_hparams({"epochs": 1, "batch_size": settings.batch_size,
                                      "learning_rate": LEARNING_RATE, "augment": False,
                                      "precision": settings.precision})
-    plan = train.load_data_plan(manifest_path, manifest, train.model_image_size(hparams, spec.default_image_size))
+    plan = setup.load_data_plan(manifest_path, manifest, setup.model_image_size(hparams, spec.default_image_size))
     precision = devices.apply_precision(
         devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
-    batching = train.plan_batches(arch, settings.batch_size, device.kind, device.replicas, plan.train_records)
-    run = train.TrainSettings(arch=arch, manifest=manifest_path, out_dir=scratch / arch,
+    batching = setup.plan_batches(arch, settings.batch_size, device.kind, device.replicas, plan.train_records)
+    run = setup.TrainSettings(arch=arch, manifest=manifest_path, out_dir=scratch / arch,
                               checkpoint_dir=scratch / f"{arch}-checkpoints", hparams=hparams,
                               seed=settings.seed, threads=settings.threads)
     try:
         with device.strategy.scope():
             model = build_model(arch, num_classes=plan.num_classes, image_size=plan.image_size, weights=weights)
-            train.compile_model(model, hparams["learning_rate"])
+            setup.compile_model(model, hparams["learning_rate"])
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the plain side builds in float32
-    dataset, _ = train.make_datasets(run, plan, batching, first_epoch=0)
-    cached = feature_cache.image_path_reason(spec, hparams, device.kind) is None
+    dataset, _ = setup.make_datasets(run, plan, batching, first_epoch=0)
+    cached = frozen_backbone.image_path_reason(spec, hparams, device.kind) is None
     return FlowerlabPath(model, dataset, precision, plan.image_size, batching.global_batch,
                          plan.train_records // batching.global_batch, cached, run, plan, batching)
 
@@ -396,33 +193,33 @@ class CacheTimes:
 
 def feature_cache_side(arch: str, fl: FlowerlabPath, device: Any, settings: BenchSettings) -> tuple[Side, CacheTimes]:
     """The flowerlab side of a frozen-backbone model: what `flowerlab train` runs with the feature
-    cache (flowerlab.feature_cache's split, extraction, batches and per-epoch order), one whole
+    cache (flowerlab.training.frozen_backbone's split, extraction, batches and per-epoch order), one whole
     training per round, after an untimed warm-up that traces the extraction and the head's
     training step (for a full and a partial batch, as an epoch has)."""
     import numpy as np
 
-    from flowerlab import feature_cache, train
     from flowerlab.data import pipeline
+    from flowerlab.training import frozen_backbone, setup
 
     with device.strategy.scope():
-        split = feature_cache.split_frozen_backbone(fl.model, fold=feature_cache.folds_batch_norms(fl.model))
-        train.compile_model(split.head, LEARNING_RATE)
-    extract = feature_cache.extraction_function(split.extractor)
-    images, _, _ = feature_cache.image_datasets(fl.run, fl.plan, fl.batching)
+        split = frozen_backbone.split_frozen_backbone(fl.model, fold=frozen_backbone.folds_batch_norms(fl.model))
+        setup.compile_model(split.head, LEARNING_RATE)
+    extract = frozen_backbone.extraction_function(split.extractor)
+    images, _, _ = frozen_backbone.image_datasets(fl.run, fl.plan, fl.batching)
     batch, records, epochs = fl.global_batch, fl.plan.train_records, settings.cache_epochs
-    warm = feature_cache.extract_features(extract, images.take(1), expected=min(batch, records),
+    warm = frozen_backbone.extract_features(extract, images.take(1), expected=min(batch, records),
                                           what=f"{arch}: warm-up batch")
     warm_order = np.concatenate([np.arange(warm.count), np.arange(max(1, warm.count // 2))])
-    split.head.fit(feature_cache.feature_batches(warm, warm_order, batch_size=batch, drop_remainder=False),
+    split.head.fit(frozen_backbone.feature_batches(warm, warm_order, batch_size=batch, drop_remainder=False),
                    epochs=1, verbose=0, shuffle=False)
     side, times = Side("flowerlab", fl.model, images, batch), CacheTimes()
 
     def time_round() -> float:
-        cached = feature_cache.extract_features(extract, images, expected=records,
+        cached = frozen_backbone.extract_features(extract, images, expected=records,
                                                 what=f"{arch}: training features")
         head_seconds = 0.0
         for epoch in range(epochs):
-            batches = feature_cache.feature_batches(cached, pipeline.epoch_order(records, epoch, seed=settings.seed),
+            batches = frozen_backbone.feature_batches(cached, pipeline.epoch_order(records, epoch, seed=settings.seed),
                                                     batch_size=batch, drop_remainder=False)
             started = time.perf_counter()
             split.head.fit(batches, epochs=1, verbose=0, shuffle=False)
@@ -442,80 +239,8 @@ def feature_cache_side(arch: str, fl: FlowerlabPath, device: Any, settings: Benc
     return side, times
 
 
-def fill_cache(dataset: Any) -> float:
-    """Pull the dataset's one epoch through the pipeline so its uint8 cache is complete (later
-    iterators, such as fit's, read it); returns the seconds it took."""
-    started = time.perf_counter()
-    for _ in dataset:
-        pass
-    return time.perf_counter() - started
-
-
 # --------------------------------------------------------------------------------------------
 # Timing
-
-
-def make_step_timer() -> Any:
-    import keras
-
-    class StepTimer(keras.callbacks.Callback):
-        """perf_counter at the end of every training step. Overriding on_train_batch_end makes
-        Keras call it synchronously, with the logs already read back (so a GPU step is done)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.ends: list[float] = []
-
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            self.ends.append(time.perf_counter())
-
-    return StepTimer()
-
-
-def time_steps(side: Side, *, warmup: int, steps: int) -> float:
-    """One `fit` call of warmup + steps steps; adds the timed steps to `side`; returns their images/s."""
-    timer = make_step_timer()
-    side.model.fit(side.dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0,
-                   shuffle=False)  # both datasets shuffle themselves
-    if len(timer.ends) != warmup + steps:
-        raise RuntimeError(f"{side.name}: fit ran {len(timer.ends)} steps, expected {warmup + steps}")
-    seconds = timer.ends[-1] - timer.ends[warmup - 1]  # the end of the last warm-up step starts the clock
-    warn_about_outliers(side.name, timer.ends[warmup - 1:])
-    side.images += steps * side.batch
-    side.seconds += seconds
-    side.round_rates.append(steps * side.batch / seconds)
-    return side.round_rates[-1]
-
-
-def warn_about_outliers(name: str, ends: Sequence[float], factor: float = 4.0) -> None:
-    """Log a timed step much slower than the others (a retrace, a stall, another process): the
-    figure still counts it, as training would, but the reader should know."""
-    durations = [later - earlier for earlier, later in itertools.pairwise(ends)]
-    median = statistics.median(durations)
-    slowest = max(durations)
-    if len(durations) > 2 and slowest > factor * median:
-        logger.warning("%s: one timed step took %.3f s, %.1fx the median %.3f s (retrace or load from other "
-                       "processes?); consider more --warmup or --steps", name, slowest, slowest / median, median)
-
-
-def measure_sides(sides: Sequence[Side], settings: BenchSettings) -> None:
-    """`rounds` fit calls per side, alternating which side goes first, so drifting load from other
-    processes is shared between them."""
-    for round_index in range(settings.rounds):
-        order = sides if round_index % 2 == 0 else list(reversed(sides))
-        for side in order:
-            rate = side.time_round() if side.time_round else time_steps(side, warmup=settings.warmup,
-                                                                          steps=settings.steps)
-            logger.info("  round %d %s: %.1f images/s", round_index + 1, side.name, rate)
-
-
-def check_timed_steps(settings: BenchSettings, full_batches: int, batch: int, what: str) -> None:
-    if settings.warmup + settings.steps > full_batches:
-        raise ConfigError(
-            f"--warmup {settings.warmup} + --steps {settings.steps} exceed the {full_batches} full batches of "
-            f"{batch} in one epoch of {what}: lower them or --batch-size (only full batches of the first epoch "
-            "are timed)"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,7 +258,7 @@ def training_flops_factor(model: Any) -> float:
 
 
 def parameters(model: Any) -> int:
-    from flowerlab.models import count_parameters
+    from flowerlab.models.build import count_parameters
 
     return int(count_parameters(model)[0])
 
@@ -616,7 +341,7 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
                weights: str, settings: BenchSettings, scratch: Path) -> Measurement:
     import keras
 
-    from flowerlab.evaluate import forward_flops
+    from flowerlab.evaluation.cost import forward_flops
 
     keras.utils.set_random_seed(settings.seed)
     fl = flowerlab_path(arch, manifest_path, manifest, device, weights, settings, scratch)
@@ -657,7 +382,7 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
 def peak_dtypes(archs: Sequence[str], device_kind: str, requested: str) -> list[str]:
     """float32 and bfloat16 always (both are reported); float16 too when a model will use it."""
     from flowerlab import devices
-    from flowerlab.models import get_spec
+    from flowerlab.models.registry import get_spec
 
     dtypes = ["float32", "bfloat16"]
     for arch in archs:
@@ -696,7 +421,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         import tensorflow as tf
 
         from flowerlab.data.pipeline import verify_shards
-        from flowerlab.models import get_spec
+        from flowerlab.models.registry import get_spec
 
         for arch in args.archs:
             get_spec(arch)  # ConfigError naming the allowed ones

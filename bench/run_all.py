@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import default_photos, default_weights
+
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SUMMARY_COLUMNS = ("part", "measure", "value", "unit", "baseline", "baseline_value", "ratio", "note", "source")
 QUICK_TRAINING_ARCHS = ("dense", "convnet")  # the quick run stays well under a minute without MobileNetV2
 
@@ -291,7 +292,7 @@ def print_summary(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from bench_models import write_csv  # the atomic CSV writer of the benchmarks
+    from common import write_csv
 
     write_csv(path, [{column: row[column] for column in SUMMARY_COLUMNS} for row in rows])
 
@@ -332,9 +333,10 @@ def draw_figure(out_dir: Path, rows: Sequence[dict[str, Any]], path: Path) -> No
     import matplotlib
     import pandas as pd
 
-    from flowerlab import atomic, figures
+    from flowerlab import filesystem
     from flowerlab.errors import DataError
-    from flowerlab.report import format_seconds
+    from flowerlab.reporting import figures
+    from flowerlab.reporting.tables import format_seconds
 
     with figures.style():
         figure, axes = figures.new_figure(2, 2, width=15, height=10)
@@ -368,21 +370,11 @@ def draw_figure(out_dir: Path, rows: Sequence[dict[str, Any]], path: Path) -> No
         buffer = io.BytesIO()
         with matplotlib.rc_context({"svg.fonttype": "none"}):
             figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-        atomic.write_bytes(path, buffer.getvalue())
+        filesystem.write_bytes(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
 # Command line
-
-
-def default_photos() -> Path:
-    return Path(os.environ.get("FLOWERLAB_REAL_DATA") or SHARED_DATA / "flower_photos")
-
-
-def default_weights() -> Path | None:
-    path = Path(os.environ.get("FLOWERLAB_MOBILENET_WEIGHTS") or SHARED_DATA / "weights" /
-                "mobilenet_v2_1.0_224_no_top.h5")
-    return path if path.is_file() else None
 
 
 def selected_parts(text: str | None) -> list[Part]:

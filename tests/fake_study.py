@@ -123,7 +123,7 @@ def write_data(
         "kept": kept,
         "skipped": len(skipped),
         "skipped_by_reason": {"zero_bytes": 1, "not_an_image": 1, "duplicate_same_class": 1},
-        "kept_by_class": {name: TRAIN_PER_CLASS + VALIDATION_PER_CLASS for name in classes},
+        "kept_by_class": dict.fromkeys(classes, TRAIN_PER_CLASS + VALIDATION_PER_CLASS),
     }
     (data_dir / "inventory.json").write_text(json.dumps(inventory, indent=2))
     manifest = {
@@ -221,9 +221,9 @@ BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\
 
 
 def write_benchmarks(benchmarks: Path, archs: list[str]) -> dict[str, float]:
-    """The Snakemake benchmark files of a study of `archs` (flowerlab.timings' layout), as the
+    """The Snakemake benchmark files of a study of `archs` (flowerlab.reporting.timings' layout), as the
     rules' `benchmark:` directive writes them; returns {file: seconds}."""
-    from flowerlab.timings import study_benchmark_files
+    from flowerlab.reporting.timings import study_benchmark_files
 
     seconds = {}
     for index, name in enumerate(study_benchmark_files(archs)):
@@ -273,10 +273,10 @@ HTML_TEMPLATE = REPO_ROOT / "workflow" / "notebooks" / "report.html.j2"
 
 def evaluate_and_collect(results: Path, archs: list[str]) -> None:
     """results/evaluation/{arch}/ and results/metrics.csv/.json (in this process, TF default threads)."""
-    from flowerlab import collect, evaluate
+    from flowerlab.evaluation import collect, stage
 
     for arch in archs:
-        evaluate.evaluate(
+        stage.evaluate(
             arch=arch,
             model_path=results / "models" / arch / "model.keras",
             training_json=results / "models" / arch / "training.json",
@@ -295,11 +295,11 @@ def evaluate_and_collect(results: Path, archs: list[str]) -> None:
 def render_report(results: Path) -> Path:
     """Execute the report notebook and export it (flowerlab render), then publish the landing
     page (flowerlab publish), as the workflow does; returns results/report/index.html."""
-    from flowerlab import report
+    from flowerlab.reporting import landing, render
 
     report_dir = results / "report"
     assert (
-        report.cli(
+        render.cli(
             [
                 "render",
                 "--notebook",
@@ -314,7 +314,7 @@ def render_report(results: Path) -> Path:
         == 0
     )
     archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
-    return report.publish(
+    return landing.publish(
         figures_dir=results / "figures",
         metrics=results / "metrics.csv",
         notebook_html=report_dir / "report.html",

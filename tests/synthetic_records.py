@@ -90,7 +90,7 @@ def write_dataset(
             write_shard(shard_dir / name, [records[i] for i in part])
             shards.append({"file": name, "split": split, "records": len(part), "sha256": sha256(shard_dir / name)})
             shard_index += 1
-        splits[split] = {"records": len(records), "per_class": {c: per_class for c in classes}}
+        splits[split] = {"records": len(records), "per_class": dict.fromkeys(classes, per_class)}
     manifest = {
         "format_version": 1,
         "settings": {"image_size": image_size, "jpeg_quality": 95, "validation_fraction": 0.33,

@@ -163,7 +163,7 @@ def test_repeated_interruptions_keep_the_partial_file_for_next_time(server, tmp_
     url, behaviour = server
     behaviour.payload, behaviour.drop_every = ARCHIVE, 1000  # a very bad connection
     dest = tmp_path / "a.tgz"
-    with pytest.raises(DownloadError, match="interrupted.*2 times.*run the command again to resume"):
+    with pytest.raises(DownloadError, match=r"interrupted.*2 times.*run the command again to resume"):
         fetch(url, dest, SHA, len(ARCHIVE), attempts=2)
     assert (tmp_path / "a.tgz.part").read_bytes() == ARCHIVE[:2000]
     assert not dest.exists()
@@ -232,7 +232,7 @@ def test_offline_names_both_alternatives(tmp_path, monkeypatch):
         raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
 
     monkeypatch.setattr(acquire.urllib.request, "urlopen", no_dns)
-    with pytest.raises(DownloadError, match="name resolution.*data_source=synthetic"):
+    with pytest.raises(DownloadError, match=r"name resolution.*data_source=synthetic"):
         fetch("https://storage.example/flower_photos.tgz", tmp_path / "a.tgz", SHA, len(ARCHIVE))
     assert leftovers(tmp_path) == []
 

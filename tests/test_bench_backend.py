@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bench_scripts import load_bench_script
 
 
@@ -62,5 +61,5 @@ def test_an_architecture_missing_from_the_config_is_a_clear_error(
     bench = load_bench_script(repo_root, "bench_backend")
     config = tmp_path / "config.yaml"
     config.write_text("models:\n  dense: {epochs: 1, batch_size: 8}\n")
-    with pytest.raises(SystemExit, match="has no models.convnet"):
+    with pytest.raises(SystemExit, match=r"has no models\.convnet"):
         bench.study_recipes(config, ["dense", "convnet"])

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bench_scripts import load_bench_script
 
 pytestmark = pytest.mark.slow

@@ -21,10 +21,10 @@ import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import fake_study
 import pytest
 
-import fake_study
-from flowerlab import figures
+from flowerlab.reporting import captions
 
 pytestmark = pytest.mark.browser
 
@@ -137,7 +137,7 @@ def assert_page_loads_in_the_browser(browser: Path, page: Path, tmp_path: Path) 
 
 
 # Every figure but the training benchmark's: the fake study has no results/bench/training.csv.
-DRAWN_FIGURES = len(figures.FIGURES) - len(figures.OPTIONAL_FIGURES)
+DRAWN_FIGURES = len(captions.FIGURES) - len(captions.OPTIONAL_FIGURES)
 
 
 @pytest.fixture(scope="module")

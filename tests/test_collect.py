@@ -1,4 +1,4 @@
-"""flowerlab.collect: one tidy row per architecture, units in the column names."""
+"""flowerlab.evaluation.collect: one tidy row per architecture, units in the column names."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flowerlab import collect
 from flowerlab.cli import main
 from flowerlab.errors import DataError
+from flowerlab.evaluation import collect
 
 EXPECTED_COLUMNS = [
     "arch",

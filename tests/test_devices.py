@@ -263,7 +263,7 @@ def test_resolve_precision_default_follows_this_cpu() -> None:
 
 
 def test_registry_hints_follow_the_measurements() -> None:
-    from flowerlab.models import ARCHITECTURES
+    from flowerlab.models.registry import ARCHITECTURES
 
     hints = {name: spec.cpu_precision for name, spec in ARCHITECTURES.items()}
     faster_in_bfloat16 = {"convnet", "squeezenet"}  # bench_models.py --compare precision

@@ -1,4 +1,4 @@
-"""flowerlab.evaluate: metric math on hand-made predictions, FLOP counts, and a whole evaluation
+"""flowerlab.evaluation.stage: metric math on hand-made predictions, FLOP counts, and a whole evaluation
 of a tiny model on a few synthetic TFRecords."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_study
 import numpy as np
 import pytest
 
-import fake_study
-from flowerlab import evaluate
 from flowerlab.errors import ConfigError, DataError
+from flowerlab.evaluation import cost, quality, stage
 
 # ------------------------------------------------------------------------------------------
 # Metric math
@@ -29,18 +29,18 @@ EXPECTED_MATRIX = [[1, 1, 0], [0, 2, 0], [1, 2, 0]]
 
 
 def test_confusion_matrix_rows_are_true_classes_columns_predictions() -> None:
-    matrix = evaluate.confusion_matrix(TRUE, PREDICTED, 3)
+    matrix = quality.confusion_matrix(TRUE, PREDICTED, 3)
     assert matrix.tolist() == EXPECTED_MATRIX
     assert matrix.dtype == np.int64
 
 
 def test_accuracy_from_confusion() -> None:
-    assert evaluate.accuracy_from_confusion(np.array(EXPECTED_MATRIX)) == pytest.approx(3 / 7)
-    assert evaluate.accuracy_from_confusion(np.zeros((3, 3), dtype=int)) == 0.0
+    assert quality.accuracy_from_confusion(np.array(EXPECTED_MATRIX)) == pytest.approx(3 / 7)
+    assert quality.accuracy_from_confusion(np.zeros((3, 3), dtype=int)) == 0.0
 
 
 def test_per_class_metrics_on_known_matrix_with_a_class_never_predicted() -> None:
-    metrics, notes = evaluate.per_class_metrics(np.array(EXPECTED_MATRIX), CLASSES)
+    metrics, notes = quality.per_class_metrics(np.array(EXPECTED_MATRIX), CLASSES)
     assert metrics["a"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
     assert metrics["b"] == pytest.approx(
         {"precision": 2 / 5, "recall": 1.0, "f1": 2 * 0.4 / 1.4, "support": 2}
@@ -51,22 +51,22 @@ def test_per_class_metrics_on_known_matrix_with_a_class_never_predicted() -> Non
 
 
 def test_per_class_metrics_note_a_class_absent_from_validation() -> None:
-    matrix = evaluate.confusion_matrix([0, 1], [0, 2], 3)
-    metrics, notes = evaluate.per_class_metrics(matrix, CLASSES)
+    matrix = quality.confusion_matrix([0, 1], [0, 2], 3)
+    metrics, notes = quality.per_class_metrics(matrix, CLASSES)
     assert metrics["c"]["recall"] == 0.0 and metrics["c"]["support"] == 0
     assert any("recall of 'c'" in note for note in notes)
 
 
 def test_confusion_matrix_refuses_out_of_range_indices() -> None:
     with pytest.raises(ValueError, match="predicted class indices"):
-        evaluate.confusion_matrix([0, 1], [0, 3], 3)
+        quality.confusion_matrix([0, 1], [0, 3], 3)
     with pytest.raises(ValueError, match="same length"):
-        evaluate.confusion_matrix([0, 1], [0], 3)
+        quality.confusion_matrix([0, 1], [0], 3)
 
 
 def test_macro_average() -> None:
-    metrics, _ = evaluate.per_class_metrics(np.array(EXPECTED_MATRIX), CLASSES)
-    assert evaluate.macro_average(metrics)["recall"] == pytest.approx((0.5 + 1 + 0) / 3)
+    metrics, _ = quality.per_class_metrics(np.array(EXPECTED_MATRIX), CLASSES)
+    assert quality.macro_average(metrics)["recall"] == pytest.approx((0.5 + 1 + 0) / 3)
 
 
 def test_cross_entropy_matches_keras_including_zero_probabilities() -> None:
@@ -78,23 +78,23 @@ def test_cross_entropy_matches_keras_including_zero_probabilities() -> None:
     true = rng.integers(0, 3, size=20)
     true[0] = 0
     expected = float(np.mean(keras.losses.categorical_crossentropy(np.eye(3)[true], probabilities)))
-    assert evaluate.categorical_cross_entropy(true, probabilities) == pytest.approx(expected, rel=1e-5)
-    assert np.isfinite(evaluate.categorical_cross_entropy(true, probabilities))
+    assert quality.categorical_cross_entropy(true, probabilities) == pytest.approx(expected, rel=1e-5)
+    assert np.isfinite(quality.categorical_cross_entropy(true, probabilities))
 
 
 def test_quality_metrics_from_probabilities() -> None:
     probabilities = np.eye(3)[PREDICTED] * 0.8 + 0.2 / 3
-    quality = evaluate.quality_metrics(np.array(TRUE), probabilities, CLASSES)
-    assert quality["confusion_matrix"] == EXPECTED_MATRIX
-    assert quality["accuracy"] == pytest.approx(3 / 7)
-    assert quality["images"] == 7
-    assert len(quality["notes"]) == 1
-    json.dumps(quality, allow_nan=False)  # plain JSON, no numpy types or NaN
+    metrics = quality.quality_metrics(np.array(TRUE), probabilities, CLASSES)
+    assert metrics["confusion_matrix"] == EXPECTED_MATRIX
+    assert metrics["accuracy"] == pytest.approx(3 / 7)
+    assert metrics["images"] == 7
+    assert len(metrics["notes"]) == 1
+    json.dumps(metrics, allow_nan=False)  # plain JSON, no numpy types or NaN
 
 
 def test_latency_summary_median_and_p95() -> None:
     seconds = [ms / 1000 for ms in range(1, 101)]
-    median, p95 = evaluate.latency_summary(seconds)
+    median, p95 = cost.latency_summary(seconds)
     assert median == pytest.approx(50.5)
     assert p95 == pytest.approx(95.05)
 
@@ -115,7 +115,7 @@ def test_forward_flops_of_a_hand_counted_model() -> None:
             keras.layers.Dense(5, use_bias=False),
         ]
     )
-    total, by_op = evaluate.forward_flops(model, 8)
+    total, by_op = cost.forward_flops(model, 8)
     conv = 8 * 8 * 4 * (3 * 3 * 3) * 2  # outputs x multiply-adds per output x 2
     dense = 8 * 8 * 4 * 5 * 2
     assert by_op == {"Conv2D": conv, "MatMul": dense}
@@ -124,10 +124,10 @@ def test_forward_flops_of_a_hand_counted_model() -> None:
 
 @pytest.mark.parametrize("arch, expected_gflops", [("convnet", 1.02), ("mobilenet_v2", 0.45)])
 def test_forward_flops_match_the_reference_figures(arch: str, expected_gflops: float) -> None:
-    from flowerlab.models import build_model
+    from flowerlab.models.build import build_model
 
     model = build_model(arch, num_classes=5, image_size=192, weights="none")
-    total, _ = evaluate.forward_flops(model, 192)
+    total, _ = cost.forward_flops(model, 192)
     assert total / 1e9 == pytest.approx(expected_gflops, rel=0.02)
 
 
@@ -142,17 +142,17 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_evaluation(results: Path, out_dir: Path, **overrides) -> dict:
-    arguments = dict(
-        arch="convnet",
-        model_path=results / "models/convnet/model.keras",
-        training_json=results / "models/convnet/training.json",
-        manifest_path=results / "data/manifest.json",
-        out_dir=out_dir,
-        batch_size=4,
-        latency_runs=5,
-    )
+    arguments = {
+        "arch": "convnet",
+        "model_path": results / "models/convnet/model.keras",
+        "training_json": results / "models/convnet/training.json",
+        "manifest_path": results / "data/manifest.json",
+        "out_dir": out_dir,
+        "batch_size": 4,
+        "latency_runs": 5,
+    }
     arguments.update(overrides)
-    return evaluate.evaluate(**arguments)
+    return stage.evaluate(**arguments)
 
 
 @pytest.fixture(scope="module")
@@ -300,20 +300,20 @@ def test_evaluation_refuses_a_changed_validation_shard(study: Path, tmp_path: Pa
 
 
 def test_a_tpu_study_is_evaluated_on_the_host_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING", logger="flowerlab.evaluate"):
-        device = evaluate.select_device("tpu")
+    with caplog.at_level("WARNING", logger="flowerlab.evaluation.stage"):
+        device = stage.select_device("tpu")
     assert device["kind"] in {"cpu", "gpu"} and device["replicas"] == 1
     assert "does not run on a TPU" in caplog.text
     with pytest.raises(ConfigError, match="unknown --accelerator"):
-        evaluate.select_device("npu")
+        stage.select_device("npu")
 
 
 def test_timing_batch_repeats_a_small_split_to_the_batch_size() -> None:
     images = np.arange(3 * 2 * 2 * 3, dtype=np.float32).reshape(3, 2, 2, 3)
-    batch = evaluate.timing_batch(images, 7)
+    batch = cost.timing_batch(images, 7)
     assert batch.shape[0] == 7
     np.testing.assert_array_equal(np.asarray(batch)[3:6], images)
-    assert evaluate.timing_batch(images, 2).shape[0] == 2
+    assert cost.timing_batch(images, 2).shape[0] == 2
 
 
 def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_path: Path) -> None:
@@ -373,24 +373,24 @@ def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_p
 def test_every_architecture_round_trips_through_safe_loading(arch: str, tmp_path: Path) -> None:
     """model.keras of each architecture loads with safe_mode=True (custom layers registered by
     flowerlab.models, no Lambda) and predicts exactly as the saved model did."""
-    from flowerlab.models import build_model
+    from flowerlab.models.build import build_model
 
     model = build_model(arch, num_classes=3, image_size=32, weights="none")
     model.save(tmp_path / "model.keras")
-    loaded = evaluate.load_model(tmp_path / "model.keras")
+    loaded = stage.load_model(tmp_path / "model.keras")
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
-    assert evaluate.model_image_size(loaded, 3, tmp_path / "model.keras") == 32
+    assert stage.model_image_size(loaded, 3, tmp_path / "model.keras") == 32
 
 
 @pytest.mark.real_data
 def test_cost_figures_of_the_course_transfer_model(mobilenet_weights: Path, tmp_path: Path) -> None:
     """Frozen ImageNet MobileNetV2 + softmax at 192 px: REFERENCE.md §3 and §7."""
-    from flowerlab.models import build_model, count_parameters
+    from flowerlab.models.build import build_model, count_parameters
 
     model = build_model("mobilenet_v2", num_classes=5, image_size=192, weights=str(mobilenet_weights))
     model.save(tmp_path / "model.keras")
-    loaded = evaluate.load_model(tmp_path / "model.keras")
+    loaded = stage.load_model(tmp_path / "model.keras")
     assert count_parameters(loaded) == (2_488_389, 230_405)
-    flops, _ = evaluate.forward_flops(loaded, 192)
+    flops, _ = cost.forward_flops(loaded, 192)
     assert flops / 1e9 == pytest.approx(0.45, rel=0.02)

@@ -1,4 +1,4 @@
-"""`flowerlab train` of a frozen-backbone model on cached backbone features (flowerlab.feature_cache):
+"""`flowerlab train` of a frozen-backbone model on cached backbone features (flowerlab.training.frozen_backbone):
 the same training as on images, a saved model that is the trained one, honest records, and the
 image path where the cache does not apply.
 
@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from synthetic_records import write_dataset
 
-from flowerlab import train as training
 from flowerlab.data import pipeline
 from flowerlab.data.tfrecords import shard_paths
-from flowerlab.models import build_model, count_parameters
+from flowerlab.models.build import build_model, count_parameters
+from flowerlab.training import records, setup, stage
 
 SIZE = 32  # MobileNetV2's smallest input
 CLASSES = 3
@@ -52,13 +52,13 @@ def backbone_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(manifest: Path, folder: Path, weights: Path, *, arch: str = "mobilenet_v2",
-             **hparams) -> training.TrainSettings:
+             **hparams) -> setup.TrainSettings:
     raw = {"epochs": EPOCHS, "batch_size": 8, "precision": "float32", "weights": str(weights), **hparams}
     if arch != "mobilenet_v2":
         raw.pop("weights")
-    return training.TrainSettings(
+    return setup.TrainSettings(
         arch=arch, manifest=manifest, out_dir=folder / "model", checkpoint_dir=folder / "checkpoints",
-        hparams=training.resolve_hparams(raw), accelerator="cpu", seed=7, deterministic=True,
+        hparams=setup.resolve_hparams(raw), accelerator="cpu", seed=7, deterministic=True,
     )
 
 
@@ -67,7 +67,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
-def classifier_weights(run: training.TrainSettings) -> list[np.ndarray]:
+def classifier_weights(run: setup.TrainSettings) -> list[np.ndarray]:
     model = keras.saving.load_model(run.out_dir / "model.keras")
     return model.get_layer("classifier").get_weights()
 
@@ -75,13 +75,13 @@ def classifier_weights(run: training.TrainSettings) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def cached_run(manifest: Path, backbone_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     run = settings(manifest, tmp_path_factory.mktemp("cached"), backbone_weights)
-    return run, training.train(run)
+    return run, stage.train(run)
 
 
 @pytest.fixture(scope="module")
 def image_run(manifest: Path, backbone_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     run = settings(manifest, tmp_path_factory.mktemp("images"), backbone_weights, cache_features=False)
-    return run, training.train(run)
+    return run, stage.train(run)
 
 
 def test_epoch_order_is_the_image_pipelines_order(manifest: Path) -> None:
@@ -113,7 +113,7 @@ def test_cached_run_records_the_cache_and_honest_rates(cached_run) -> None:
     assert cache["head_trainable_parameters"] == 1280 * CLASSES + CLASSES
     history = read_history(run.out_dir / "history.csv")
     assert [int(row["epoch"]) for row in history] == [1, 2, 3]
-    assert list(history[0]) == list(training.HISTORY_COLUMNS)
+    assert list(history[0]) == list(records.HISTORY_COLUMNS)
     # Epoch 1 carries the extraction: of its training images in images/s, of everything in its seconds.
     extraction = cache["train_extraction_seconds"] + cache["validation_extraction_seconds"]
     assert history[0]["epoch_seconds"] > extraction
@@ -136,7 +136,7 @@ def test_saved_model_is_the_trained_one(cached_run) -> None:
     run, record = cached_run
     model = keras.saving.load_model(run.out_dir / "model.keras")
     assert count_parameters(model) == (record["parameters"]["total"], record["parameters"]["trainable"])
-    training.compile_model(model, 1e-3)
+    setup.compile_model(model, 1e-3)
     validation = pipeline.make_dataset(shard_paths(run.manifest, "validation"), image_size=SIZE,
                                        num_classes=CLASSES, batch_size=8, training=False, deterministic=True)
     loss, accuracy = model.evaluate(validation, verbose=0)
@@ -164,8 +164,8 @@ def test_augmented_run_extracts_each_epochs_images(manifest: Path, backbone_weig
     path's order: the head ends as the image path's."""
     cached = settings(manifest, tmp_path / "cached", backbone_weights, epochs=2, augment=True)
     images = settings(manifest, tmp_path / "images", backbone_weights, epochs=2, augment=True, cache_features=False)
-    cache = training.train(cached)["feature_cache"]
-    training.train(images)
+    cache = stage.train(cached)["feature_cache"]
+    stage.train(images)
     assert cache["used"] is True and cache["augmentation"] == "features of each epoch's augmented images"
     assert cache["train_images_extracted"] == 2 * 42
     history = read_history(cached.out_dir / "history.csv")
@@ -187,9 +187,9 @@ def test_a_stale_image_path_checkpoint_is_never_resumed(manifest: Path, backbone
 
     images = settings(manifest, tmp_path, backbone_weights, cache_features=False)
     with pytest.raises(KeyboardInterrupt):
-        training.train(images, extra_callbacks=[Interrupt()])
+        stage.train(images, extra_callbacks=[Interrupt()])
     assert list(images.checkpoint_dir.glob("epoch-*"))
-    record = training.train(settings(manifest, tmp_path, backbone_weights))
+    record = stage.train(settings(manifest, tmp_path, backbone_weights))
     assert record["feature_cache"]["used"] is True and record["resumed_from_epoch"] == 0
     assert [int(row["epoch"]) for row in read_history(tmp_path / "model" / "history.csv")] == [1, 2, 3]
     assert not images.checkpoint_dir.exists()
@@ -197,7 +197,7 @@ def test_a_stale_image_path_checkpoint_is_never_resumed(manifest: Path, backbone
 
 def test_models_without_a_frozen_backbone_train_on_images(manifest: Path, backbone_weights: Path,
                                                           tmp_path: Path) -> None:
-    record = training.train(settings(manifest, tmp_path, backbone_weights, arch="dense", epochs=1))
+    record = stage.train(settings(manifest, tmp_path, backbone_weights, arch="dense", epochs=1))
     assert record["feature_cache"] == {"used": False, "reason": "dense has no frozen backbone"}
 
 
@@ -205,7 +205,7 @@ def test_saved_model_keeps_the_courses_parameter_counts(backbone_weights: Path, 
     """At 192 px with 5 classes: 2,488,389 parameters, 230,405 trainable (the head), as built."""
     manifest = write_dataset(tmp_path / "data", image_size=192, num_classes=5, train_per_class=2,
                              validation_per_class=1)
-    record = training.train(settings(manifest, tmp_path, backbone_weights, epochs=1))
+    record = stage.train(settings(manifest, tmp_path, backbone_weights, epochs=1))
     assert record["feature_cache"]["used"] is True
     assert record["feature_cache"]["feature_shape"] == [6, 6, 1280]
     assert record["parameters"] == {"total": 2_488_389, "trainable": 230_405}
@@ -217,11 +217,11 @@ def test_saved_model_keeps_the_courses_parameter_counts(backbone_weights: Path, 
 def test_a_model_input_larger_than_the_records_is_resized_as_on_the_image_path(
         manifest: Path, backbone_weights: Path, tmp_path: Path) -> None:
     run = settings(manifest, tmp_path, backbone_weights, epochs=1, image_size=40)
-    record = training.train(run)
+    record = stage.train(run)
     assert record["image_size"] == 40 and record["feature_cache"]["used"] is True
     assert record["feature_cache"]["feature_shape"] == [2, 2, 1280]
     model = keras.saving.load_model(run.out_dir / "model.keras")
-    training.compile_model(model, 1e-3)
+    setup.compile_model(model, 1e-3)
     validation = pipeline.make_dataset(shard_paths(manifest, "validation"), image_size=SIZE, target_size=40,
                                        num_classes=CLASSES, batch_size=8, training=False, deterministic=True)
     loss, _ = model.evaluate(validation, verbose=0)
@@ -234,12 +234,12 @@ def test_mixed_precision_extracts_with_the_unfolded_backbone(manifest: Path, bac
     half their range here), so the backbone runs unfolded, as the saved model runs it, and the
     saved model scores what the head scored."""
     run = settings(manifest, tmp_path, backbone_weights, epochs=1, precision="mixed_bfloat16")
-    record = training.train(run)
+    record = stage.train(run)
     cache = record["feature_cache"]
     assert record["precision"] == "mixed_bfloat16" and cache["used"] is True
     assert cache["batch_norms"] == 52 and cache["batch_norms_folded"] == 0 and cache["fold_check"] is None
     model = keras.saving.load_model(run.out_dir / "model.keras")
-    training.compile_model(model, 1e-3)
+    setup.compile_model(model, 1e-3)
     validation = pipeline.make_dataset(shard_paths(manifest, "validation"), image_size=SIZE, num_classes=CLASSES,
                                        batch_size=8, training=False, deterministic=True)
     loss, _ = model.evaluate(validation, verbose=0)

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from flowerlab.models import build_model
+from flowerlab.models.build import build_model
 from flowerlab.models.folding import count_batch_norms, fold_batch_norms
 
 
@@ -50,7 +50,7 @@ def test_mobilenet_v2_folds_every_batch_norm_with_the_same_outputs() -> None:
     assert not folded.trainable and not folded.trainable_weights
     assert_same_outputs(backbone, folded, images(64))
     after = backbone.get_weights()
-    assert len(after) == len(before) and all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert len(after) == len(before) and all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_a_nested_backbone_is_folded_inside_the_whole_model() -> None:

@@ -19,14 +19,7 @@ from photo_factory import (
 from PIL import Image, JpegImagePlugin
 
 from flowerlab.data import images
-from flowerlab.data.images import (
-    encode_jpeg,
-    fill_crop_box,
-    fill_resize_crop,
-    open_image,
-    prepare_photo,
-    to_rgb,
-)
+from flowerlab.data.images import encode_jpeg, fill_crop_box, fill_resize_crop, open_image, prepare_photo, to_rgb
 
 
 def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> bool:

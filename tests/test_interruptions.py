@@ -12,6 +12,7 @@ a rerun built from nothing but the record reproduces it exactly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -54,10 +55,8 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], log: Path, w
 
 def reap_group(process: subprocess.Popen) -> None:
     """SIGKILL whatever is left of the process group we started (e.g. an orphaned kernel)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def flowerlab(*arguments: str) -> list[str]:
@@ -260,10 +259,10 @@ sys.exit(main(sys.argv[2:]))
 def publish_arguments(fake_results: Path, tmp_path: Path) -> list[str]:
     """`flowerlab publish` arguments for the fake study, with one real figure and a stand-in
     notebook export (publish only links to it)."""
-    from flowerlab import figures, report
+    from flowerlab.reporting import figures, results
 
     figures_dir = tmp_path / "figures"
-    figure = figures.accuracy_vs_parameters(report.load_metrics(fake_results / "metrics.csv"))
+    figure = figures.accuracy_vs_parameters(results.load_metrics(fake_results / "metrics.csv"))
     figures.save_figure(figure, "accuracy_vs_parameters", "Accuracy against parameters.", figures_dir)
     notebook_html = tmp_path / "report" / "report.html"
     notebook_html.parent.mkdir()
@@ -322,19 +321,19 @@ def history_figures(path: Path) -> list[list[str]]:
 def test_training_and_evaluation_records_rerun_to_identical_results(restore_tensorflow_globals, tmp_path: Path) -> None:
     from synthetic_records import write_dataset
 
-    from flowerlab import evaluate
-    from flowerlab import train as training
+    from flowerlab.evaluation import stage as evaluation
+    from flowerlab.training import setup, stage
 
     manifest_path = write_dataset(tmp_path / "data", image_size=16, num_classes=3, train_per_class=8,
                                   validation_per_class=4)
     manifest = json.loads(manifest_path.read_text())
     manifest_sha256 = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
-    first = training.TrainSettings(
+    first = setup.TrainSettings(
         arch="dense", manifest=manifest_path, out_dir=tmp_path / "first", checkpoint_dir=tmp_path / "ckpt",
-        hparams=training.resolve_hparams({"epochs": 2, "batch_size": 8, "precision": "float32"}),
+        hparams=setup.resolve_hparams({"epochs": 2, "batch_size": 8, "precision": "float32"}),
         accelerator="cpu", seed=11, deterministic=True,
     )
-    training.train(first)
+    stage.train(first)
     record = json.loads((first.out_dir / "training.json").read_text())
 
     # training.json: the settings, the data, the code, the libraries and the machine.
@@ -348,18 +347,18 @@ def test_training_and_evaluation_records_rerun_to_identical_results(restore_tens
     assert record["device"]["kind"] == "cpu" and record["device"]["name"] and record["device"]["replicas"] == 1
 
     # A rerun built from the record alone (as `flowerlab train` options) gives the same epochs.
-    rerun = training.TrainSettings(
+    rerun = setup.TrainSettings(
         arch=record["arch"], manifest=manifest_path, out_dir=tmp_path / "rerun", checkpoint_dir=tmp_path / "ckpt2",
-        hparams=training.resolve_hparams(record["hparams"]), accelerator=record["accelerator_requested"],
+        hparams=setup.resolve_hparams(record["hparams"]), accelerator=record["accelerator_requested"],
         seed=record["seed"], deterministic=record["deterministic"], threads=record["threads"],
     )
-    again = training.train(rerun)
+    again = stage.train(rerun)
     assert history_figures(rerun.out_dir / "history.csv") == history_figures(first.out_dir / "history.csv")
     assert again["fingerprint"] == record["fingerprint"]
 
     # metrics.json: its own settings, the data's, and the training record's carried along.
     def evaluate_into(out_dir: Path, **options) -> dict:
-        evaluate.evaluate(arch="dense", model_path=first.out_dir / "model.keras",
+        evaluation.evaluate(arch="dense", model_path=first.out_dir / "model.keras",
                           training_json=first.out_dir / "training.json", manifest_path=manifest_path,
                           out_dir=out_dir, **options)
         return json.loads((out_dir / "metrics.json").read_text())

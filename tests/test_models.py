@@ -12,15 +12,10 @@ import pytest
 import yaml
 
 from flowerlab.errors import ConfigError, DownloadError
-from flowerlab.models import (
-    ARCHITECTURES,
-    build_model,
-    count_parameters,
-    dense,
-    get_spec,
-    squeezenet,
-)
+from flowerlab.models import dense, squeezenet
+from flowerlab.models.build import build_model, count_parameters
 from flowerlab.models.layers import FusedBatchNormalization
+from flowerlab.models.registry import ARCHITECTURES, get_spec
 
 BACKBONE_OUTPUT_CHANNELS = {"mobilenet_v2": 1280, "xception": 2048}
 MOBILENET_V2_BACKBONE_PARAMETERS = 2_257_984
@@ -62,9 +57,16 @@ def nested_backbone(model: keras.Model) -> keras.Model:
 # --- registry -----------------------------------------------------------------------------
 
 
-def test_registry_matches_the_config_schema(repo_root: Path) -> None:
-    schema = yaml.safe_load((repo_root / "workflow/schemas/config.schema.yaml").read_text())
-    assert list(ARCHITECTURES) == schema["properties"]["study"]["items"]["enum"]
+def test_the_config_schema_takes_its_architecture_names_from_the_registry(repo_root: Path) -> None:
+    from flowerlab.config import load_schema
+
+    raw = yaml.safe_load((repo_root / "workflow/schemas/config.schema.yaml").read_text())
+    # no second list to keep in step: the file names no allowed architectures
+    assert "enum" not in raw["properties"]["study"]["items"]
+    assert "enum" not in raw["properties"]["models"]["propertyNames"]
+    schema = load_schema()
+    assert schema["properties"]["study"]["items"]["enum"] == list(ARCHITECTURES)
+    assert schema["properties"]["models"]["propertyNames"]["enum"] == list(ARCHITECTURES)
     for name, spec in ARCHITECTURES.items():
         assert spec.name == name and spec.description
     assert ARCHITECTURES["xception"].default_image_size == 331
@@ -114,6 +116,9 @@ def test_course_parameter_counts(arch: str, image_size: int, total: int, trainab
     model = build_model(arch, num_classes=5, image_size=image_size, weights="none")
     assert count_parameters(model) == (total, trainable)
     assert model.name == arch
+    course = ARCHITECTURES[arch].course
+    if course is not None:  # the registry's course figures (the report's) are these very counts
+        assert (course.parameters, course.trainable_parameters) == (total, trainable)
 
 
 def test_dense_count_follows_its_formula_at_other_sizes() -> None:
@@ -210,7 +215,7 @@ def _moving_means(model: keras.Model) -> list[np.ndarray]:
 
 
 def _changed(before: list[np.ndarray], after: list[np.ndarray]) -> bool:
-    return any(not np.array_equal(b, a) for b, a in zip(before, after))
+    return any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
 
 
 def test_frozen_mobilenet_is_frozen_and_in_inference_mode() -> None:
@@ -267,7 +272,7 @@ def test_local_weights_file_is_loaded(arch: str, mobilenet_weights: Path) -> Non
     )
     loaded = nested_backbone(model).get_weights()
     assert len(loaded) == len(reference.weights)
-    for ours, theirs in zip(loaded, reference.get_weights()):
+    for ours, theirs in zip(loaded, reference.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
 
 
@@ -357,7 +362,7 @@ def _twin_batch_norms(channels: int, seed: int) -> tuple[keras.layers.Layer, ker
     for layer in (keras_bn, fused_bn):
         layer.build((None, 5, 6, channels))
     values = np.random.default_rng(seed).random((4, channels), dtype=np.float32) + 0.5
-    for ours, theirs, value in zip(fused_bn.weights, keras_bn.weights, values):
+    for ours, theirs, value in zip(fused_bn.weights, keras_bn.weights, values, strict=True):
         assert ours.name == theirs.name
         ours.assign(value)
         theirs.assign(value)
@@ -388,11 +393,12 @@ def test_fused_batch_norm_matches_keras_in_training_and_inference(
         assert actual.dtype == expected.dtype
         np.testing.assert_allclose(np.float32(actual), np.float32(expected), atol=atol)
         # Moving statistics move identically (Keras tracks the biased batch variance).
-        for ours, theirs in zip(fused_bn.weights, keras_bn.weights):
+        for ours, theirs in zip(fused_bn.weights, keras_bn.weights, strict=True):
             np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
         for ours, theirs in zip(
             tape.gradient(loss_actual, fused_bn.trainable_weights),
             tape.gradient(loss_expected, keras_bn.trainable_weights),
+            strict=True,
         ):
             np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=atol)
     assert not np.allclose(fused_bn.moving_mean.numpy(), 0.0)
@@ -404,7 +410,7 @@ def test_fused_batch_norm_not_trainable_means_inference_mode() -> None:
     before = [w.numpy() for w in fused_bn.weights]
     x = np.random.default_rng(0).standard_normal((2, 5, 6, 3)).astype(np.float32)
     np.testing.assert_allclose(fused_bn(x, training=True), fused_bn(x, training=False))
-    for b, w in zip(before, fused_bn.weights):
+    for b, w in zip(before, fused_bn.weights, strict=True):
         np.testing.assert_array_equal(b, w.numpy())
 
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from flowerlab.optimizers import FusedAdam
+from flowerlab.training.optimizers import FusedAdam
 
 
 @pytest.fixture(autouse=True)

@@ -7,15 +7,15 @@ import json
 import os
 from pathlib import Path
 
+import fake_study
 import numpy as np
 import pandas as pd
 import pytest
-
-import fake_study
 import report_checks
-from flowerlab import figures, report
+
 from flowerlab.cli import main
 from flowerlab.errors import DataError
+from flowerlab.reporting import captions, figures, landing, render, results, tables
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -215,14 +215,14 @@ def test_save_figure_writes_png_svg_and_the_caption_atomically(tmp_path: Path) -
 
 def test_every_figure_has_a_one_line_caption_naming_the_devices() -> None:
     metrics = metrics_table(["convnet"])
-    for name in figures.FIGURES:
-        caption = figures.figure_caption(name, metrics, gallery_arch="convnet")
+    for name in captions.FIGURES:
+        caption = captions.figure_caption(name, metrics, gallery_arch="convnet")
         assert caption and "\n" not in caption
-    assert "AMD EPYC" in figures.figure_caption("throughput", metrics)
+    assert "AMD EPYC" in captions.figure_caption("throughput", metrics)
 
 
 def test_study_time_draws_every_job_and_stage_with_the_total(tmp_path: Path) -> None:
-    from flowerlab import timings
+    from flowerlab.reporting import timings
 
     seconds = fake_study.write_benchmarks(tmp_path / "benchmarks", ["dense", "convnet"])
     jobs = timings.read_study_jobs(tmp_path / "benchmarks", ["dense", "convnet"])
@@ -234,15 +234,15 @@ def test_study_time_draws_every_job_and_stage_with_the_total(tmp_path: Path) -> 
     assert [tick.get_text() for tick in per_stage.get_yticklabels()] == [
         "make_inventory", "make_tfrecords", "train_model", "evaluate_model"]
     total = sum(seconds.values())
-    assert report.format_seconds(total) in figure.get_suptitle()
-    assert report.format_seconds(total) in figures.figure_caption("study_time", study_seconds=total)
+    assert tables.format_seconds(total) in figure.get_suptitle()
+    assert tables.format_seconds(total) in captions.figure_caption("study_time", study_seconds=total)
     with pytest.raises(DataError, match="no job"):
         figures.study_time([])
 
 
 def test_training_benchmark_pairs_plain_and_flowerlab_with_the_ratio(tmp_path: Path) -> None:
     path = fake_study.write_training_benchmark(tmp_path / "bench", ["dense", "convnet"])
-    loaded = report.load_training_benchmark(tmp_path / "bench")
+    loaded = results.load_training_benchmark(tmp_path / "bench")
     assert loaded is not None
     training, when = loaded
     assert when.startswith("training.csv written ") and when.endswith(" UTC")
@@ -253,22 +253,22 @@ def test_training_benchmark_pairs_plain_and_flowerlab_with_the_ratio(tmp_path: P
     assert heights == [100.0, 150.0, 200.0, 300.0]
     assert [text.get_text() for text in ax.texts] == ["1.50×", "1.50×"]
     assert when in ax.get_title()
-    assert when in figures.figure_caption("training_benchmark", benchmark_time=when)
+    assert when in captions.figure_caption("training_benchmark", benchmark_time=when)
     skipped_only = training[training["status"] != "measured"]
     with pytest.raises(DataError, match="measured no architecture"):
         figures.training_benchmark(skipped_only)
     path.unlink()
-    assert report.load_training_benchmark(tmp_path / "bench") is None
+    assert results.load_training_benchmark(tmp_path / "bench") is None
 
 
 def test_forget_figure_removes_a_stale_optional_figure(tmp_path: Path) -> None:
     figure, _ = figures.new_figure()
     figures.save_figure(figure, "study_time", "kept", tmp_path)
     figures.save_figure(figure, "training_benchmark", "stale", tmp_path)
-    figures.forget_figure(tmp_path, "training_benchmark")
+    captions.forget_figure(tmp_path, "training_benchmark")
     assert list(json.loads((tmp_path / "captions.json").read_text())) == ["study_time"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["captions.json", "study_time.png", "study_time.svg"]
-    figures.forget_figure(tmp_path, "training_benchmark")  # nothing left to remove: no error
+    captions.forget_figure(tmp_path, "training_benchmark")  # nothing left to remove: no error
 
 
 def test_figures_refuse_an_empty_study() -> None:
@@ -286,7 +286,7 @@ def test_figures_refuse_an_empty_study() -> None:
 
 
 def test_summary_table_formats_figures_for_readers() -> None:
-    table = report.summary_table(metrics_table(["dense", "convnet"]))
+    table = tables.summary_table(metrics_table(["dense", "convnet"]))
     assert list(table.columns) == [
         "architecture",
         "validation accuracy",
@@ -304,42 +304,42 @@ def test_summary_table_formats_figures_for_readers() -> None:
     assert table.iloc[0]["course's accuracy"] == "–"
     assert convnet["parameters"] == "100k" and convnet["training time"] == "10.0 min"
     different = metrics_table(["dense"]).assign(training_device="gpu: NVIDIA H100")
-    assert "device (training)" in report.summary_table(different).columns
+    assert "device (training)" in tables.summary_table(different).columns
 
 
 @pytest.mark.parametrize(
     "seconds, text", [(45, "45 s"), (750, "12.5 min"), (12_240, "3.4 h"), (float("nan"), "–")]
 )
 def test_format_seconds(seconds: float, text: str) -> None:
-    assert report.format_seconds(seconds) == text
+    assert tables.format_seconds(seconds) == text
 
 
 @pytest.mark.parametrize(
     "count, text", [(355, "355"), (293_233, "293k"), (2_488_389, "2.49M"), (55_321_805, "55.3M")]
 )
 def test_format_count(count: int, text: str) -> None:
-    assert report.format_count(count) == text
+    assert tables.format_count(count) == text
 
 
 def test_study_paths_default_to_the_standard_layout_under_results_dir(
     repo_root: Path, tmp_path: Path
 ) -> None:
-    paths = report.study_paths()
+    paths = results.study_paths()
     assert paths["metrics_csv"] == repo_root / "results" / "metrics.csv"
     assert paths["manifest"] == repo_root / "results" / "data" / "manifest.json"
-    paths = report.study_paths(tmp_path / "study", figures_dir=tmp_path / "elsewhere", models_dir=None)
+    paths = results.study_paths(tmp_path / "study", figures_dir=tmp_path / "elsewhere", models_dir=None)
     assert paths["figures_dir"] == tmp_path / "elsewhere"
     assert paths["models_dir"] == tmp_path / "study" / "models"
     with pytest.raises(ValueError, match="unknown report path"):
-        report.study_paths(figures=tmp_path)
+        results.study_paths(figures=tmp_path)
 
 
 def test_relative_paths_resolve_against_the_repository_root(repo_root: Path, tmp_path: Path) -> None:
-    assert report.find_repo_root(repo_root / "workflow" / "notebooks") == repo_root
-    assert report.resolve("results/metrics.csv", repo_root) == repo_root / "results/metrics.csv"
-    assert report.resolve(tmp_path / "x.csv") == tmp_path / "x.csv"
+    assert results.find_repo_root(repo_root / "workflow" / "notebooks") == repo_root
+    assert results.resolve("results/metrics.csv", repo_root) == repo_root / "results/metrics.csv"
+    assert results.resolve(tmp_path / "x.csv") == tmp_path / "x.csv"
     with pytest.raises(DataError, match="no Snakefile"):
-        report.find_repo_root(tmp_path)
+        results.find_repo_root(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -362,8 +362,8 @@ def one_architecture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def expected_figures(with_training_benchmark: bool) -> list[str]:
     return [
         name
-        for name in figures.FIGURES
-        if with_training_benchmark or name not in figures.OPTIONAL_FIGURES
+        for name in captions.FIGURES
+        if with_training_benchmark or name not in captions.OPTIONAL_FIGURES
     ]
 
 
@@ -417,7 +417,7 @@ def notebook_outputs(executed: Path) -> str:
 def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
     two_architectures: Path, one_architecture: Path
 ) -> None:
-    from flowerlab import timings
+    from flowerlab.reporting import timings
 
     shown = {}
     for name, index in (("two", two_architectures), ("one", one_architecture)):
@@ -426,7 +426,7 @@ def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
         shown[name] = notebook_outputs(results / "report" / "report.ipynb")
         archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
         jobs = timings.read_study_jobs(results.parent / "benchmarks", archs)
-        assert report.format_seconds(timings.total_seconds(jobs)) in shown[name]
+        assert tables.format_seconds(timings.total_seconds(jobs)) in shown[name]
         assert "total (sum of the jobs)" in shown[name] and "train_model " + archs[0] in shown[name]
     assert "From the last benchmark run (training.csv written " in shown["two"]
     assert "not from this study run" in shown["two"] and "No training benchmark in" not in shown["two"]
@@ -436,7 +436,7 @@ def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
 def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> None:
     assert report_checks.broken_references(two_architectures) == []
     found = report_checks.references(two_architectures)
-    assert len(found.images) == len(figures.FIGURES)  # the training benchmark's figure included
+    assert len(found.images) == len(captions.FIGURES)  # the training benchmark's figure included
     assert all(src.startswith("data:image/png;base64,") for src in found.images)
     assert {"report.html", "../metrics.csv"} <= set(found.links)
     page = two_architectures.read_text()
@@ -482,7 +482,7 @@ def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path,
     figures_copy.mkdir()
     (figures_copy / "captions.json").write_text((results / "figures/captions.json").read_text())
     with pytest.raises(DataError, match="is missing; rerun the report notebook"):
-        report.publish(
+        landing.publish(
             figures_dir=figures_copy,
             metrics=results / "metrics.csv",
             notebook_html=results / "report/report.html",
@@ -513,7 +513,7 @@ def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path,
 # ------------------------------------------------------------------------------------------
 
 
-def render_caption(path: Path, config: dict, **wildcards: str) -> str:
+def render_caption(path: Path, config: dict, params: object = None, **wildcards: str) -> str:
     """A caption rendered as Snakemake's report does: Jinja2 (its settings), then docutils with
     every warning an error."""
     import types
@@ -521,7 +521,7 @@ def render_caption(path: Path, config: dict, **wildcards: str) -> str:
     import jinja2
     from docutils.core import publish_parts
 
-    snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(**wildcards), params={})
+    snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(**wildcards), params=params)
     environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     text = environment.from_string(path.read_text()).render(snakemake=snakemake)
     return publish_parts(text, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 5})[
@@ -530,6 +530,8 @@ def render_caption(path: Path, config: dict, **wildcards: str) -> str:
 
 
 def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: Path) -> None:
+    import types
+
     import yaml
 
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
@@ -538,13 +540,16 @@ def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: P
         body = render_caption(folder / f"{name}.rst", config)
         assert "<p>" in body and "{{" not in body, name
     assert "batch 64" in render_caption(folder / "metrics.rst", config).replace("\n", " ")
-    # figures.rst: one caption per figure file, chosen by the {name} wildcard of the PNG
-    captions = {name: render_caption(folder / "figures.rst", config, name=name) for name in figures.FIGURES}
-    fallback = render_caption(folder / "figures.rst", config, name="something_else")
+    # figures.rst: one caption per figure file, chosen by the {name} wildcard of the PNG; the text
+    # is the notebook's and the landing page's (flowerlab.reporting.captions), through the params.
+    params = types.SimpleNamespace(captions=captions.snakemake_captions())
+    shown = {name: render_caption(folder / "figures.rst", config, params, name=name) for name in captions.FIGURES}
+    fallback = render_caption(folder / "figures.rst", config, params, name="something_else")
     assert "captions.json" in fallback
-    for name, body in captions.items():
+    for name, body in shown.items():
         assert "<p>" in body and body != fallback, name
-    assert len(set(captions.values())) == len(captions)
+        assert " ".join(captions.figure_caption(name).split()[:6]) in " ".join(body.split()), name
+    assert len(set(shown.values())) == len(shown)
 
 
 # ------------------------------------------------------------------------------------------
@@ -575,7 +580,7 @@ def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
         str(html_path),
         *options,
     ]
-    assert report.cli(arguments) == 1  # what `flowerlab render ...` runs once cli.py maps it here
+    assert render.cli(arguments) == 1  # what `flowerlab render ...` runs
     error = capsys.readouterr().err
     assert "flowerlab render: error: the report notebook failed in cell" in error
     assert "metrics table not found" in error
@@ -609,12 +614,12 @@ def test_the_template_also_works_with_jupyter_nbconvert(two_architectures: Path,
         timeout=300,
     )
     html = (tmp_path / "report.html").read_text()
-    assert "<details" in html and html.count("data:image/png;base64") >= len(figures.FIGURES)
+    assert "<details" in html and html.count("data:image/png;base64") >= len(captions.FIGURES)
     assert not any(cdn in html for cdn in ("cdnjs.cloudflare.com", "unpkg.com", "cdn.jsdelivr.net"))
 
 
 def test_study_time_rows_give_each_job_the_total_the_span_and_the_course_subtotal() -> None:
-    from flowerlab.timings import Job
+    from flowerlab.reporting.timings import Job
 
     def job(rule: str, wildcards: str, seconds: float, ended: float) -> Job:
         return Job(rule, wildcards, seconds, max_rss_mb=100.0, cpu_seconds=seconds, repeats=1,
@@ -625,7 +630,7 @@ def test_study_time_rows_give_each_job_the_total_the_span_and_the_course_subtota
         for index, arch in enumerate(["dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune"])
     ]
     archs = ["dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune"]
-    rows = report.study_time_rows(jobs, archs)
+    rows = tables.study_time_rows(jobs, archs)
     assert [row["job"] for row in rows[:2]] == ["make_tfrecords", "train_model dense"]
     assert rows[1]["max RSS (MB)"] == 100.0 and rows[1]["wall time"] == "100 s"
     summaries = {row["job"]: row["seconds"] for row in rows[len(jobs):]}
@@ -635,5 +640,5 @@ def test_study_time_rows_give_each_job_the_total_the_span_and_the_course_subtota
         "the course's four architectures (data, their training and evaluation)": 404.0,
     }
     # No subtotal when the study is the course's four alone, or lacks one of them.
-    assert len(report.study_time_rows(jobs[:5], archs[:4])) == 5 + 2
-    assert len(report.study_time_rows(jobs[:4], archs[:3])) == 4 + 2
+    assert len(tables.study_time_rows(jobs[:5], archs[:4])) == 5 + 2
+    assert len(tables.study_time_rows(jobs[:4], archs[:3])) == 4 + 2

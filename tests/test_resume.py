@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from synthetic_records import write_dataset
 
-from flowerlab import checkpoints
-from flowerlab import train as training
+from flowerlab.training import checkpoints, setup, stage
 
 SIZE = 16
 
@@ -90,7 +89,7 @@ def test_killed_training_resumes_at_the_next_epoch_and_a_changed_hparam_starts_f
     # (In process: the command's code path without paying TensorFlow's start-up a third time.)
     changed = train_command(manifest, tmp_path / "changed", tmp_path / "checkpoints-copy", {**hparams, "epochs": 3})
     with caplog.at_level(logging.INFO):
-        assert training.cli(changed[3:-2]) == 0  # "train", ... without --threads (TF is running)
+        assert stage.cli(changed[3:-2]) == 0  # "train", ... without --threads (TF is running)
     assert "made with other inputs or settings (differs in: hparams.epochs)" in caplog.text
     record = json.loads((tmp_path / "changed" / "model" / "training.json").read_text())
     assert record["resumed_from_epoch"] == 0
@@ -123,20 +122,20 @@ class InterruptAfter(keras.callbacks.Callback):
 
 
 def test_resumed_run_equals_the_uninterrupted_run(manifest: Path, tmp_path: Path) -> None:
-    hparams = training.resolve_hparams({
+    hparams = setup.resolve_hparams({
         "epochs": 4, "batch_size": 8, "precision": "float32", "augment": True, "schedule": "ramp_decay",
         "learning_rate": 2e-3, "lr_start": 5e-4, "rampup_epochs": 2})
 
-    def settings(name: str) -> training.TrainSettings:
-        return training.TrainSettings(arch="dense", manifest=manifest, out_dir=tmp_path / name / "model",
+    def settings(name: str) -> setup.TrainSettings:
+        return setup.TrainSettings(arch="dense", manifest=manifest, out_dir=tmp_path / name / "model",
                                       checkpoint_dir=tmp_path / name / "ckpt", hparams=hparams,
                                       accelerator="cpu", seed=11, deterministic=True)
 
-    straight = training.train(settings("straight"))
+    straight = stage.train(settings("straight"))
     with pytest.raises(Interrupted):
-        training.train(settings("resumed"), extra_callbacks=[InterruptAfter(2)])
+        stage.train(settings("resumed"), extra_callbacks=[InterruptAfter(2)])
     assert [p.name for p in (tmp_path / "resumed" / "ckpt").iterdir()] == ["epoch-0002"]
-    resumed = training.train(settings("resumed"))
+    resumed = stage.train(settings("resumed"))
 
     assert straight["resumed_from_epoch"] == 0 and resumed["resumed_from_epoch"] == 2
     metrics = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -145,7 +144,7 @@ def test_resumed_run_equals_the_uninterrupted_run(manifest: Path, tmp_path: Path
     assert resumed_rows == straight_rows  # bit-identical: same weights, optimizer state, data, schedule
     weights = [keras.saving.load_model(tmp_path / name / "model" / "model.keras").get_weights()
                for name in ("straight", "resumed")]
-    assert all(np.array_equal(a, b) for a, b in zip(*weights))
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
     # Epoch 3 started the resumed session: it is left out of the steady-state rate.
     assert resumed["train_images_per_second_epochs"] == [2, 4]
 
@@ -175,7 +174,7 @@ def test_only_the_newest_checkpoint_is_kept_and_it_restores_the_optimizer(tmp_pa
     assert found is not None and found.epoch == 2 and found.state["history"][-1] == {"epoch": 2}
     restored = keras.models.load_model(found.model_path)
     assert int(restored.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) == 1
-    assert all(np.array_equal(a, b) for a, b in zip(restored.optimizer.variables, model.optimizer.variables))
+    assert all(np.array_equal(a, b) for a, b in zip(restored.optimizer.variables, model.optimizer.variables, strict=True))
 
 
 def test_a_save_killed_midway_leaves_the_previous_checkpoint_valid(tmp_path: Path, monkeypatch) -> None:
@@ -188,7 +187,7 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_valid(tmp_path: Pat
     found = checkpoints.find_checkpoint(tmp_path, "f" * 64)
     assert found is not None and found.epoch == 1
     # ... and a save that fails part-way leaves nothing of its own.
-    monkeypatch.setattr(checkpoints.atomic, "write_json", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(checkpoints.filesystem, "write_json", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         checkpoints.save_checkpoint(tmp_path, model, state(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".epoch-0002.tmp-999999999-dead", "epoch-0001"]
@@ -202,7 +201,7 @@ def test_checkpoints_of_other_experiments_or_unreadable_are_ignored(tmp_path: Pa
     old_inputs = {"hparams": {"learning_rate": 0.001, "epochs": 5}, "seed": 1}
     checkpoints.save_checkpoint(tmp_path, model, state(3, "a" * 64, **old_inputs))
     new_inputs = {"hparams": {"learning_rate": 0.01, "epochs": 5}, "seed": 1}
-    with caplog.at_level(logging.WARNING, logger="flowerlab.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="flowerlab.training.checkpoints"):
         assert checkpoints.find_checkpoint(tmp_path, "b" * 64, new_inputs) is None
     assert "differs in: hparams.learning_rate" in caplog.text
     (tmp_path / "epoch-0003" / "state.json").write_text("{not json")

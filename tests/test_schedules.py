@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 
 from flowerlab.errors import ConfigError
-from flowerlab.schedules import cosine, learning_rate_at, ramp_decay, schedule_function
+from flowerlab.training.schedules import cosine, learning_rate_at, ramp_decay, schedule_function
 
 # The course's Xception recipe (REFERENCE.md §4) on 8 TPU cores.
 XCEPTION = {"schedule": "ramp_decay", "learning_rate": 5e-5, "lr_start": 1e-5, "lr_min": 1e-5,

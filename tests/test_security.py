@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from test_workflow import copy_workflow  # the same user's checkout as the e2e tests
 
 from flowerlab.data.synthetic import synthesize
@@ -26,7 +25,7 @@ def hostile_photo_folder(parent: Path) -> Path:
     shell code."""
     staging = parent / "staging"
     synthesize(staging, classes=2, per_class=6, seed=0)
-    first, second = sorted(p.name for p in staging.iterdir())
+    _, second = sorted(p.name for p in staging.iterdir())
     (staging / second).rename(staging / HOSTILE_CLASS)
     return staging.rename(parent / HOSTILE_FOLDER)
 

@@ -293,10 +293,10 @@ def test_a_class_without_enough_photos_stops_with_its_name(tmp_path):
 def test_inventory_root_mismatch_is_an_error(tmp_path, photos):
     make_inventory(photos, tmp_path / "inventory.csv", tmp_path / "inventory.json")
     (photos / "cats/cats_004.jpg").unlink()
-    with pytest.raises(DataError, match="cats/cats_004.jpg.*missing.*rerun `flowerlab inventory`"):
+    with pytest.raises(DataError, match=r"cats/cats_004\.jpg.*missing.*rerun `flowerlab inventory`"):
         build(tmp_path, photos)
     write_jpeg(photos / "cats/cats_004.jpg", seed=999)  # back, with other content
-    with pytest.raises(DataError, match="cats/cats_004.jpg changed since the inventory"):
+    with pytest.raises(DataError, match=r"cats/cats_004\.jpg changed since the inventory"):
         build(tmp_path, photos, threads=2)
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
@@ -415,7 +415,7 @@ def _die(_: object) -> None:
 
 
 def test_a_dying_worker_is_a_clear_error_not_a_hang():
-    from flowerlab.data.common import running_pool
+    from flowerlab.data.workers import running_pool
     from flowerlab.errors import FlowerlabError
 
     with pytest.raises(FlowerlabError, match=r"worker process died.*--threads 1"), running_pool(2) as pool:

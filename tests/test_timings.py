@@ -1,4 +1,4 @@
-"""flowerlab.timings: reading Snakemake's benchmark files, shared by the report and bench_study."""
+"""flowerlab.reporting.timings: reading Snakemake's benchmark files, shared by the report and bench_study."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flowerlab import timings
 from flowerlab.errors import DataError
+from flowerlab.reporting import timings
 
 HEADER = "s\th:m:s\tmax_rss\tcpu_time\n"
 
@@ -62,7 +62,7 @@ def test_a_study_reads_only_its_own_jobs_in_stage_order(tmp_path: Path) -> None:
     assert timings.span_seconds(jobs) == pytest.approx(1001.0)
     assert len(timings.read_jobs(folder)) == 7  # the whole folder, for bench_study
     assert timings.read_jobs(folder)[0].wildcards == "xception"  # slowest first
-    with pytest.raises(DataError, match="train_model/squeezenet.tsv"):
+    with pytest.raises(DataError, match=r"train_model/squeezenet\.tsv"):
         timings.read_study_jobs(folder, ["squeezenet"])
     # dense and convnet are course architectures, xception is not; the data stages count too.
     assert [job.file for job in timings.course_jobs(timings.read_jobs(folder))] == [

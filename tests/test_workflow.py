@@ -97,7 +97,7 @@ def test_smoke_study_builds_every_stage(smoke_study):
 def test_the_smoke_studys_published_report_works_in_chromium(smoke_study, chromium, tmp_path, repo_root):
     page = smoke_study / "results" / "report" / "index.html"
     seen = assert_page_loads_in_the_browser(chromium, page, tmp_path)
-    from flowerlab.figures import FIGURES, OPTIONAL_FIGURES
+    from flowerlab.reporting.captions import FIGURES, OPTIONAL_FIGURES
 
     # every figure, each decoded with a non-zero size; no bench/ results here, so not the benchmark's
     assert len(seen["images"]) == len(FIGURES) - len(OPTIONAL_FIGURES) == 8

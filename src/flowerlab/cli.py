@@ -17,11 +17,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("flowerlab.data.synthetic", "generate the small synthetic photo set"),
     "inventory": ("flowerlab.data.inventory", "account for every input file: kept or skipped, why"),
     "tfrecords": ("flowerlab.data.tfrecords", "split, resize and write sharded TFRecords"),
-    "train": ("flowerlab.train", "train one architecture (resumable)"),
-    "evaluate": ("flowerlab.evaluate", "evaluate one trained model on the validation split"),
-    "collect": ("flowerlab.collect", "gather every evaluation into one metrics table"),
-    "render": ("flowerlab.report", "execute the report notebook (papermill) and export its HTML"),
-    "publish": ("flowerlab.report", "write the report's landing page"),
+    "train": ("flowerlab.training.stage", "train one architecture (resumable)"),
+    "evaluate": ("flowerlab.evaluation.stage", "evaluate one trained model on the validation split"),
+    "collect": ("flowerlab.evaluation.collect", "gather every evaluation into one metrics table"),
+    "render": ("flowerlab.reporting.render", "execute the report notebook (papermill) and export its HTML"),
+    "publish": ("flowerlab.reporting.landing", "write the report's landing page"),
 }
 
 

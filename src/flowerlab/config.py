@@ -22,19 +22,21 @@ from typing import Any
 import yaml
 
 from flowerlab.errors import ConfigError
+from flowerlab.models.registry import ARCH_NAMES, BACKBONE_ARCHS, HDF5_SIGNATURE
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SPECIAL_SOURCES = ("official", "synthetic")
 SPECIAL_WEIGHTS = ("imagenet", "none")
-# Architectures built on an ImageNet backbone (flowerlab.models' uses_backbone_weights; a test
-# keeps the two in step, since importing the registry here would import TensorFlow).
-BACKBONE_ARCHS = ("mobilenet_v2", "mobilenet_v2_finetune", "xception")
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema, with the architectures' names filled in from the registry (the one list)."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    properties = schema["properties"]
+    properties["study"]["items"]["enum"] = list(ARCH_NAMES)
+    properties["models"]["propertyNames"]["enum"] = list(ARCH_NAMES)
+    return schema
 
 
 def _resolve(node: dict, schema: dict) -> dict:
@@ -98,10 +100,10 @@ def fill_defaults(value: Any, node: dict, schema: dict) -> Any:
     if not isinstance(value, dict):
         return value
     properties = node.get("properties", {})
-    for key, sub in properties.items():
-        sub = _resolve(sub, schema)
-        if key not in value and "default" in sub:
-            value[key] = copy.deepcopy(sub["default"])
+    for key, child in properties.items():
+        resolved = _resolve(child, schema)
+        if key not in value and "default" in resolved:
+            value[key] = copy.deepcopy(resolved["default"])
     extra = node.get("additionalProperties")
     for key in list(value):
         sub = properties.get(key, extra if isinstance(extra, dict) else None)

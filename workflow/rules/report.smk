@@ -4,7 +4,8 @@
 # times are always this run's; bench/'s results are a parameter, not an input: rerunning a
 # benchmark does not rerun the report (it shows them when present, with their file time).
 
-from flowerlab.timings import study_benchmark_files
+from flowerlab.reporting.captions import snakemake_captions
+from flowerlab.reporting.timings import study_benchmark_files
 
 BENCHMARKS = "benchmarks"  # where the rules' benchmark: files go (data.smk, train.smk, evaluate.smk)
 
@@ -40,6 +41,8 @@ rule render_report:
         results=lambda wildcards, input: os.path.abspath(os.path.dirname(input.metrics)),
         benchmarks=os.path.abspath(BENCHMARKS),
         bench=os.path.abspath("results/bench"),
+        # The figures' captions for Snakemake's report (workflow/report/figures.rst).
+        captions=snakemake_captions(),
     conda:
         "../../environment.yml"
     log:

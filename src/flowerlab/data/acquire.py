@@ -26,20 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from flowerlab import atomic
-from flowerlab.data.common import (
+from flowerlab import filesystem
+from flowerlab.console import configure_logging, positive_int, progress, run_command
+from flowerlab.errors import DownloadError, ExtractError
+from flowerlab.filesystem import (
     cleanup_on_error,
-    configure_logging,
-    positive_int,
-    progress,
     remove_path,
     remove_stale_temporaries,
     replace_directory,
-    run_command,
     sha256_file,
     temporary_dir_beside,
 )
-from flowerlab.errors import DownloadError, ExtractError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +76,7 @@ def _stamp_for(dest: Path, sha256: str) -> dict[str, object]:
 
 def write_stamp(dest: Path, sha256: str) -> None:
     """Record that `dest`, as it is now (size and mtime), has been verified to have `sha256`."""
-    atomic.write_json(stamp_path(dest), _stamp_for(dest, sha256))
+    filesystem.write_json(stamp_path(dest), _stamp_for(dest, sha256))
 
 
 def stamp_matches(dest: Path, expected: Expected) -> bool:

@@ -62,7 +62,7 @@ def exif_orientation(img: Image.Image) -> int:
     """The EXIF orientation (1-8); 1 (as stored) when absent or invalid."""
     try:
         value = img.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    except Exception:  # noqa: BLE001 - a malformed EXIF block must not make a readable photo unusable
+    except Exception:
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 

@@ -50,16 +50,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowerlab import atomic
-from flowerlab.data.common import (
-    configure_logging,
-    positive_int,
-    progress,
-    run_command,
-    running_pool,
-    sha256_file,
-)
+from flowerlab import filesystem
+from flowerlab.console import configure_logging, positive_int, progress, run_command
+from flowerlab.data.workers import running_pool
 from flowerlab.errors import DataError
+from flowerlab.filesystem import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -250,13 +245,13 @@ def inspect_image(path: str, max_pixels: int) -> tuple[str, int | None, int | No
         img = open_image(path)
     except UnidentifiedImageError as error:
         return "", None, None, "not_an_image", str(error)
-    except Exception as error:  # noqa: BLE001 - any parser failure is a property of the file
+    except Exception as error:
         return "", None, None, _classify_decode_error(error), f"{type(error).__name__}: {error}"
     with img:
         try:
             fmt = img.format or ""
             width, height = oriented_size(img)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return img.format or "", None, None, "unreadable", f"{type(error).__name__}: {error}"
         if width * height > max_pixels:
             return fmt, width, height, "too_large", f"{width}x{height} pixels > max_pixels {max_pixels}"
@@ -267,7 +262,7 @@ def inspect_image(path: str, max_pixels: int) -> tuple[str, int | None, int | No
                     stored_w, stored_h = img.size
                     img.draft(None, (max(1, stored_w // 8), max(1, stored_h // 8)))
                 img.load()
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return fmt, width, height, _classify_decode_error(error), f"{type(error).__name__}: {error}"
     return fmt, width, height, "", ""
 
@@ -294,11 +289,11 @@ def read_all(found: list[FoundFile], max_pixels: int, threads: int) -> list[File
     results: list[FileFacts] = []
     if threads <= 1 or len(tasks) < 64:  # not worth starting processes for a few files
         with progress(len(tasks), "inventory", "files") as bar:
-            for item, task in zip(found, tasks):
+            for item, task in zip(found, tasks, strict=True):
                 results.append(inspect_file(task) if item.readable else FileFacts(problem="unreadable"))
                 bar.update()
         return results
-    readable = [task for item, task in zip(found, tasks) if item.readable]
+    readable = [task for item, task in zip(found, tasks, strict=True) if item.readable]
     with running_pool(threads) as pool:
         facts = pool.map(inspect_file, readable, chunksize=16)
         with progress(len(tasks), "inventory", "files") as bar:
@@ -422,10 +417,10 @@ def write_inventory(inventory: Inventory, out_csv: str | os.PathLike[str], out_j
     text = csv_text(inventory.rows)
     # surrogateescape: a file name that is not valid UTF-8 is written back as its original
     # bytes instead of crashing; every valid name is plain UTF-8.
-    with atomic.atomic_output(out_csv, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+    with filesystem.atomic_output(out_csv, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
         handle.write(text)
     data = summary(inventory)
-    atomic.write_json(out_json, data)
+    filesystem.write_json(out_json, data)
     return data
 
 
@@ -441,7 +436,7 @@ def read_inventory_csv(path: str | os.PathLike[str]) -> list[Row]:
             for number, values in enumerate(reader, start=2):
                 if len(values) != len(COLUMNS):
                     raise DataError(f"{path} line {number}: {len(values)} fields, expected {len(COLUMNS)}")
-                record = dict(zip(COLUMNS, values))
+                record = dict(zip(COLUMNS, values, strict=True))
                 rows.append(Row(
                     path=record["path"], class_name=record["class"],
                     bytes=int(record["bytes"]) if record["bytes"] else None, sha256=record["sha256"],

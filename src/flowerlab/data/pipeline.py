@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from flowerlab.data.common import sha256_file
 from flowerlab.errors import ConfigError, DataError
+from flowerlab.filesystem import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ SPLITS = ("train", "validation")
 RECORD_FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "class": tf.io.FixedLenFeature([], tf.int64),
+}
+# What identifies a record besides its content: the photo's sha256 and its inventory path. Parsed
+# only for `make_dataset(keys=True)` (evaluation's predictions, the report's gallery).
+KEY_FEATURES = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "source": tf.io.FixedLenFeature([], tf.string),
 }
 
 # Tag carried by the per-record assertion so that its failure can be told apart from any other
@@ -129,13 +135,14 @@ def verify_shards(manifest_path: str | os.PathLike[str], split: str | None = Non
 
 
 def decode_record(
-    shard: tf.Tensor, serialized: tf.Tensor, *, image_size: int, num_classes: int
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """One serialized record -> (uint8 image with static shape (S, S, 3), one-hot float32 label).
+    shard: tf.Tensor, serialized: tf.Tensor, *, image_size: int, num_classes: int, keys: bool = False
+) -> tuple[tf.Tensor, ...]:
+    """One serialized record -> (uint8 image with static shape (S, S, 3), one-hot float32 label),
+    and with `keys` a third element {"id", "source"} (strings).
 
     `shard` (the file the record came from) only feeds the error message of the record check.
     """
-    example = tf.io.parse_single_example(serialized, RECORD_FEATURES)
+    example = tf.io.parse_single_example(serialized, {**RECORD_FEATURES, **(KEY_FEATURES if keys else {})})
     image = tf.io.decode_jpeg(example["image"], channels=3)
     label = example["class"]
     shape = tf.shape(image)
@@ -160,7 +167,10 @@ def decode_record(
     )
     with tf.control_dependencies([check]):
         image = tf.reshape(image, [image_size, image_size, 3])
-    return image, tf.one_hot(label, num_classes, dtype=tf.float32)
+    one_hot = tf.one_hot(label, num_classes, dtype=tf.float32)
+    if keys:
+        return image, one_hot, {name: example[name] for name in KEY_FEATURES}
+    return image, one_hot
 
 
 def _check_files(files: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -213,7 +223,7 @@ def describe_record_error(error: tf.errors.OpError, files: Sequence[str]) -> str
     message = error.message or str(error)
     if RECORD_CHECK_TAG in message:
         items = _record_check_fields(message)
-        fields = dict(zip(items[0::2], items[1::2]))  # ["shard", path, "image shape", ...] pairs
+        fields = dict(zip(items[0::2], items[1::2], strict=False))  # ["shard", path, "image shape", ...] pairs
         expected = next((item for item in items if item.startswith("expected")), "")
         return (
             f"bad record in TFRecord shard {fields.get('shard', '?')}: image shape "
@@ -286,7 +296,7 @@ def _read_records(files: list[str], *, deterministic: bool) -> tf.data.Dataset:
 
 
 def _to_unit_float(image: tf.Tensor) -> tf.Tensor:
-    # uint8 [0, 255] -> float32 [0, 1] (x / 255): the very op flowerlab.evaluate uses, so a model
+    # uint8 [0, 255] -> float32 [0, 1] (x / 255): the very op flowerlab.evaluation.stage uses, so a model
     # is evaluated on bit-identical inputs to those it was trained on.
     return tf.image.convert_image_dtype(image, tf.float32)
 
@@ -314,7 +324,7 @@ def _shuffle_epoch(dataset: tf.data.Dataset, epoch: int, *, seed: int, shuffle_b
 def epoch_order(records: int, epoch: int, *, seed: int, shuffle_buffer: int = SHUFFLE_BUFFER) -> np.ndarray:
     """The record indices (0 .. records-1, in the unshuffled record order) in the order that
     `make_dataset(training=True, seed=seed)` presents them in `epoch`: the feature cache
-    (flowerlab.feature_cache) trains on cached features in the image path's very order. Call
+    (flowerlab.training.frozen_backbone) trains on cached features in the image path's very order. Call
     it after the same global seed is set (TensorFlow pairs it with the shuffle's seed)."""
     indices = _shuffle_epoch(tf.data.Dataset.range(records), epoch, seed=seed, shuffle_buffer=shuffle_buffer)
     return np.fromiter(indices.as_numpy_iterator(), dtype=np.int64, count=records)
@@ -360,6 +370,7 @@ def make_dataset(
     epochs: int | None = None,
     check_first_records: bool = True,
     expected_records: int | None = None,
+    keys: bool = False,
 ) -> tf.data.Dataset:
     """Batches of `(images, labels)` from TFRecord shards written as docs/architecture.md says.
 
@@ -380,6 +391,8 @@ def make_dataset(
     expected_records: the manifest's count for these files; reading a different number is a
     DataError (via translate_record_errors), and it gives the dataset a known length, so Keras
     knows how many validation batches to expect.
+    keys (not training): batches are `(images, labels, {"id": ..., "source": ...})`, each record
+    with its photo's sha256 and inventory path (bytes), for predictions that name their photos.
     """
     paths = _check_files(files)
     _validate_arguments(
@@ -388,6 +401,8 @@ def make_dataset(
     )
     if repeat and not training:
         raise ConfigError("input pipeline: repeat=True is only meaningful for a training dataset")
+    if keys and training:
+        raise ConfigError("input pipeline: keys=True is for evaluation datasets (Keras' fit reads a third element as weights)")
     if repeat and (epochs is None or epochs <= first_epoch):
         raise ConfigError(f"input pipeline: repeat=True needs epochs > first_epoch ({first_epoch}), got {epochs}")
     if seed is None:
@@ -396,7 +411,8 @@ def make_dataset(
         probe_first_records(paths, image_size=image_size, num_classes=num_classes)
 
     decoded = _read_records(paths, deterministic=deterministic).map(
-        lambda shard, record: decode_record(shard, record, image_size=image_size, num_classes=num_classes),
+        lambda shard, record: decode_record(shard, record, image_size=image_size, num_classes=num_classes,
+                                            keys=keys),
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
@@ -423,7 +439,7 @@ def make_dataset(
         dataset = batched(decoded)
     size = target_size or image_size
 
-    def finish_batch(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def finish_batch(images: tf.Tensor, labels: tf.Tensor, *record_keys: Any) -> tuple[Any, ...]:
         # Converting a whole batch at once is much cheaper than one small op per image.
         if not per_image_float:
             images = _to_unit_float(images)
@@ -432,7 +448,7 @@ def make_dataset(
             images = tf.image.resize(images, [target_size, target_size], method="bilinear")
         images = tf.ensure_shape(images, [batch_size if drop_remainder else None, size, size, 3])
         labels = tf.ensure_shape(labels, [batch_size if drop_remainder else None, num_classes])
-        return images, labels
+        return (images, labels, *record_keys)
 
     dataset = dataset.map(finish_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     dataset = dataset.prefetch(AUTOTUNE)

@@ -26,17 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from flowerlab.data.common import (
-    cleanup_on_error,
-    configure_logging,
-    positive_int,
-    progress,
-    remove_stale_temporaries,
-    replace_directory,
-    run_command,
-    temporary_dir_beside,
-)
+from flowerlab.console import configure_logging, positive_int, progress, run_command
 from flowerlab.errors import ConfigError
+from flowerlab.filesystem import cleanup_on_error, remove_stale_temporaries, replace_directory, temporary_dir_beside
 
 logger = logging.getLogger(__name__)
 

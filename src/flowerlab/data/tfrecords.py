@@ -42,23 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowerlab import atomic
+from flowerlab import filesystem
+from flowerlab.console import configure_logging, positive_int, progress, run_command
 from flowerlab.data import tfrecord_io
-from flowerlab.data.common import (
+from flowerlab.data.inventory import KEPT, MIN_KEPT_PER_CLASS, read_inventory_csv
+from flowerlab.data.workers import running_pool
+from flowerlab.errors import ConfigError, DataError
+from flowerlab.filesystem import (
     cleanup_on_error,
-    configure_logging,
-    positive_int,
-    progress,
     remove_stale_temporaries,
     replace_directory,
-    run_command,
-    running_pool,
     sha256_bytes,
     sha256_file,
     temporary_dir_beside,
 )
-from flowerlab.data.inventory import KEPT, MIN_KEPT_PER_CLASS, read_inventory_csv
-from flowerlab.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +225,7 @@ def assign_splits(photos: list[Photo], validation_fraction: float, seed: int) ->
         if all(flags):
             flags[-1] = False  # highest u goes to training
         placed += [Photo(p.path, p.class_name, p.class_index, p.sha256, "validation" if v else "train")
-                   for p, v in zip(ranked, flags)]
+                   for p, v in zip(ranked, flags, strict=True)]
     return sorted(placed, key=lambda p: p.path)
 
 
@@ -375,7 +372,7 @@ def prepare_task(task: tuple[str, str, int, int]) -> Prepared:
         return Prepared(relative, error=f"cannot read it ({error.strerror or error})")
     try:
         jpeg = prepare_photo(data, image_size, jpeg_quality)
-    except Exception as error:  # noqa: BLE001 - reported with the file's name by the main process
+    except Exception as error:
         return Prepared(relative, sha256=sha256_bytes(data), error=f"cannot decode it ({type(error).__name__}: {error})")
     return Prepared(relative, jpeg, sha256_bytes(data))
 
@@ -507,7 +504,7 @@ def build_tfrecords(
                 "shards": shards, "seed": seed}
     shard_dir = os.path.relpath(out_dir, manifest_path.parent).replace(os.sep, "/")
     manifest = manifest_for(classes, photos, entries, settings, sha256_file(inventory_csv), shard_dir)
-    atomic.write_json(manifest_path, manifest)
+    filesystem.write_json(manifest_path, manifest)
     logger.info(
         "wrote %d records (%d train, %d validation) in %d shards to %s in %.1f s (%.0f images/s)",
         len(photos), manifest["splits"]["train"]["records"], manifest["splits"]["validation"]["records"],

@@ -18,12 +18,10 @@ from pathlib import Path
 import keras
 
 from flowerlab.errors import ConfigError, DownloadError
+from flowerlab.models.registry import HDF5_SIGNATURE, IMAGENET, NO_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
-IMAGENET = "imagenet"
-NO_WEIGHTS = "none"
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 WEIGHTS_SUFFIXES = (".h5", ".hdf5")
 
 # An application factory such as keras.applications.MobileNetV2, called with

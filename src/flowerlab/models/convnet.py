@@ -11,9 +11,6 @@ import keras
 
 from flowerlab.models.common import image_input, require_no_weights, softmax_classifier
 
-# Four 2x2 poolings: the last feature map is image_size // 16 wide and must not be empty.
-MIN_IMAGE_SIZE = 16
-
 
 def build(*, num_classes: int, image_size: int, weights: str = "none") -> keras.Model:
     require_no_weights("convnet", weights)

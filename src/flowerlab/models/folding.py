@@ -6,7 +6,7 @@ s = gamma / sqrt(moving_variance + epsilon). After a linear convolution x = W * 
 merged into the convolution: W' = W * s (per output channel), b' = beta + (b - mean) * s. The
 copy then skips one memory pass per folded batch norm: in one measurement on the 2-core CPU
 (batch 64 of real 192 px photos, machine shared with other jobs) the frozen MobileNetV2 of
-`flowerlab.feature_cache` extracted 1.6x faster (243-249 against 147-154 images/s). The outputs
+`flowerlab.training.frozen_backbone` extracted 1.6x faster (243-249 against 147-154 images/s). The outputs
 equal the original's in inference up to float32 rounding (there: at most 4.2e-4 on features up
 to 6.0, 2.2e-6 on average, over 256 validation photos).
 

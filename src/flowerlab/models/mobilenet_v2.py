@@ -30,9 +30,6 @@ import keras
 from flowerlab.models.backbone import load_backbone, unit_to_symmetric_range
 from flowerlab.models.common import image_input, softmax_classifier
 
-# keras.applications.MobileNetV2 refuses inputs smaller than 32x32.
-MIN_IMAGE_SIZE = 32
-
 
 def _backbone(arch: str, image_size: int, weights: str) -> keras.Model:
     return load_backbone(

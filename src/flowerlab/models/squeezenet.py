@@ -24,7 +24,6 @@ from flowerlab.models.common import image_input, require_no_weights, softmax_cla
 from flowerlab.models.layers import FusedBatchNormalization
 
 BN_MOMENTUM = 0.9
-MIN_IMAGE_SIZE = 16  # four 2x2 poolings
 BatchNormKind = Literal["fused", "keras"]
 BATCH_NORM_KINDS: tuple[BatchNormKind, ...] = ("fused", "keras")
 

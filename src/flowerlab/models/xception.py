@@ -15,9 +15,6 @@ import keras
 from flowerlab.models.backbone import load_backbone, unit_to_symmetric_range
 from flowerlab.models.common import image_input, softmax_classifier
 
-DEFAULT_IMAGE_SIZE = 331
-MIN_IMAGE_SIZE = 71  # keras.applications.Xception refuses smaller inputs
-
 
 def build(*, num_classes: int, image_size: int, weights: str = "imagenet") -> keras.Model:
     backbone = load_backbone(

@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,148 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from flowerlab import atomic
-from flowerlab.data.common import (
-    configure_logging,
-    positive_int,
-    read_json,
-    run_command,
-    sha256_file,
-)
-from flowerlab.data.tfrecords import feature_spec, load_manifest
+from flowerlab import filesystem
+from flowerlab.console import configure_logging, positive_int, run_command
+from flowerlab.data.tfrecords import load_manifest
 from flowerlab.errors import ConfigError, DataError
+from flowerlab.evaluation.cost import make_forward, measure_costs
+from flowerlab.evaluation.quality import quality_metrics
+from flowerlab.filesystem import json_safe, read_json, sha256_file
 
 logger = logging.getLogger(__name__)
-
-# Keras clips probabilities to [EPSILON, 1 - EPSILON] before the log in its cross-entropy.
-KERAS_EPSILON = 1e-7
-# Untimed calls before throughput and latency are measured: the first calls trace the
-# tf.function, allocate buffers and let oneDNN/cuDNN pick their kernels.
-WARMUP_CALLS = 3
-# Throughput is timed over at least this many batches and this many seconds, whichever is longer.
-THROUGHPUT_MIN_CALLS = 5
-THROUGHPUT_MIN_SECONDS = 2.0
-
-
-# --------------------------------------------------------------------------------------------
-# Metric math (pure numpy, no TensorFlow)
-# --------------------------------------------------------------------------------------------
-
-
-def confusion_matrix(
-    true: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_classes: int
-) -> np.ndarray:
-    """Counts of (true class, predicted class): rows are true classes, columns predictions."""
-    true = np.asarray(true, dtype=np.int64)
-    predicted = np.asarray(predicted, dtype=np.int64)
-    if true.shape != predicted.shape or true.ndim != 1:
-        raise ValueError(
-            f"true and predicted must be 1-D of the same length, got {true.shape} and {predicted.shape}"
-        )
-    for name, values in (("true", true), ("predicted", predicted)):
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(
-                f"{name} class indices must be in [0, {num_classes}), got {values.min()}..{values.max()}"
-            )
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (true, predicted), 1)
-    return matrix
-
-
-def accuracy_from_confusion(matrix: np.ndarray) -> float:
-    """Fraction of correct predictions; 0.0 for an empty matrix."""
-    total = int(matrix.sum())
-    return float(np.trace(matrix) / total) if total else 0.0
-
-
-def per_class_metrics(
-    matrix: np.ndarray, classes: Sequence[str]
-) -> tuple[dict[str, dict[str, float | int]], list[str]]:
-    """Precision, recall, F1 and support per class, and notes on every undefined value.
-
-    A class the model never predicted has no defined precision (0/0); one absent from the
-    validation split has no defined recall. Both are reported as 0.0 (scikit-learn's
-    `zero_division=0` convention) and named in the notes, instead of NaN.
-    """
-    if matrix.shape != (len(classes), len(classes)):
-        raise ValueError(f"confusion matrix of shape {matrix.shape} does not match {len(classes)} classes")
-    true_positives = np.diag(matrix).astype(float)
-    predicted_counts = matrix.sum(axis=0).astype(float)
-    support = matrix.sum(axis=1)
-    notes: list[str] = []
-    metrics: dict[str, dict[str, float | int]] = {}
-    for index, name in enumerate(classes):
-        if predicted_counts[index] == 0:
-            precision = 0.0
-            notes.append(f"precision of {name!r} set to 0: the model never predicted this class")
-        else:
-            precision = true_positives[index] / predicted_counts[index]
-        if support[index] == 0:
-            recall = 0.0
-            notes.append(f"recall of {name!r} set to 0: no validation image of this class")
-        else:
-            recall = true_positives[index] / support[index]
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-        metrics[name] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(support[index]),
-        }
-    return metrics, notes
-
-
-def macro_average(per_class: dict[str, dict[str, float | int]]) -> dict[str, float]:
-    """Unweighted mean of precision, recall and F1 over the classes."""
-    return {
-        key: float(np.mean([values[key] for values in per_class.values()])) if per_class else 0.0
-        for key in ("precision", "recall", "f1")
-    }
-
-
-def categorical_cross_entropy(true: Sequence[int] | np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean cross-entropy of the true classes, computed as Keras does for probability outputs.
-
-    Keras rescales each row to sum to 1 and clips to [1e-7, 1 - 1e-7] before the log. This is
-    NOT always the `val_loss` of training's history: in a traced graph Keras 3 finds the logits
-    under a Softmax op and uses the unclipped softmax cross-entropy, so a confidently wrong photo
-    costs more there (seen on the frozen MobileNetV2: history 1.30, this 1.14, same accuracy).
-    Computed from the saved probabilities, this is the loss anyone can recompute from
-    predictions.csv.
-    """
-    true = np.asarray(true, dtype=np.int64)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.ndim != 2 or probabilities.shape[0] != true.shape[0]:
-        raise ValueError(f"probabilities of shape {probabilities.shape} do not match {true.shape[0]} labels")
-    if true.size == 0:
-        return 0.0
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    probabilities = np.clip(probabilities, KERAS_EPSILON, 1.0 - KERAS_EPSILON)
-    return float(-np.mean(np.log(probabilities[np.arange(true.size), true])))
-
-
-def latency_summary(seconds: Sequence[float]) -> tuple[float, float]:
-    """Median and 95th percentile (linear interpolation) of call durations, in milliseconds."""
-    if len(seconds) == 0:
-        raise ValueError("no latency measurement")
-    milliseconds = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return float(np.median(milliseconds)), float(np.percentile(milliseconds, 95))
-
-
-def quality_metrics(true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Everything metrics.json says about prediction quality, from labels and probabilities."""
-    predicted = np.argmax(probabilities, axis=1)
-    matrix = confusion_matrix(true, predicted, len(classes))
-    per_class, notes = per_class_metrics(matrix, classes)
-    return {
-        "accuracy": accuracy_from_confusion(matrix),
-        "loss": categorical_cross_entropy(true, probabilities),
-        "images": int(true.size),
-        "per_class": per_class,
-        "macro_average": macro_average(per_class),
-        "confusion_matrix": matrix.tolist(),
-        "notes": notes,
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +194,7 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     """Load a .keras model safely (no arbitrary code), with flowerlab's custom layers registered."""
     import keras
 
-    import flowerlab.models  # noqa: F401  (importing it registers the custom layers with Keras)
+    import flowerlab.models.layers  # noqa: F401  (importing it registers the custom layers with Keras)
 
     path = Path(path)
     if not path.is_file():
@@ -365,44 +230,6 @@ def model_image_size(model: Any, num_classes: int, path: str | os.PathLike[str])
     return int(input_shape[1])
 
 
-def forward_flops(model: Any, image_size: int) -> tuple[int, dict[str, int]]:
-    """FLOPs of one image's forward pass and their split by TensorFlow op type.
-
-    TensorFlow's profiler on the model's inference graph, variables frozen to constants, batch 1.
-    Conv2D, DepthwiseConv2dNative and MatMul count 2 FLOPs per multiply-add.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2_as_graph,
-    )
-
-    forward = tf.function(lambda images: model(images, training=False))
-    concrete = forward.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32))
-    _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    # The v1 profiler logs a deprecation warning about its own internals on every call.
-    tf_logger.setLevel(logging.ERROR)
-    try:
-        with tf.Graph().as_default() as graph:
-            tf.graph_util.import_graph_def(graph_def, name="")
-            builder = tf.compat.v1.profiler.ProfileOptionBuilder
-            options = builder(builder.float_operation()).with_empty_output().build()
-            profile = tf.compat.v1.profiler.profile(
-                graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
-            )
-    finally:
-        tf_logger.setLevel(level)
-    by_op: dict[str, int] = {}
-    pending = list(profile.children)  # the op view nests each op type under the previous one
-    while pending:
-        node = pending.pop()
-        if node.float_ops:
-            by_op[node.name] = by_op.get(node.name, 0) + int(node.float_ops)
-        pending.extend(node.children)
-    return int(profile.total_float_ops), dict(sorted(by_op.items(), key=lambda item: -item[1]))
-
-
 def validation_shards(manifest_path: str | os.PathLike[str]) -> list[str]:
     """The validation TFRecord files of the manifest, each checked against its sha256."""
     from flowerlab.data.pipeline import verify_shards
@@ -421,82 +248,37 @@ class Batch:
     sources: list[str]
 
 
-def record_keys(path: str) -> tuple[list[str], list[str], np.ndarray]:
-    """(ids, sources, classes) of one shard's records, in file order; no image is decoded."""
-    import tensorflow as tf
-
-    features = {
-        key: spec for key, spec in feature_spec(num_classes=1).items() if key in {"id", "source", "class"}
-    }
-    ids: list[str] = []
-    sources: list[str] = []
-    classes: list[int] = []
-    for batch in (
-        tf.data.TFRecordDataset(path).batch(1024).map(lambda records: tf.io.parse_example(records, features))
-    ):
-        ids += [value.decode("utf-8") for value in batch["id"].numpy()]
-        sources += [value.decode("utf-8") for value in batch["source"].numpy()]
-        classes += batch["class"].numpy().tolist()
-    return ids, sources, np.asarray(classes, dtype=np.int64)
-
-
 def validation_batches(
     files: Sequence[str], *, record_size: int, image_size: int, num_classes: int, batch_size: int
 ) -> Iterator[Batch]:
-    """Batches of the validation records with their ids, decoded by the training input pipeline.
+    """Batches of the validation records with their ids and sources, shard by shard in file order.
 
-    Images come from `flowerlab.data.pipeline.make_dataset` (the one reader of the records, so
-    evaluation sees exactly what training's validation saw, resized the same way when the
-    model's input differs). It carries no ids, so each shard is read on its own, in file order,
-    next to its (id, source, class) keys; the classes of both reads must agree record by record.
+    Read by `flowerlab.data.pipeline.make_dataset` (the one reader of the records), so evaluation
+    sees exactly what training's validation saw, resized the same way when the model's input
+    differs.
     """
     from flowerlab.data.pipeline import make_dataset, translate_record_errors
 
     for path in files:
+        dataset = make_dataset(
+            [path],
+            image_size=record_size,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            training=False,
+            target_size=image_size,
+            cache=False,
+            deterministic=True,
+            keys=True,
+        )
         with translate_record_errors([path]):
-            ids, sources, classes = record_keys(path)
-            dataset = make_dataset(
-                [path],
-                image_size=record_size,
-                num_classes=num_classes,
-                batch_size=batch_size,
-                training=False,
-                target_size=image_size,
-                cache=False,
-                deterministic=True,
-            )
-            start = 0
-            for images, labels in dataset:
-                stop = start + int(images.shape[0])
-                if stop > len(ids) or not np.array_equal(
-                    np.argmax(labels.numpy(), axis=1), classes[start:stop]
-                ):
-                    raise DataError(
-                        f"{path}: the records' images and ids do not line up; rebuild the TFRecords"
-                    )
+            for images, labels, keys in dataset:
                 yield Batch(
                     images=images,
-                    classes=classes[start:stop],
-                    ids=ids[start:stop],
-                    sources=sources[start:stop],
+                    classes=np.argmax(labels.numpy(), axis=1).astype(np.int64),
+                    ids=[value.decode("utf-8") for value in keys["id"].numpy()],
+                    sources=[value.decode("utf-8") for value in keys["source"].numpy()],
                 )
-                start = stop
-        if start != len(ids):
-            raise DataError(f"{path}: {len(ids)} record ids but {start} images; rebuild the TFRecords")
-
-
-def make_forward(model: Any) -> Callable[[Any], np.ndarray]:
-    """Inference as one traced function returning float32 numpy probabilities.
-
-    `.numpy()` copies the result to the host, which waits for the device: the timings below
-    measure finished work, not queued kernels.
-    """
-    import tensorflow as tf
-
-    traced = tf.function(
-        lambda images: tf.cast(model(images, training=False), tf.float32), reduce_retracing=True
-    )
-    return lambda images: traced(images).numpy()
 
 
 def predict(
@@ -525,58 +307,6 @@ def predict(
     return np.concatenate(probabilities), np.concatenate(classes), ids, sources, first_images
 
 
-def timing_batch(images: Any, batch_size: int) -> Any:
-    """A batch of exactly `batch_size` images, repeating `images` when the split is smaller,
-    so that throughput is always measured at the evaluation batch size."""
-    import tensorflow as tf
-
-    available = int(images.shape[0])
-    if available >= batch_size:
-        return images[:batch_size]
-    repeats = -(-batch_size // available)
-    return tf.concat([images] * repeats, axis=0)[:batch_size]
-
-
-def measure_throughput(
-    forward: Callable[[Any], np.ndarray],
-    images: Any,
-    *,
-    min_calls: int = THROUGHPUT_MIN_CALLS,
-    min_seconds: float = THROUGHPUT_MIN_SECONDS,
-) -> dict[str, float]:
-    """Steady-state images/s of the forward pass on one in-memory batch (warm-up excluded)."""
-    for _ in range(WARMUP_CALLS):
-        forward(images)
-    calls = 0
-    start = time.perf_counter()
-    while calls < min_calls or time.perf_counter() - start < min_seconds:
-        forward(images)
-        calls += 1
-    elapsed = time.perf_counter() - start
-    batch = int(images.shape[0])
-    return {
-        "images_per_second": batch * calls / elapsed,
-        "batch_size": batch,
-        "timed_calls": calls,
-        "seconds": elapsed,
-    }
-
-
-def measure_latency(forward: Callable[[Any], np.ndarray], image: Any, runs: int) -> dict[str, float]:
-    """Median and p95 milliseconds of `runs` single-image forward passes (warm-up excluded)."""
-    if runs < 1:
-        raise ConfigError(f"--latency-runs must be >= 1, not {runs}")
-    for _ in range(WARMUP_CALLS):
-        forward(image)
-    durations = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        forward(image)
-        durations.append(time.perf_counter() - start)
-    median, p95 = latency_summary(durations)
-    return {"latency_ms_median": median, "latency_ms_p95": p95, "latency_runs": runs}
-
-
 # --------------------------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------------------------
@@ -593,7 +323,7 @@ def write_predictions(
 ) -> None:
     """predictions.csv: id, source, true_class, predicted_class, prob_<class>... (atomically)."""
     predicted = np.argmax(probabilities, axis=1)
-    with atomic.atomic_output(path, "w", newline="", encoding="utf-8") as handle:
+    with filesystem.atomic_output(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "source", "true_class", "predicted_class", *(f"prob_{c}" for c in classes)])
         for row in range(len(ids)):
@@ -606,35 +336,6 @@ def write_predictions(
                     *(f"{p:.6f}" for p in probabilities[row]),
                 ]
             )
-
-
-def measure_costs(
-    model: Any,
-    forward: Callable[[Any], np.ndarray],
-    images: Any,
-    *,
-    image_size: int,
-    batch_size: int,
-    latency_runs: int,
-) -> dict[str, Any]:
-    """Parameters, FLOPs, inference throughput and latency of `model`, timed on `images`."""
-    from flowerlab.models import count_parameters
-
-    total, trainable = count_parameters(model)
-    flops, flops_by_op = forward_flops(model, image_size)
-    throughput = measure_throughput(forward, timing_batch(images, batch_size))
-    latency = measure_latency(forward, images[:1], latency_runs)
-    return {
-        "parameters_total": total,
-        "parameters_trainable": trainable,
-        "flops_per_image": flops,
-        "flops_by_op": flops_by_op,
-        "flops_convention": "TensorFlow profiler on the frozen inference graph of one image: "
-        "2 FLOPs per multiply-add, plus element-wise ops",
-        "inference_images_per_second": throughput["images_per_second"],
-        "inference_timed_calls": throughput["timed_calls"],
-        **latency,
-    }
 
 
 def evaluate(
@@ -740,21 +441,8 @@ def evaluate(
         classes=classes,
     )
     # metrics.json last: its presence says the evaluation finished.
-    atomic.write_json(out_dir / "metrics.json", json_safe(metrics))
+    filesystem.write_json(out_dir / "metrics.json", json_safe(metrics))
     return metrics
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with numpy scalars as Python numbers and NaN/inf as None (they are not JSON)."""
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --------------------------------------------------------------------------------------------

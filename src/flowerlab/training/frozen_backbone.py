@@ -55,8 +55,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from flowerlab.models import count_parameters
+from flowerlab.models.build import count_parameters
 from flowerlab.models.folding import count_batch_norms, fold_batch_norms
+from flowerlab.training.callbacks import EpochRecorder
+from flowerlab.training.setup import Batching, DataPlan, TrainSettings, compile_model, dataset_options
 
 logger = logging.getLogger(__name__)
 
@@ -253,46 +255,19 @@ def feature_batches(cached: Features, order: np.ndarray, *, batch_size: int, dro
             .prefetch(2))
 
 
-class ChargeExtraction(keras.callbacks.Callback):
-    """Adds the extraction time spent for an epoch to its history row. Runs right after
-    EpochRecorder made the row and before EpochLogger prints it, so the history sums to the
-    real time and its images/s count the extraction; keeps the head-only times for the record."""
-
-    def __init__(self, recorder: Any, images_per_epoch: int) -> None:
-        super().__init__()
-        self.recorder = recorder
-        self.images_per_epoch = images_per_epoch
-        self.training_seconds = 0.0  # extraction of training images, for the next row
-        self.other_seconds = 0.0  # validation features, fold, check: the next row's epoch_seconds only
-        self.head_train_seconds: list[float] = []
-
-    def charge(self, *, training: float = 0.0, other: float = 0.0) -> None:
-        self.training_seconds += training
-        self.other_seconds += other
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        row = self.recorder.rows[-1]
-        head_seconds = self.images_per_epoch / row["images_per_second"]
-        self.head_train_seconds.append(head_seconds)
-        row["epoch_seconds"] += self.training_seconds + self.other_seconds
-        row["images_per_second"] = self.images_per_epoch / (head_seconds + self.training_seconds)
-        self.training_seconds = self.other_seconds = 0.0
-
-
 def head_images_per_second(images_per_epoch: int, seconds: Sequence[float]) -> float | None:
     """Head-only images/s over the epochs after the first (which traces the training graph)."""
     steady = list(seconds[1:]) or list(seconds)
     return images_per_epoch * len(steady) / sum(steady) if steady else None
 
 
-def image_datasets(settings: Any, plan: Any, batching: Any) -> tuple[Any, Any, Any]:
+def image_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching) -> tuple[Any, Any, Any]:
     """(training images in record order, validation images in record order, the image path's
-    augmented training dataset over every epoch or None), as flowerlab.train's plan describes.
+    augmented training dataset over every epoch or None), as the image path's plan describes.
 
     Record order needs ordered reads (deterministic=True) whatever the run's setting; nothing is
     cached, since each image is read once (the augmented dataset, read every epoch, caches)."""
     from flowerlab.data.pipeline import make_dataset
-    from flowerlab.train import dataset_options
 
     common = {**dataset_options(settings, plan, batching), "deterministic": True}
     train = make_dataset(plan.train_files, training=False, cache=False, expected_records=plan.train_records,
@@ -307,14 +282,15 @@ def image_datasets(settings: Any, plan: Any, batching: Any) -> tuple[Any, Any, A
     return train, validation, augmented
 
 
-def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching: Any, schedule: Callable[[int], float],
-                      strategy: Any, compile_head: Callable[[keras.Model, float], None], callbacks: Sequence[Any],
-                      charge: ChargeExtraction) -> dict[str, Any]:
+def train_on_features(model: keras.Model, *, settings: TrainSettings, plan: DataPlan, batching: Batching,
+                      schedule: Callable[[int], float], strategy: Any, callbacks: Sequence[Any],
+                      recorder: EpochRecorder) -> dict[str, Any]:
     """Train `model`'s head on cached backbone features (the module's docstring), in place.
 
-    `callbacks` are the image path's per-epoch callbacks with `charge` right after the
-    EpochRecorder (whose rows become history.csv); `compile_head(head, learning_rate)` compiles
-    as the image path compiles the whole model, in `strategy`'s scope as the model was built.
+    `callbacks` are the image path's per-epoch callbacks, `recorder` (whose rows become
+    history.csv) among them: the extraction's seconds are charged to it, so that the history sums
+    to the real time. The head compiles as the image path compiles the whole model, in
+    `strategy`'s scope as the model was built.
     Returns training.json's `feature_cache` record.
     """
     from flowerlab.data import pipeline
@@ -324,7 +300,7 @@ def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching:
     fold = folds_batch_norms(model)
     with strategy.scope():
         split = split_frozen_backbone(model, fold=fold)
-        compile_head(split.head, schedule(0))
+        compile_model(split.head, schedule(0))
     extract = extraction_function(split.extractor)
     logger.info("%s: feature cache: %d of %d batch norms folded%s; backbone features computed %s", arch,
                 split.batch_norms_folded, split.batch_norms, "" if fold else " (16-bit compute)",
@@ -339,7 +315,7 @@ def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching:
                                   what=f"{arch}: validation features", check_first=check_fold if fold else None)
     validation_batches = feature_batches(validation, np.arange(validation.count), batch_size=batching.global_batch,
                                          drop_remainder=False)
-    charge.charge(other=time.perf_counter() - started)  # split, fold, check, validation features
+    recorder.charge(other=time.perf_counter() - started)  # split, fold, check, validation features
 
     epochs_of_images = iter(augmented_images) if augment else None
     cached, extraction_seconds = None, 0.0
@@ -356,13 +332,14 @@ def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching:
             order = pipeline.epoch_order(cached.count, epoch, seed=settings.seed)
         if augment or epoch == 0:
             extraction_seconds += cached.seconds
-            charge.charge(training=cached.seconds)
+            recorder.charge(training=cached.seconds)
         split.head.fit(feature_batches(cached, order, batch_size=batching.global_batch,
                                        drop_remainder=batching.drop_remainder),
                        epochs=epoch + 1, initial_epoch=epoch, validation_data=validation_batches,
                        callbacks=list(callbacks), verbose=0, shuffle=False)  # EpochLogger's lines instead
 
-    head_seconds = sum(charge.head_train_seconds)
+    head_train_seconds = recorder.fit_train_seconds[-epochs:]
+    head_seconds = sum(head_train_seconds)
     extracted = batching.images_per_epoch * (epochs if augment else 1)
     return {
         "used": True,
@@ -381,6 +358,6 @@ def train_on_features(model: keras.Model, *, settings: Any, plan: Any, batching:
         "validation_extraction_seconds": validation.seconds,
         "head_trainable_parameters": count_parameters(split.head)[1],
         "head_train_seconds": head_seconds,
-        "head_images_per_second": head_images_per_second(batching.images_per_epoch, charge.head_train_seconds),
+        "head_images_per_second": head_images_per_second(batching.images_per_epoch, head_train_seconds),
         "amortised_images_per_second": epochs * batching.images_per_epoch / (extraction_seconds + head_seconds),
     }

@@ -19,6 +19,7 @@ setting differs) and training starts fresh.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowerlab import atomic
+from flowerlab import filesystem
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def save_checkpoint(directory: str | os.PathLike[str], model: Any, state: Mappin
     try:
         model.save(temporary / MODEL_FILE)
         _fsync_file(temporary / MODEL_FILE)
-        atomic.write_json(temporary / STATE_FILE, dict(state))
+        filesystem.write_json(temporary / STATE_FILE, dict(state))
         _fsync_dir(temporary)
         final = directory / name
         if final.exists():  # left by an earlier run of the same epoch: superseded
@@ -204,10 +205,8 @@ def remove_checkpoints(directory: str | os.PathLike[str]) -> None:
     directory = Path(directory)
     if directory.is_dir():
         remove_other_checkpoints(directory, keep=None)
-        try:
+        with contextlib.suppress(OSError):  # something else lives there: leave it
             directory.rmdir()
-        except OSError:  # something else lives there: leave it
-            pass
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Keras callbacks of `flowerlab train`: per-epoch records, checkpoints and progress lines.
 
-Keras calls callbacks in list order at the end of an epoch; train.py passes
+Keras calls callbacks in list order at the end of an epoch; the training stage passes
 [scheduler, EpochRecorder, EpochCheckpointer, EpochLogger, ...] so that the history row exists
 before the checkpoint that stores it and before the log line that prints it.
 """
@@ -8,7 +8,6 @@ before the checkpoint that stores it and before the log line that prints it.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,22 +15,15 @@ from typing import Any
 
 import keras
 
-from flowerlab import checkpoints
+from flowerlab.filesystem import json_safe
+from flowerlab.training import checkpoints
 
 logger = logging.getLogger(__name__)
-
-HISTORY_COLUMNS = (
-    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
-    "images_per_second",
-)
 
 
 def finite_or_none(value: Any) -> float | None:
     """A float for the records; NaN/inf (a diverged run) become None, which JSON can hold."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    return None if value is None else json_safe(float(value))
 
 
 def current_learning_rate(model: keras.Model) -> float:
@@ -52,6 +44,16 @@ class EpochRecorder(keras.callbacks.Callback):
         self.rows: list[dict[str, Any]] = list(rows or [])
         self._epoch_start = 0.0
         self._train_end: float | None = None
+        self._charged_training = 0.0
+        self._charged_other = 0.0
+        self.fit_train_seconds: list[float] = []  # the training part of each epoch Keras ran here
+
+    def charge(self, *, training: float = 0.0, other: float = 0.0) -> None:
+        """Work for the next epoch done outside Keras' epoch (the frozen-backbone path's feature
+        extraction): `training` seconds count as training time (in images/s too), `other` seconds
+        (validation features, checks) only in the epoch's seconds."""
+        self._charged_training += training
+        self._charged_other += other
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._epoch_start = time.perf_counter()
@@ -72,9 +74,13 @@ class EpochRecorder(keras.callbacks.Callback):
             "val_loss": finite_or_none(logs.get("val_loss")),
             "val_accuracy": finite_or_none(logs.get("val_accuracy")),
             "learning_rate": current_learning_rate(self.model),
-            "epoch_seconds": end - self._epoch_start,
-            "images_per_second": self.images_per_epoch / train_seconds if train_seconds > 0 else None,
+            "epoch_seconds": end - self._epoch_start + self._charged_training + self._charged_other,
+            "images_per_second": self.images_per_epoch / (train_seconds + self._charged_training)
+            if train_seconds > 0
+            else None,
         }
+        self.fit_train_seconds.append(train_seconds)
+        self._charged_training = self._charged_other = 0.0
         if row["loss"] is None:
             logger.warning("epoch %d: the loss is not finite (%s): training diverged", epoch + 1, logs.get("loss"))
         self.rows.append(row)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowerlab.errors import DataError
+from flowerlab.models.registry import COURSE_ARCHITECTURES
 
 MISSING = {"", "-", "NA", "nan"}  # how Snakemake writes a figure it could not measure
 
@@ -25,9 +26,6 @@ MISSING = {"", "-", "NA", "nan"}  # how Snakemake writes a figure it could not m
 DATA_BENCHMARKS = ("make_inventory.tsv", "make_tfrecords.tsv")
 PER_ARCH_BENCHMARKS = ("train_model/{arch}.tsv", "evaluate_model/{arch}.tsv")
 STAGE_ORDER = ("make_inventory", "make_tfrecords", "train_model", "evaluate_model")
-# The course labs' four architectures: issue 5 times "the course's protocol" as these alone, and the
-# report gives their jobs' subtotal beside the models beyond the course.
-COURSE_ARCHITECTURES = ("dense", "mobilenet_v2", "convnet", "squeezenet")
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ with some architectures disabled draws only those it evaluated.
 `save_figure(fig, name, caption, out_dir)` writes `name.png` and `name.svg` atomically and
 records the caption in `out_dir/captions.json`, which the landing page reads.
 
-Inputs are the study's files, loaded by `flowerlab.report`:
-- `metrics`: results/metrics.csv as a DataFrame (flowerlab.collect.COLUMNS);
+Inputs are the study's files, loaded by `flowerlab.reporting.report`:
+- `metrics`: results/metrics.csv as a DataFrame (flowerlab.evaluation.collect.COLUMNS);
 - `histories`: {arch: results/models/{arch}/history.csv as a DataFrame};
 - `evaluations`: {arch: results/evaluation/{arch}/metrics.json as a dict};
 - `predictions`: results/evaluation/{arch}/predictions.csv as a DataFrame;
-- `jobs`: the study's jobs from its Snakemake benchmark files (`flowerlab.timings.Job`);
+- `jobs`: the study's jobs from its Snakemake benchmark files (`flowerlab.reporting.timings.Job`);
 - `training_benchmark`: the measured rows of bench/bench_training.py's results/bench/training.csv.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,32 +37,19 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter
 
-from flowerlab import atomic, timings
-from flowerlab.collect import COURSE_VAL_ACCURACY
+from flowerlab import filesystem
 from flowerlab.errors import DataError
-from flowerlab.report import format_count, format_seconds
+from flowerlab.models.registry import course_val_accuracy
+from flowerlab.reporting import timings
+from flowerlab.reporting.captions import devices_text, record_caption
+from flowerlab.reporting.tables import format_count, format_seconds
 
-CAPTIONS_FILE = "captions.json"
 PNG_DPI = 150
 # Colours: one per architecture, stable across figures (same architecture, same colour).
 PALETTE = "colorblind"
 WRONG = "#c0392b"  # misclassified photos
 RIGHT = "#1e8449"
 
-# The figures of the report, in reading order: file name -> what it shows.
-FIGURES: dict[str, str] = {
-    "accuracy_vs_parameters": "Validation accuracy against parameter count",
-    "throughput": "Training and inference throughput",
-    "accuracy_vs_training_time": "Validation accuracy against training wall time",
-    "learning_curves": "Learning curves",
-    "confusion_matrices": "Confusion matrices",
-    "prediction_gallery": "Validation photos with their predicted class",
-    "data_overview": "The data: photos per class and split, and the skipped files",
-    "study_time": "Wall time of this study's jobs and stages",
-    "training_benchmark": "Training throughput: plain Keras against flowerlab (last benchmark run)",
-}
-# Figures drawn only when their input exists (the benchmark run's CSV); the others always are.
-OPTIONAL_FIGURES = ("training_benchmark",)
 STAGE_COLOURS = "deep"
 
 
@@ -117,11 +103,6 @@ def _percent_axis(ax: Any, values: Sequence[float]) -> None:
     low = min(finite) if finite else 0.0
     ax.set_ylim(max(0.0, math.floor((low - 0.1) * 10) / 10), 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-
-
-def _devices_text(values: pd.Series) -> str:
-    devices = sorted({str(v) for v in values.dropna() if str(v)})
-    return "; ".join(devices) if devices else "device not recorded"
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +203,7 @@ def accuracy_vs_parameters(metrics: pd.DataFrame) -> Figure:
 def accuracy_vs_training_time(metrics: pd.DataFrame) -> Figure:
     """Validation accuracy against training wall time (log scale), one point per architecture."""
     _require_columns(metrics, ["arch", "val_accuracy", "training_seconds"], "metrics table")
-    devices = _devices_text(metrics.get("training_device", pd.Series(dtype=object)))
+    devices = devices_text(metrics.get("training_device", pd.Series(dtype=object)))
     return _accuracy_scatter(
         metrics,
         "training_seconds",
@@ -260,7 +241,7 @@ def throughput(metrics: pd.DataFrame) -> Figure:
                 ax.xaxis.set_minor_formatter(NullFormatter())
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
             ax.set_xlabel("images / s (log scale)")
-            device = _devices_text(metrics.get(device_column, pd.Series(dtype=object)))
+            device = devices_text(metrics.get(device_column, pd.Series(dtype=object)))
             batch = ""
             if (
                 what == "inference"
@@ -299,9 +280,9 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
                 )
                 ax.set_xlabel("epoch")
                 ax.xaxis.get_major_locator().set_params(integer=True)
-            if arch in COURSE_VAL_ACCURACY:
+            if course_val_accuracy(arch) is not None:
                 top.axhline(
-                    COURSE_VAL_ACCURACY[arch],
+                    course_val_accuracy(arch),
                     color="grey",
                     linestyle=":",
                     linewidth=1.2,
@@ -396,29 +377,26 @@ def select_gallery(
     return sample.sort_values(["true_class", "id"]).reset_index(drop=True)
 
 
-def read_record_images(files: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """The images (uint8 HxWx3) of the records with these ids, read from TFRecord files.
+def read_record_images(
+    files: Sequence[str | os.PathLike[str]], ids: Sequence[str], *, image_size: int, num_classes: int
+) -> dict[str, np.ndarray]:
+    """The images (uint8 HxWx3) of the records with these ids, as the models saw them.
 
-    Imports TensorFlow (only to read the record framing and parse the Example); the JPEG bytes
-    are decoded with Pillow. Ids not found are absent from the result.
+    Read by `flowerlab.data.pipeline.make_dataset` (the one reader of the records; imports
+    TensorFlow). Its [0, 1] floats are the JPEG's bytes divided by 255, so rounding x 255 gives
+    them back exactly. Ids not found are absent from the result.
     """
-    import tensorflow as tf
-    from PIL import Image
+    from flowerlab.data.pipeline import make_dataset
 
     wanted = set(ids)
-    features = {"id": tf.io.FixedLenFeature([], tf.string), "image": tf.io.FixedLenFeature([], tf.string)}
     found: dict[str, np.ndarray] = {}
-    for path in files:
-        for batch in (
-            tf.data.TFRecordDataset(os.fspath(path))
-            .batch(256)
-            .map(lambda records: tf.io.parse_example(records, features))
-        ):
-            for record_id, jpeg in zip(batch["id"].numpy(), batch["image"].numpy(), strict=True):
-                key = record_id.decode("utf-8")
-                if key in wanted:
-                    with Image.open(io.BytesIO(jpeg)) as image:
-                        found[key] = np.asarray(image.convert("RGB"))
+    dataset = make_dataset([os.fspath(path) for path in files], image_size=image_size, num_classes=num_classes,
+                           batch_size=256, training=False, cache=False, deterministic=True, keys=True)
+    for images, _, keys in dataset:
+        for record_id, image in zip(keys["id"].numpy(), images.numpy(), strict=True):
+            key = record_id.decode("utf-8")
+            if key in wanted:
+                found[key] = np.round(image * 255.0).astype(np.uint8)
         if len(found) == len(wanted):
             break
     return found
@@ -555,7 +533,7 @@ def draw_stage_seconds(ax: Any, seconds: Mapping[str, float], colours: Mapping[s
         ax.text(value + max(values) * 0.01, position, f" {format_seconds(value)} ({value / total:.0%})",
                 va="center", fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(max(values), 1e-9) * 1.45)
+    ax.set_xlim(0, max(*values, 1e-9) * 1.45)
     ax.set_xlabel("wall seconds (sum of the stage's jobs)")
 
 
@@ -638,78 +616,6 @@ def training_benchmark(training: pd.DataFrame, *, when: str = "") -> Figure:
 # --------------------------------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def figure_caption(
-    name: str,
-    metrics: pd.DataFrame | None = None,
-    *,
-    gallery_arch: str = "",
-    study_seconds: float | None = None,
-    benchmark_time: str = "",
-) -> str:
-    """The one-line caption of figure `name`, naming the devices for the cost figures, the
-    study's total wall time (`study_seconds`) and when the benchmark ran (`benchmark_time`)."""
-    training_devices = (
-        _devices_text(metrics["training_device"])
-        if metrics is not None and "training_device" in metrics
-        else "the training device"
-    )
-    eval_devices = (
-        _devices_text(metrics["device"])
-        if metrics is not None and "device" in metrics
-        else "the evaluation device"
-    )
-    model = f"{gallery_arch} model" if gallery_arch else "model"
-    captions = {
-        "accuracy_vs_parameters": (
-            "Validation accuracy of each architecture against its parameter count (log scale); "
-            "hollow diamonds are the accuracies the course's notebooks printed."
-        ),
-        "throughput": (
-            f"Training throughput (steady state, on {training_devices}) and inference throughput "
-            f"(forward pass at the evaluation batch size, warm-up excluded, on {eval_devices}), "
-            "in images per second on a log scale."
-        ),
-        "accuracy_vs_training_time": (
-            f"Validation accuracy against training wall time (log scale) on {training_devices}."
-        ),
-        "learning_curves": (
-            "Training and validation accuracy (top) and loss (bottom) per epoch; the dotted line is "
-            "the course's final validation accuracy where it has one."
-        ),
-        "confusion_matrices": (
-            "Confusion matrices on the validation split, rows normalised: each cell is the "
-            "percentage of a true class predicted as the column's class."
-        ),
-        "prediction_gallery": (
-            f"A sample of validation photos with the {model}'s prediction and its probability; "
-            "misclassified photos are framed in red."
-        ),
-        "data_overview": (
-            "Photos per class in the training and validation splits, and the files the inventory "
-            "skipped, by reason."
-        ),
-        "study_time": (
-            "Wall time of each job of this study and of each stage (the sum of its jobs), from the "
-            "Snakemake benchmark files the jobs wrote (benchmarks/)"
-            + (f"; {format_seconds(study_seconds)} in all." if study_seconds is not None else ".")
-        ),
-        "training_benchmark": (
-            "Training images per second of the plain Keras code a user would write (the original JPEGs "
-            "decoded every step, float32) and of flowerlab's training path (cached TFRecords, its "
-            "precision), per architecture, with the ratio; from the last run of bench/bench_training.py"
-            + (f" ({benchmark_time})" if benchmark_time else "")
-            + ", not from this study's run."
-        ),
-    }
-    if name not in captions:
-        raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
-    return _one_line(captions[name])
-
-
 def save_figure(figure: Figure, name: str, caption: str, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write `name`.png and `name`.svg to `out_dir` atomically and record the caption in
     captions.json ({name: {"title", "caption", "png", "svg"}}); returns the two paths."""
@@ -725,43 +631,8 @@ def save_figure(figure: Figure, name: str, caption: str, out_dir: str | os.PathL
         )
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flowerlab"}):
             figure.savefig(buffer, format=kind, bbox_inches="tight", **options)
-        atomic.write_bytes(path, buffer.getvalue())
+        filesystem.write_bytes(path, buffer.getvalue())
     record_caption(out_dir, name, caption)
     return paths
 
 
-def record_caption(out_dir: str | os.PathLike[str], name: str, caption: str) -> None:
-    """Add or replace one figure's entry in captions.json, keeping the report's figure order."""
-    path = Path(out_dir) / CAPTIONS_FILE
-    captions: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            captions = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            captions = {}  # a corrupt file from an older run is rebuilt, not trusted
-    captions[name] = {
-        "title": FIGURES.get(name, name.replace("_", " ")),
-        "caption": _one_line(caption),
-        "png": f"{name}.png",
-        "svg": f"{name}.svg",
-    }
-    order = {figure: index for index, figure in enumerate(FIGURES)}
-    ordered = dict(sorted(captions.items(), key=lambda item: order.get(item[0], len(order))))
-    atomic.write_json(path, ordered)
-
-
-def forget_figure(out_dir: str | os.PathLike[str], name: str) -> None:
-    """Remove figure `name` (PNG, SVG, caption) from `out_dir`: an optional figure whose input is
-    gone must not linger from an earlier render and reach the landing page."""
-    out_dir = Path(out_dir)
-    for suffix in (".png", ".svg"):
-        (out_dir / f"{name}{suffix}").unlink(missing_ok=True)
-    path = out_dir / CAPTIONS_FILE
-    if path.is_file():
-        try:
-            captions = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return
-        if name in captions:
-            del captions[name]
-            atomic.write_json(path, captions)

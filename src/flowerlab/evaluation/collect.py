@@ -20,19 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowerlab import atomic
-from flowerlab.data.common import configure_logging, read_json, run_command
+from flowerlab import filesystem
+from flowerlab.console import configure_logging, run_command
 from flowerlab.errors import DataError
+from flowerlab.filesystem import read_json
+from flowerlab.models.registry import course_val_accuracy
 
 logger = logging.getLogger(__name__)
-
-# Final validation accuracy the course's notebooks printed (REFERENCE.md §5).
-COURSE_VAL_ACCURACY: dict[str, float] = {
-    "mobilenet_v2": 0.8641,  # transfer learning, frozen MobileNetV2, 10 epochs (GPU)
-    "convnet": 0.7043,  # notebook 07 solution, 20 epochs
-    "squeezenet": 0.8101,  # notebook 07 squeezenet, 35 epochs
-    "xception": 0.9676,  # fine-tuned at 331 px, 12 epochs
-}
 
 BYTES_PER_MB = 1_000_000  # model_mb is in megabytes (10^6 bytes), as file managers show them
 
@@ -98,7 +92,7 @@ def metrics_row(
     row = {
         "arch": arch,
         "val_accuracy": _required(evaluation, "accuracy", source),
-        "course_val_accuracy": COURSE_VAL_ACCURACY.get(arch),
+        "course_val_accuracy": course_val_accuracy(arch),
         "val_loss": evaluation.get("loss"),
         "val_macro_f1": _nested(evaluation, "macro_average", "f1"),
         "best_val_accuracy": _nested(evaluation, "training", "best_val_accuracy"),
@@ -150,7 +144,7 @@ def format_cell(value: Any) -> str:
 
 
 def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
-    with atomic.atomic_output(path, "w", newline="", encoding="utf-8") as handle:
+    with filesystem.atomic_output(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in rows:
@@ -162,7 +156,7 @@ def write_json(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> 
         {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in row.items()}
         for row in rows
     ]
-    atomic.write_json(path, {"format_version": 1, "columns": COLUMNS, "rows": clean})
+    filesystem.write_json(path, {"format_version": 1, "columns": COLUMNS, "rows": clean})
 
 
 def collect(

@@ -1,0 +1,1 @@
+"""Evaluation: validation quality and cost of a trained model, collected into one table."""

@@ -1,0 +1,1 @@
+"""Reporting: tables, figures and the published report, from the files the study wrote."""

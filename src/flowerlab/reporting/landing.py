@@ -1,0 +1,247 @@
+"""`flowerlab publish`: the report's landing page, from templates/landing.html.j2.
+
+    flowerlab publish --figures results/figures --metrics results/metrics.csv \\
+        --notebook-html results/report/report.html --out results/report/index.html \\
+        [--manifest ...] [--evaluations ...]
+
+One self-contained HTML page: the summary table, every figure (embedded as base64 PNG, with a
+relative link to its SVG) with its caption, the study's settings, provenance, and relative links
+to the notebook, metrics.csv and the Snakemake report. It opens from disk with no server and
+loads nothing from the network. It is written atomically. The template is autoescaped, so a
+value (a photo folder's name, say) is always shown as text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from flowerlab import filesystem, provenance
+from flowerlab.console import configure_logging, run_command
+from flowerlab.errors import DataError
+from flowerlab.filesystem import read_json
+from flowerlab.reporting.captions import load_captions
+from flowerlab.reporting.results import best_arch, load_metrics
+from flowerlab.reporting.tables import summary_table
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE = "landing.html.j2"
+SNAKEMAKE_REPORT = "snakemake.html"
+SNAKEMAKE_REPORT_COMMAND = "snakemake --report results/report/snakemake.html"
+REPORTED_LIBRARIES = (
+    "flowerlab", "tensorflow", "keras", "numpy", "pandas", "matplotlib", "seaborn", "snakemake", "papermill",
+)
+
+
+def relative_href(target: str | os.PathLike[str], page_dir: str | os.PathLike[str]) -> str:
+    """`target` as a URL relative to the page's folder (POSIX separators, spaces etc. quoted)."""
+    relative = os.path.relpath(os.path.abspath(target), os.path.abspath(page_dir))
+    return quote(Path(relative).as_posix())
+
+
+def figure_entries(figures_dir: Path, page_dir: Path) -> list[dict[str, str]]:
+    """Every figure of captions.json with its PNG inlined and a link to its SVG when there is one."""
+    entries = []
+    for name, entry in load_captions(figures_dir).items():
+        png = figures_dir / entry.get("png", f"{name}.png")
+        svg = figures_dir / entry.get("svg", f"{name}.svg")
+        entries.append({
+            "name": name,
+            "title": entry.get("title", name),
+            "caption": entry.get("caption", ""),
+            "png_base64": base64.b64encode(png.read_bytes()).decode("ascii"),
+            "svg_href": relative_href(svg, page_dir) if svg.is_file() else "",
+        })
+    return entries
+
+
+def summary(metrics_path: Path) -> tuple[dict[str, Any], str]:
+    """The summary table (columns, rows, text columns) and a one-sentence headline."""
+    metrics = load_metrics(metrics_path)
+    table = summary_table(metrics)
+    best = best_arch(metrics)
+    accuracy = float(metrics.loc[metrics["arch"] == best, "val_accuracy"].iloc[0])
+    headline = (
+        f"{len(metrics)} architecture{'s' if len(metrics) != 1 else ''} compared; "
+        f"the best, {best}, classifies {accuracy:.1%} of the validation photos correctly."
+    )
+    columns = list(table.columns)
+    text_columns = [column for column in columns if column.startswith("device")]
+    return {"columns": columns, "rows": table.to_dict("records"), "text_columns": text_columns}, headline
+
+
+def data_settings(manifest_path: Path | None) -> list[tuple[str, Any]]:
+    """The data stage's settings and split sizes, from the manifest."""
+    if manifest_path is None:
+        return []
+    manifest = read_json(manifest_path, "manifest")
+    items: list[tuple[str, Any]] = [("classes", ", ".join(manifest.get("classes", [])))]
+    items += [(key.replace("_", " "), value) for key, value in manifest.get("settings", {}).items()]
+    items += [(f"{split} images", f"{int(info.get('records', 0)):,}") for split, info in manifest.get("splits", {}).items()]
+    return items
+
+
+def plain(value: Any) -> Any:
+    """A hyperparameter as a reader wants it: 0.001 not 0.0010000, yes/no, – for none."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "–" if value is None else value
+
+
+def recipes(evaluation_paths: Sequence[Path]) -> dict[str, Any]:
+    """Each architecture's training recipe (its hyperparameters, precision, seed)."""
+    rows, columns = [], ["architecture"]
+    for path in evaluation_paths:
+        evaluation = read_json(path, "evaluation")
+        training = evaluation.get("training") or {}
+        row = {
+            "architecture": evaluation.get("arch", path.parent.name),
+            **{key.replace("_", " "): plain(value) for key, value in (training.get("hparams") or {}).items()},
+            "precision": training.get("precision"),
+            "seed": training.get("seed"),
+        }
+        rows.append(row)
+        columns += [key for key in row if key not in columns]
+    return {"columns": columns, "rows": rows, "text_columns": ["weights"]}
+
+
+def provenance_items(evaluation_paths: Sequence[Path]) -> list[tuple[str, str]]:
+    """Which code and libraries produced the numbers, and when the page was made."""
+    code = provenance.code_version()
+    commit = code.get("commit") or "unknown (not a git checkout)"
+    items = [
+        ("page generated", dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()),
+        ("code version", f"{commit}{' (uncommitted changes)' if code.get('dirty') else ''}"),
+    ]
+    trained = {}
+    for path in evaluation_paths:
+        evaluation = read_json(path, "evaluation")
+        version = (evaluation.get("training") or {}).get("code_version") or {}
+        if version.get("commit"):
+            trained[evaluation.get("arch", path.parent.name)] = (
+                f"{version['commit'][:12]}{' (dirty)' if version.get('dirty') else ''}"
+            )
+    if trained:
+        items.append(("trained with code", "; ".join(f"{arch} {commit}" for arch, commit in trained.items())))
+    versions = provenance.library_versions(REPORTED_LIBRARIES)
+    items.append(("libraries", ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items())))
+    return items
+
+
+def render_page(
+    *,
+    figures_dir: Path,
+    metrics: Path,
+    notebook_html: Path,
+    out: Path,
+    manifest: Path | None = None,
+    evaluations: Sequence[Path] = (),
+    snakemake_report: Path | None = None,
+    title: str = "flowerlab: the flowers study",
+) -> str:
+    """The landing page's HTML."""
+    page_dir = out.parent
+    snakemake_report = snakemake_report or page_dir / SNAKEMAKE_REPORT
+    links = [("The full report notebook", notebook_html), ("metrics.csv", metrics)]
+    if snakemake_report.is_file():
+        links.append(("Snakemake report (provenance of every file)", snakemake_report))
+    table, headline = summary(metrics)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("flowerlab.reporting", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails instead of rendering empty
+        keep_trailing_newline=True,
+    )
+    return environment.get_template(TEMPLATE).render(
+        title=title,
+        headline=headline,
+        links=[{"label": label, "href": relative_href(target, page_dir)} for label, target in links],
+        snakemake_report_command="" if snakemake_report.is_file() else SNAKEMAKE_REPORT_COMMAND,
+        summary=table,
+        figures=figure_entries(figures_dir, page_dir),
+        data_settings=data_settings(manifest),
+        recipes=recipes(evaluations),
+        provenance=provenance_items(evaluations),
+    )
+
+
+def publish(
+    *,
+    figures_dir: str | os.PathLike[str],
+    metrics: str | os.PathLike[str],
+    notebook_html: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | None = None,
+    evaluations: Sequence[str | os.PathLike[str]] = (),
+    snakemake_report: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write the landing page atomically; returns its path."""
+    out = Path(out)
+    for path, what in (
+        (figures_dir, "figures folder"),
+        (metrics, "metrics table"),
+        (notebook_html, "report notebook HTML"),
+    ):
+        if not Path(path).exists():
+            raise DataError(f"{what} not found: {path} (run the stage that makes it first)")
+    page = render_page(
+        figures_dir=Path(figures_dir),
+        metrics=Path(metrics),
+        notebook_html=Path(notebook_html),
+        out=out,
+        manifest=Path(manifest) if manifest else None,
+        evaluations=[Path(p) for p in evaluations],
+        snakemake_report=Path(snakemake_report) if snakemake_report else None,
+    )
+    filesystem.write_text(out, page)
+    logger.info("published %s (%d kB)", out, len(page) // 1024)
+    return out
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--figures", required=True, help="results/figures (PNG, SVG and captions.json)")
+    parser.add_argument("--metrics", required=True, help="results/metrics.csv")
+    parser.add_argument("--notebook-html", required=True, help="the executed report notebook as HTML")
+    parser.add_argument("--out", required=True, help="the landing page, e.g. results/report/index.html")
+    parser.add_argument("--manifest", help="results/data/manifest.json, for the data settings")
+    parser.add_argument(
+        "--evaluations",
+        nargs="*",
+        default=[],
+        help="results/evaluation/*/metrics.json, for the training recipes and provenance",
+    )
+    parser.add_argument(
+        "--snakemake-report",
+        help=f"the Snakemake report to link when it exists (default: {SNAKEMAKE_REPORT} beside --out)",
+    )
+    return parser
+
+
+def cli(argv: list[str]) -> int:
+    args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
+    configure_logging()
+    return run_command(
+        argv[0],
+        lambda: publish(
+            figures_dir=args.figures,
+            metrics=args.metrics,
+            notebook_html=args.notebook_html,
+            out=args.out,
+            manifest=args.manifest,
+            evaluations=args.evaluations,
+            snakemake_report=args.snakemake_report,
+        ),
+    )

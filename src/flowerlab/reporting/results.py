@@ -1,0 +1,135 @@
+"""Loading a finished study's results for the report: metrics, histories, evaluations, benchmarks.
+
+Where each file sits is `STUDY_LAYOUT` (docs/architecture.md); relative paths resolve against the
+repository root, so the notebook finds them whether Jupyter or papermill started its kernel.
+No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowerlab.errors import DataError
+from flowerlab.filesystem import read_json
+
+# Where each input of the report sits inside a study's results folder (docs/architecture.md).
+STUDY_LAYOUT = {
+    "metrics_csv": "metrics.csv",
+    "models_dir": "models",
+    "evaluation_dir": "evaluation",
+    "manifest": "data/manifest.json",
+    "inventory_csv": "data/inventory.csv",
+    "inventory_json": "data/inventory.json",
+    "figures_dir": "figures",
+    # The rules' Snakemake benchmark files sit beside results/, in the study's working folder.
+    "benchmarks_dir": "../benchmarks",
+    # bench/*.py's CSVs: read when present, never required (a benchmark is run by hand).
+    "bench_dir": "bench",
+}
+
+
+TRAINING_BENCHMARK_CSV = "training.csv"  # bench/bench_training.py --out's default name
+
+
+
+def load_metrics(path: str | os.PathLike[str]) -> Any:
+    """results/metrics.csv as a DataFrame, one row per evaluated architecture."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise DataError(f"metrics table not found: {path} (run flowerlab collect first)")
+    metrics = pd.read_csv(path)
+    if "arch" not in metrics.columns or metrics.empty:
+        raise DataError(f"{path} has no architecture rows; rerun flowerlab collect")
+    return metrics
+
+
+def load_histories(models_dir: str | os.PathLike[str], archs: Sequence[str]) -> dict[str, Any]:
+    """{arch: models_dir/arch/history.csv as a DataFrame} for every architecture given."""
+    import pandas as pd
+
+    histories = {}
+    for arch in archs:
+        path = Path(models_dir) / arch / "history.csv"
+        if not path.is_file():
+            raise DataError(f"training history of {arch} not found: {path} (train {arch} first)")
+        histories[arch] = pd.read_csv(path)
+    return histories
+
+
+def load_evaluations(
+    evaluation_dir: str | os.PathLike[str], archs: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """{arch: evaluation_dir/arch/metrics.json} for every architecture given."""
+    return {
+        arch: read_json(Path(evaluation_dir) / arch / "metrics.json", f"evaluation of {arch}")
+        for arch in archs
+    }
+
+
+def load_predictions(evaluation_dir: str | os.PathLike[str], arch: str) -> Any:
+    import pandas as pd
+
+    path = Path(evaluation_dir) / arch / "predictions.csv"
+    if not path.is_file():
+        raise DataError(f"predictions of {arch} not found: {path} (run flowerlab evaluate first)")
+    return pd.read_csv(path)
+
+
+def find_repo_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding the Snakefile, searched upwards from `start` (default: the working
+    directory). Jupyter starts a notebook's kernel in the notebook's own folder, papermill in
+    the folder it is told: resolving `results/...` against this root works in both."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Snakefile").is_file():
+            return folder
+    raise DataError(
+        f"no Snakefile in {here} or above: run the notebook inside the flowerlab repository, "
+        "or pass absolute paths as its parameters"
+    )
+
+
+def resolve(path: str | os.PathLike[str], root: Path | None = None) -> Path:
+    """`path` itself when absolute, else relative to `root` (default: the repository root)."""
+    path = Path(path)
+    return path if path.is_absolute() else (root or find_repo_root()) / path
+
+
+def study_paths(
+    results_dir: str | os.PathLike[str] = "results",
+    **overrides: str | os.PathLike[str] | None,
+) -> dict[str, Path]:
+    """The report's input and output paths: each one given in `overrides`, else its standard
+    place under `results_dir`; relative paths are resolved against the repository root."""
+    unknown = set(overrides) - set(STUDY_LAYOUT)
+    if unknown:
+        raise ValueError(f"unknown report path(s) {sorted(unknown)}; known: {', '.join(STUDY_LAYOUT)}")
+    paths = {}
+    for name, relative in STUDY_LAYOUT.items():
+        given = overrides.get(name)
+        paths[name] = Path(os.path.normpath(resolve(given if given else Path(results_dir) / relative)))
+    return paths
+
+
+def load_training_benchmark(bench_dir: str | os.PathLike[str]) -> tuple[Any, str] | None:
+    """bench/bench_training.py's results (bench_dir/training.csv) as a DataFrame and when that
+    file was written ("written 2026-11-28 04:12 UTC"), or None when there is none: the report
+    shows the last benchmark run when one was made, and does not depend on it."""
+    import pandas as pd
+
+    path = Path(bench_dir) / TRAINING_BENCHMARK_CSV
+    if not path.is_file():
+        return None
+    written = dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC)
+    return pd.read_csv(path), f"{path.name} written {written:%Y-%m-%d %H:%M} UTC"
+
+
+def best_arch(metrics: Any) -> str:
+    """The architecture with the highest validation accuracy (the first one on a tie)."""
+    return str(metrics.loc[metrics["val_accuracy"].idxmax(), "arch"])
+

@@ -1,0 +1,202 @@
+"""What both training paths share: settings, the data plan, batching, datasets and the compile step.
+
+The image path (`flowerlab.training.stage`) and the frozen-backbone path
+(`flowerlab.training.frozen_backbone`) both import this module and nothing of each other.
+Settings and the data plan need no TensorFlow, so a bad setting fails in a second; the rest
+imports it inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowerlab.errors import ConfigError, DataError
+from flowerlab.filesystem import sha256_file
+
+REQUIRED_HPARAMS = ("epochs", "batch_size")
+
+
+def _hparams_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `$defs/hparams` node of the config schema, and the whole schema (for its $refs)."""
+    from flowerlab.config import load_schema
+
+    schema = load_schema()
+    return schema["$defs"]["hparams"], schema
+
+
+def resolve_hparams(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate hyperparameters against the config schema's `$defs/hparams` and fill its defaults.
+
+    Unknown keys, wrong types and out-of-range values (e.g. epochs 0) raise ConfigError naming
+    the key and the allowed values; epochs and batch_size are required (the schema has no
+    default for them). Returns a new dict sorted by key.
+    """
+    import jsonschema
+
+    from flowerlab.config import fill_defaults
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"--hparams must be a JSON object of hyperparameters, got {type(raw).__name__}")
+    node, schema = _hparams_schema()
+    hparams = fill_defaults(dict(raw), node, schema)
+    validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], **node})
+    problems = []
+    for error in sorted(validator.iter_errors(hparams), key=lambda e: list(map(str, e.absolute_path))):
+        key = ".".join(map(str, error.absolute_path)) or "(top level)"
+        allowed = ""
+        if error.validator == "additionalProperties":
+            allowed = f" (allowed keys: {', '.join(sorted(node['properties']))})"
+        elif error.validator == "enum":
+            allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
+        problems.append(f"hparams key '{key}': {error.message}{allowed}")
+    problems += [f"hparams key '{key}': missing (required)" for key in REQUIRED_HPARAMS if key not in hparams]
+    if problems:
+        raise ConfigError("invalid hyperparameters:\n  " + "\n  ".join(problems))
+    return dict(sorted(hparams.items()))
+
+
+def parse_hparams(text: str) -> dict[str, Any]:
+    """--hparams JSON -> resolved hyperparameters (see resolve_hparams)."""
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"--hparams is not valid JSON ({error}): {text!r}") from None
+    return resolve_hparams(raw)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    arch: str
+    manifest: Path
+    out_dir: Path
+    checkpoint_dir: Path
+    hparams: dict[str, Any]  # resolved (resolve_hparams)
+    accelerator: str = "auto"
+    seed: int = 42
+    deterministic: bool = False
+    threads: int | None = None  # None: leave TensorFlow's thread pools as they are
+    log_every_epoch: bool = False
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """What the manifest says about the data the model trains and validates on."""
+
+    train_files: list[str]
+    validation_files: list[str]
+    train_records: int
+    validation_records: int
+    num_classes: int
+    record_size: int  # image size in the TFRecords
+    image_size: int  # model input size (resized in the pipeline when it differs)
+
+
+def load_data_plan(manifest_path: Path, manifest: Mapping[str, Any], image_size: int | None) -> DataPlan:
+    from flowerlab.data.pipeline import count_records
+    from flowerlab.data.tfrecords import shard_paths
+
+    plan = DataPlan(
+        train_files=shard_paths(manifest_path, "train"),
+        validation_files=shard_paths(manifest_path, "validation"),
+        train_records=count_records(manifest, "train"),
+        validation_records=count_records(manifest, "validation"),
+        num_classes=int(manifest["num_classes"]),
+        record_size=int(manifest["image_size"]),
+        image_size=int(image_size or manifest["image_size"]),
+    )
+    if plan.train_records == 0 or plan.validation_records == 0:
+        raise DataError(
+            f"{manifest_path} has {plan.train_records} training and {plan.validation_records} validation "
+            "records; both splits need records to train and validate"
+        )
+    return plan
+
+
+def model_image_size(hparams: Mapping[str, Any], default_image_size: int | None) -> int | None:
+    """hparams.image_size, else the architecture's own default (xception: 331), else None
+    (= the TFRecords' size)."""
+    return hparams.get("image_size") or default_image_size
+
+
+def model_weights(hparams: Mapping[str, Any], uses_backbone_weights: bool) -> str:
+    """hparams.weights, else ImageNet for backbone models (as the config's check assumes)."""
+    return str(hparams.get("weights") or ("imagenet" if uses_backbone_weights else "none"))
+
+
+def weights_identity(weights: str) -> str | None:
+    """sha256 of a local weights file (a changed file must not resume an old checkpoint)."""
+    path = Path(weights).expanduser()
+    return sha256_file(path) if weights not in ("imagenet", "none") and path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Batching:
+    global_batch: int  # batch_size x replicas (the course's per-core batch scaling)
+    drop_remainder: bool  # TPUs need static batch shapes
+    steps_per_epoch: int
+    images_per_epoch: int
+
+
+def plan_batches(arch: str, batch_size: int, device_kind: str, replicas: int, train_records: int) -> Batching:
+    global_batch = batch_size * replicas
+    drop_remainder = device_kind == "tpu"
+    from flowerlab.data.pipeline import batches_per_epoch
+
+    steps = batches_per_epoch(train_records, global_batch, drop_remainder=drop_remainder)
+    if steps == 0:
+        raise ConfigError(
+            f"global batch {global_batch} (batch_size x {replicas} replicas) exceeds the "
+            f"{train_records} training records; lower models.{arch}.batch_size"
+        )
+    images = steps * global_batch if drop_remainder else train_records
+    return Batching(global_batch, drop_remainder, steps, images)
+
+
+def dataset_options(settings: TrainSettings, plan: DataPlan, batching: Batching) -> dict[str, Any]:
+    """`make_dataset` keywords every dataset of a training shares (image path and feature cache)."""
+    return {
+        "image_size": plan.record_size, "num_classes": plan.num_classes, "batch_size": batching.global_batch,
+        "target_size": plan.image_size if plan.image_size != plan.record_size else None,
+        "seed": settings.seed, "threads": settings.threads,
+    }
+
+
+def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, first_epoch: int) -> tuple[Any, Any]:
+    """The training dataset (from epoch `first_epoch` to the last) and the validation dataset."""
+    from flowerlab.data.pipeline import make_dataset
+
+    common = {**dataset_options(settings, plan, batching), "deterministic": settings.deterministic,
+              "drop_remainder": batching.drop_remainder}
+    train_data = make_dataset(plan.train_files, training=True, augment=bool(settings.hparams["augment"]),
+                              repeat=True, first_epoch=first_epoch, epochs=int(settings.hparams["epochs"]),
+                              expected_records=plan.train_records, **common)
+    validation_data = make_dataset(plan.validation_files, training=False,
+                                   expected_records=plan.validation_records, **common)
+    return train_data, validation_data
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)  # Python, NumPy, TensorFlow and Keras' generators
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def compile_model(model: Any, learning_rate: float) -> None:
+    """Adam (the course's optimizer) through TensorFlow's one-pass kernel: flowerlab.training.optimizers."""
+    import keras
+
+    from flowerlab.training.optimizers import FusedAdam
+
+    model.compile(
+        optimizer=FusedAdam(learning_rate=learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(),  # the pipeline's labels are one-hot
+        metrics=["accuracy"],
+    )
+

@@ -1,0 +1,272 @@
+"""`flowerlab train`: train one architecture on the TFRecords, resumably; write its record.
+
+    flowerlab train --arch convnet --manifest results/data/manifest.json \\
+        --out-dir results/models/convnet --checkpoint-dir results/checkpoints/convnet \\
+        --hparams '{"epochs": 20, "batch_size": 32, ...}' --accelerator auto --seed 42 \\
+        [--deterministic] --threads 2 [--log-every-epoch]
+
+Order of work (each step needs the one before): check the settings and the data (no TensorFlow
+yet, so mistakes fail in a second) -> limit TensorFlow's threads -> pick the device strategy ->
+resolve and apply the precision policy -> seed everything (and op determinism) -> find a
+checkpoint of this very experiment -> build and compile the model inside `strategy.scope()` (or
+restore it with its optimizer) -> fit from the checkpoint's epoch -> write model.keras,
+history.csv and training.json (docs/architecture.md), each atomically, training.json last.
+
+Resuming. After every epoch a checkpoint (model + optimizer state + history rows + seeds and
+wall time) is written atomically into --checkpoint-dir (see flowerlab.training.checkpoints). A rerun with
+the same fingerprint continues at the next epoch with `initial_epoch`, so the learning-rate
+schedule and the data order (seeded per epoch, flowerlab.data.pipeline) are those an
+uninterrupted run would have had; the history continues without gap or duplicate. Once the
+outputs are written the checkpoints are deleted: they exist only to survive a crash, and a
+later rerun (Snakemake reruns only on changed inputs or code) must train from scratch rather
+than reuse a model trained by other code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from flowerlab.console import configure_logging, positive_int, run_command
+from flowerlab.errors import ConfigError, DataError
+from flowerlab.training import checkpoints
+from flowerlab.training.records import check_history, start_session, training_record, write_outputs
+from flowerlab.training.setup import (
+    DataPlan,
+    TrainSettings,
+    compile_model,
+    load_data_plan,
+    make_datasets,
+    model_image_size,
+    model_weights,
+    parse_hparams,
+    plan_batches,
+    seed_everything,
+    weights_identity,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings (no TensorFlow)
+# --------------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------------
+# Training (TensorFlow from here on)
+# --------------------------------------------------------------------------------------------
+
+
+def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.Checkpoint | None, plan: DataPlan,
+                     weights: str, first_learning_rate: float) -> Any:
+    """Inside the strategy's scope: the checkpoint's compiled model with its optimizer state, or a
+    new model compiled with Adam, categorical cross-entropy and accuracy."""
+    import keras
+
+    import flowerlab.models.layers  # noqa: F401 (registers the custom layers for load_model)
+    from flowerlab.models.build import build_model
+    from flowerlab.training import optimizers  # noqa: F401 (registers FusedAdam for load_model)
+
+    with device.strategy.scope():
+        if resume is not None:
+            return keras.models.load_model(resume.model_path)
+        model = build_model(settings.arch, num_classes=plan.num_classes, image_size=plan.image_size,
+                            weights=weights)
+        compile_model(model, first_learning_rate)
+        return model
+
+
+def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train `settings.arch`, resuming from a matching checkpoint; write the outputs; return
+    the training record (training.json). `extra_callbacks` run after the built-in ones (tests)."""
+    from flowerlab.data.tfrecords import load_manifest
+
+    hparams, epochs = settings.hparams, int(settings.hparams["epochs"])
+    manifest = load_manifest(settings.manifest)  # DataError when missing or malformed
+
+    from flowerlab import devices  # imports TensorFlow
+
+    if settings.threads is not None:
+        devices.configure_threads(settings.threads)  # before TensorFlow's runtime starts
+    from flowerlab.data import pipeline
+    from flowerlab.models.registry import get_spec
+
+    spec = get_spec(settings.arch)  # ConfigError for an unknown architecture
+    plan = load_data_plan(settings.manifest, manifest, model_image_size(hparams, spec.default_image_size))
+    weights = model_weights(hparams, spec.uses_backbone_weights)
+    weights_sha256 = weights_identity(weights)
+    pipeline.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
+
+    device = devices.select_strategy(settings.accelerator)
+    # "auto" on a CPU with AVX512_BF16 but no AMX follows the architecture's measured preference.
+    precision = devices.apply_precision(
+        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
+    seed_everything(settings.seed, settings.deterministic)
+    batching = plan_batches(settings.arch, int(hparams["batch_size"]), device.kind, device.replicas,
+                            plan.train_records)
+
+    from flowerlab.training.schedules import schedule_function
+
+    schedule = schedule_function(hparams, replicas=device.replicas)
+    inputs = checkpoints.fingerprint_inputs(
+        manifest, arch=settings.arch, hparams={**hparams, "weights_sha256": weights_sha256},
+        seed=settings.seed, deterministic=settings.deterministic, accelerator_kind=device.kind,
+        replicas=device.replicas, precision=precision,
+    )
+    fingerprint = checkpoints.fingerprint(inputs)
+    from flowerlab.training import frozen_backbone  # imports TensorFlow
+
+    image_path_reason = frozen_backbone.image_path_reason(spec, hparams, device.kind)
+    cached = image_path_reason is None  # train the head on cached backbone features
+    if spec.frozen_backbone_features and not cached:
+        logger.info("%s: training on the images every epoch, without the feature cache: %s", settings.arch,
+                    image_path_reason)
+    # The cached path keeps no checkpoints (its head trains in seconds), so it never resumes one.
+    resume = None if cached else checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
+    session = start_session(resume, epochs)
+    if resume is not None:
+        logger.info("resuming %s from %s: %d of %d epochs done", settings.arch, resume.path, resume.epoch, epochs)
+    elif cached:
+        logger.info("training %s's head on cached backbone features, from scratch (this path keeps no "
+                    "checkpoints)", settings.arch)
+    else:
+        logger.info("training %s from scratch (no checkpoint of this experiment in %s)",
+                    settings.arch, settings.checkpoint_dir)
+
+    model = build_or_restore(settings, device, resume, plan, weights, schedule(session.initial_epoch))
+    if not cached:
+        train_data, validation_data = make_datasets(settings, plan, batching, session.initial_epoch)
+
+    import keras
+
+    from flowerlab.training.callbacks import EpochCheckpointer, EpochLogger, EpochRecorder
+
+    def state_for(epochs_done: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "format": checkpoints.FORMAT_VERSION, "epoch": epochs_done, "fingerprint": fingerprint,
+            "fingerprint_inputs": inputs, "history": rows, "seed": settings.seed,
+            "session_first_epochs": session.session_first_epochs, "wall_seconds": session.wall_seconds(),
+        }
+
+    recorder = EpochRecorder(images_per_epoch=batching.images_per_epoch, rows=session.prior_rows)
+    interactive = sys.stderr.isatty()
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch, lr: schedule(epoch)),
+        recorder,  # before the checkpointer and the logger: they read its newest row
+    ]
+    if not cached:  # the cached path keeps no checkpoints: its head trains in seconds
+        callbacks.append(EpochCheckpointer(settings.checkpoint_dir, recorder, state_for))
+    if settings.log_every_epoch or not interactive or cached:  # a head epoch is too short for a progress bar
+        callbacks.append(EpochLogger(recorder, epochs))
+    callbacks += list(extra_callbacks)
+
+    if session.initial_epoch < epochs:
+        logger.info(
+            "%s: %d train / %d validation records, %d px (records %d px), global batch %d, %d steps/epoch, "
+            "precision %s, device %s x%d", settings.arch, plan.train_records, plan.validation_records,
+            plan.image_size, plan.record_size, batching.global_batch, batching.steps_per_epoch, precision,
+            device.kind, device.replicas)
+        with (
+            pipeline.translate_record_errors(plan.train_files + plan.validation_files),
+            out_of_memory_hint(settings.arch, batching.global_batch),
+        ):
+            if cached:
+                cache_record = frozen_backbone.train_on_features(
+                    model, settings=settings, plan=plan, batching=batching, schedule=schedule,
+                    strategy=device.strategy, callbacks=callbacks, recorder=recorder)
+            else:
+                model.fit(train_data, epochs=epochs, initial_epoch=session.initial_epoch,
+                          steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
+                          callbacks=callbacks, verbose=1 if interactive else 0,
+                          shuffle=False)  # the pipeline shuffles, per epoch and seeded
+    check_history(recorder.rows, epochs)
+
+    record = training_record(settings, model=model, device=device, precision=precision, plan=plan,
+                             batching=batching, session=session, rows=recorder.rows,
+                             resumed_from_epoch=resume.epoch if resume is not None else 0,
+                             weights=weights, fingerprint=fingerprint, data_settings=manifest["settings"],
+                             weights_sha256=weights_sha256)
+    if cached:
+        # Amortised over every epoch, the extraction included: it is what this path costs.
+        record["train_images_per_second"] = cache_record["amortised_images_per_second"]
+        record["train_images_per_second_epochs"] = list(range(1, epochs + 1))
+        record["feature_cache"] = cache_record
+    else:
+        record["feature_cache"] = {"used": False, "reason": image_path_reason}
+    write_outputs(settings.out_dir, model, recorder.rows, record)
+    checkpoints.remove_checkpoints(settings.checkpoint_dir)
+    logger.info("%s: best val_accuracy %s, final %s, %.0f s; outputs in %s", settings.arch,
+                _fmt(record["best_val_accuracy"]), _fmt(record["final_val_accuracy"]), record["wall_seconds"],
+                settings.out_dir)
+    return record
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+@contextlib.contextmanager
+def out_of_memory_hint(arch: str, global_batch: int) -> Iterator[None]:
+    """Turn TensorFlow's out-of-memory error into a ConfigError that says which setting to lower."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as error:
+        raise ConfigError(
+            f"{arch}: out of memory at global batch {global_batch}; lower models.{arch}.batch_size "
+            f"(or image_size). TensorFlow said: {str(error).strip().splitlines()[0]}"
+        ) from error
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Train one architecture (resumable).")
+    parser.add_argument("--arch", required=True, help="architecture (flowerlab.models.ARCHITECTURES)")
+    parser.add_argument("--manifest", required=True, type=Path, help="results/data/manifest.json")
+    parser.add_argument("--out-dir", required=True, type=Path, help="results/models/ARCH")
+    parser.add_argument("--checkpoint-dir", required=True, type=Path, help="results/checkpoints/ARCH")
+    parser.add_argument("--hparams", required=True,
+                        help="JSON object of config models.ARCH (workflow/schemas/config.schema.yaml $defs/hparams)")
+    parser.add_argument("--accelerator", default="auto", choices=("auto", "tpu", "gpu", "cpu"))
+    parser.add_argument("--seed", type=int, default=42, help="weights, shuffling and augmentation")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow op determinism and ordered input pipeline (bit-identical CPU reruns)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for TensorFlow and tf.data (default: TensorFlow's choice)")
+    parser.add_argument("--log-every-epoch", action="store_true",
+                        help="one log line per epoch even on a terminal (always on when stderr is not one)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    """Checks that need no TensorFlow, so that a typo fails in a second."""
+    if not args.manifest.is_file():
+        raise DataError(f"manifest {args.manifest} not found: run `flowerlab tfrecords` (or snakemake) first")
+    return TrainSettings(
+        arch=args.arch, manifest=args.manifest, out_dir=args.out_dir, checkpoint_dir=args.checkpoint_dir,
+        hparams=parse_hparams(args.hparams), accelerator=args.accelerator, seed=args.seed,
+        deterministic=args.deterministic, threads=args.threads, log_every_epoch=args.log_every_epoch,
+    )
+
+
+def cli(argv: list[str]) -> int:
+    args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
+    configure_logging()
+    return run_command(argv[0], lambda: train(settings_from_args(args)))
