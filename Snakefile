@@ -32,6 +32,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         REPORT_INDEX,
-    default_target: True

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from chromium_page import CHROMIUM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -69,3 +70,24 @@ def restore_tensorflow_globals():
 
     keras.mixed_precision.set_global_policy("float32")
     tf_config.disable_op_determinism()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if not CHROMIUM.is_file():
+        message = (
+            f"{CHROMIUM} not found: install it with `apt-get install -y chromium` (or set FLOWERLAB_CHROMIUM)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests leave screenshots for a person to look at: $FLOWERLAB_TEST_ARTIFACTS, else a
+    folder of pytest's own temporary tree (tests never write into the checkout)."""
+    folder = Path(os.environ.get("FLOWERLAB_TEST_ARTIFACTS") or tmp_path_factory.mktemp("artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -12,6 +12,7 @@ import pytest
 from bench_scripts import load_bench_script
 
 
+@pytest.mark.slow
 def test_quick_run_times_each_architecture_and_policy_with_the_study_batch_size(
     repo_root: Path, tmp_path: Path
 ) -> None:

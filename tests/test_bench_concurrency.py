@@ -45,6 +45,7 @@ def test_sequential_adds_the_timed_seconds_and_concurrent_takes_their_span(bench
     assert rows[2]["wall_speedup"] == "" and total["threads_each"] == 1 and rows[2]["threads_each"] == 2
 
 
+@pytest.mark.slow
 def test_quick_run_times_both_modes(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench" / "concurrency.csv"
     done = subprocess.run([sys.executable, str(repo_root / "bench" / "bench_concurrency.py"), "--quick",
@@ -66,6 +67,7 @@ def test_quick_run_times_both_modes(repo_root: Path, tmp_path: Path) -> None:
     assert [path.name for path in out.parent.iterdir()] == ["concurrency.csv"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_a_missing_manifest_is_one_clear_error(repo_root: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(repo_root / "bench" / "bench_concurrency.py"), "--manifest",
                            str(tmp_path / "absent.json"), "--out", str(tmp_path / "c.csv")],

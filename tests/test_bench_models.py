@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_quick_benchmark_reports_every_configuration_against_its_baseline(
     repo_root: Path, tmp_path: Path
 ) -> None:

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_quick_benchmark_writes_every_measure_with_its_baseline(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench" / "pipeline.csv"
     done = subprocess.run([sys.executable, str(repo_root / "bench" / "bench_pipeline.py"), "--quick", "--out", str(out)],

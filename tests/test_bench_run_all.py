@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PARTS = ["tfrecords", "pipeline", "training", "models", "concurrency", "study"]
 
@@ -22,6 +24,7 @@ def summary(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_quick_runs_every_part_and_summarises_each(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     done = run_all(repo_root, tmp_path, "--quick", "--out-dir", str(out))
@@ -54,6 +57,7 @@ def test_quick_runs_every_part_and_summarises_each(repo_root: Path, tmp_path: Pa
     assert not list(tmp_path.glob("*.csv")) and not (tmp_path / "results").exists()  # nothing outside --out-dir
 
 
+@pytest.mark.slow
 def test_a_part_without_its_inputs_is_skipped_with_the_reason(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     done = run_all(repo_root, tmp_path, "--only", "study,pipeline", "--workdir", str(tmp_path),
@@ -67,6 +71,7 @@ def test_a_part_without_its_inputs_is_skipped_with_the_reason(repo_root: Path, t
     assert (out / "benchmarks.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
+@pytest.mark.slow
 def test_an_unknown_part_is_refused(repo_root: Path, tmp_path: Path) -> None:
     done = run_all(repo_root, tmp_path, "--only", "training,nonsense", "--out-dir", str(tmp_path), timeout=60)
     assert done.returncode != 0 and "unknown part(s) nonsense" in done.stderr

@@ -26,6 +26,7 @@ def run_script(repo_root: Path, cwd: Path, *arguments: str) -> subprocess.Comple
                           capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
 
 
+@pytest.mark.slow
 def test_quick_run_reports_every_job_the_total_and_a_true_noop(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench" / "study.csv"
     done = run_script(repo_root, tmp_path, "--quick", "--real-noop", "--out", str(out))
@@ -56,6 +57,7 @@ def test_quick_run_reports_every_job_the_total_and_a_true_noop(repo_root: Path, 
     assert [path.name for path in out.parent.iterdir()] == ["study.csv"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_without_a_snakefile_the_noop_is_skipped_and_said(repo_root: Path, tmp_path: Path) -> None:
     benchmarks = tmp_path / "benchmarks" / "train_model"
     benchmarks.mkdir(parents=True)
@@ -71,6 +73,7 @@ def test_without_a_snakefile_the_noop_is_skipped_and_said(repo_root: Path, tmp_p
     assert rows[0]["max_rss_mb"] == ""  # Snakemake's NA stays missing, never 0
 
 
+@pytest.mark.slow
 def test_missing_benchmarks_folder_is_one_clear_error(repo_root: Path, tmp_path: Path) -> None:
     done = run_script(repo_root, tmp_path, "--benchmarks", "nowhere", "--out", str(tmp_path / "s.csv"))
     assert done.returncode == 1

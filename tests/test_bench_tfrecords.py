@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_quick_benchmark_prints_and_appends_its_row(repo_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench" / "tfrecords.csv"
     command = [sys.executable, str(repo_root / "bench" / "bench_tfrecords.py"), "--quick", "--threads", "2",

@@ -50,6 +50,7 @@ def close(actual: str, expected: float) -> bool:
     return abs(float(actual) - expected) <= 0.01 * abs(expected) + 1e-4
 
 
+@pytest.mark.slow
 def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: Path, tmp_path: Path) -> None:
     done, out = run_quick(repo_root, tmp_path, "--archs", "dense", "convnet", "squeezenet")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -80,6 +81,7 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: 
     assert [path.name for path in out.parent.iterdir()] == ["training.csv"]  # no temporary left
 
 
+@pytest.mark.slow
 @pytest.mark.real_data  # the house's mark for tests that need ../shared/data (here the weights)
 def test_frozen_backbone_times_the_feature_cache(repo_root: Path, tmp_path: Path, mobilenet_weights: Path) -> None:
     """flowerlab's side of the frozen MobileNetV2 is what flowerlab train runs: one extraction of
@@ -105,6 +107,7 @@ def test_frozen_backbone_times_the_feature_cache(repo_root: Path, tmp_path: Path
     assert close(row["plain_mfu"], plain / float(row["peak_float32_gflops_per_s"]))
 
 
+@pytest.mark.slow
 def test_backbone_without_weights_is_a_recorded_skip(repo_root: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-weights.h5"
     done, out = run_quick(repo_root, tmp_path, "--archs", "mobilenet_v2",
@@ -117,6 +120,7 @@ def test_backbone_without_weights_is_a_recorded_skip(repo_root: Path, tmp_path: 
     assert "skipped" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

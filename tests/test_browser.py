@@ -1,10 +1,8 @@
 """The published report in a real browser: headless Chromium opens index.html from disk, every
 image must load (complete, naturalWidth > 0) and every relative link must point at a file.
 
-How, without extra Python packages: a copy of the page, beside it (so relative URLs resolve the
-same), gets a script that, once the page has loaded, writes what the browser saw into the DOM;
-`chromium --dump-dom` prints that DOM. A screenshot of the real page goes to
-test-artifacts/report.png for a person to look at.
+How the page is probed: tests/chromium_page.py. A screenshot of each page goes to the
+`artifacts_dir` fixture's folder ($FLOWERLAB_TEST_ARTIFACTS) for a person to look at.
 
 Needs /usr/bin/chromium (Debian: apt-get install -y chromium). Skipped when it is absent,
 except under CI=true, where a missing browser is a failure.
@@ -12,129 +10,16 @@ except under CI=true, where a missing browser is a failure.
 
 from __future__ import annotations
 
-import html
-import json
-import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import fake_study
 import pytest
+from chromium_page import assert_page_loads_in_the_browser, screenshot
 
 from flowerlab.reporting import captions
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path(os.environ.get("FLOWERLAB_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--mute-audio",
-]
-# Time the page may take to load and run its scripts (virtual time: not a wall-clock wait).
-LOAD_BUDGET_MS = 10_000
-CHROMIUM_TIMEOUT_S = 120
-
-PROBE = """
-<script>
-window.addEventListener("load", () => {
-  const images = Array.from(document.images).map(img => ({
-    src: img.getAttribute("src").slice(0, 60), complete: img.complete, naturalWidth: img.naturalWidth}));
-  const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.getAttribute("href"));
-  const out = document.createElement("pre");
-  out.id = "flowerlab-probe";
-  out.textContent = JSON.stringify({images, links, title: document.title});
-  document.body.appendChild(out);
-});
-</script>
-"""
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not CHROMIUM.is_file():
-        message = (
-            f"{CHROMIUM} not found: install it with `apt-get install -y chromium` (or set FLOWERLAB_CHROMIUM)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
-
-
-def run_chromium(browser: Path, profile: Path, *arguments: str) -> subprocess.CompletedProcess:
-    """Chromium with a fresh profile, as root in a container, nothing fetched in the background."""
-    return subprocess.run(
-        [str(browser), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=CHROMIUM_TIMEOUT_S,
-        check=False,
-    )
-
-
-def probe_page(browser: Path, page: Path, profile: Path) -> dict:
-    """What the browser saw on `page`: its images' load state and its links."""
-    probe = page.with_name(f".probe-{page.name}")
-    text = page.read_text(encoding="utf-8")
-    probe.write_text(
-        text.replace("</body>", PROBE + "</body>") if "</body>" in text else text + PROBE, encoding="utf-8"
-    )
-    try:
-        done = run_chromium(
-            browser, profile, f"--virtual-time-budget={LOAD_BUDGET_MS}", "--dump-dom", probe.as_uri()
-        )
-    finally:
-        probe.unlink()
-    match = re.search(r'<pre id="flowerlab-probe">(.*?)</pre>', done.stdout, re.DOTALL)
-    assert match, (
-        f"the page did not finish loading in Chromium (exit {done.returncode}): {done.stderr[-2000:]}"
-    )
-    return json.loads(html.unescape(match.group(1)))
-
-
-def broken_links(page: Path, links: list[str]) -> list[str]:
-    broken = []
-    for href in links:
-        parts = urlsplit(href)
-        if parts.scheme in {"http", "https"}:
-            broken.append(f"{href} (a network link in an offline report)")
-        elif not parts.scheme and parts.path and not (page.parent / unquote(parts.path)).exists():
-            broken.append(href)
-    return broken
-
-
-def screenshot(browser: Path, page: Path, out: Path, profile: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = run_chromium(
-        browser,
-        profile,
-        "--window-size=1280,2400",
-        f"--virtual-time-budget={LOAD_BUDGET_MS}",
-        f"--screenshot={out}",
-        page.as_uri(),
-    )
-    assert out.is_file() and out.stat().st_size > 10_000, f"no screenshot: {done.stderr[-2000:]}"
-
-
-def assert_page_loads_in_the_browser(browser: Path, page: Path, tmp_path: Path) -> dict:
-    seen = probe_page(browser, page, tmp_path / "profile-probe")
-    assert seen["images"], "the page shows no image"
-    not_loaded = [image for image in seen["images"] if not (image["complete"] and image["naturalWidth"] > 0)]
-    assert not not_loaded, f"images that did not load: {not_loaded}"
-    assert broken_links(page, seen["links"]) == []
-    return seen
-
 
 # Every figure but the training benchmark's: the fake study has no results/bench/training.csv.
 DRAWN_FIGURES = len(captions.FIGURES) - len(captions.OPTIONAL_FIGURES)
@@ -145,21 +30,25 @@ def fake_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fake_study.make_fake_report(tmp_path_factory.mktemp("browser") / "results", ["dense", "convnet"])
 
 
+@pytest.mark.slow
 def test_landing_page_images_and_links_work_in_chromium(
-    chromium: Path, fake_report: Path, tmp_path: Path, repo_root: Path
+    chromium: Path, fake_report: Path, tmp_path: Path, artifacts_dir: Path
 ) -> None:
     seen = assert_page_loads_in_the_browser(chromium, fake_report, tmp_path)
     assert len(seen["images"]) == DRAWN_FIGURES
     assert "report.html" in seen["links"] and "../metrics.csv" in seen["links"]
-    screenshot(chromium, fake_report, repo_root / "test-artifacts" / "report.png", tmp_path / "profile-shot")
+    screenshot(chromium, fake_report, artifacts_dir / "report.png", tmp_path / "profile-shot")
 
 
+@pytest.mark.slow
 def test_notebook_html_images_load_in_chromium(chromium: Path, fake_report: Path, tmp_path: Path) -> None:
     seen = assert_page_loads_in_the_browser(chromium, fake_report.parent / "report.html", tmp_path)
     assert len(seen["images"]) == DRAWN_FIGURES
 
 
-def test_the_workflow_report_in_this_checkout(chromium: Path, repo_root: Path, tmp_path: Path) -> None:
+def test_the_workflow_report_in_this_checkout(
+    chromium: Path, repo_root: Path, tmp_path: Path, artifacts_dir: Path
+) -> None:
     """The report a real or smoke run of the workflow published here, when there is one."""
     page = repo_root / "results" / "report" / "index.html"
     if not page.is_file():
@@ -173,6 +62,6 @@ def test_the_workflow_report_in_this_checkout(chromium: Path, repo_root: Path, t
     screenshot(
         chromium,
         copy / "index.html",
-        repo_root / "test-artifacts" / "workflow-report.png",
+        artifacts_dir / "workflow-report.png",
         tmp_path / "profile-shot",
     )

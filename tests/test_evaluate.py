@@ -161,6 +161,7 @@ def evaluated(study: Path) -> Path:
     return study / "evaluation/convnet"
 
 
+@pytest.mark.slow
 def test_metrics_json_has_the_contract_keys(evaluated: Path) -> None:
     metrics = json.loads((evaluated / "metrics.json").read_text())
     for key in (
@@ -196,6 +197,7 @@ def test_metrics_json_has_the_contract_keys(evaluated: Path) -> None:
     assert metrics["training"]["epochs"] == record["epochs"]
 
 
+@pytest.mark.slow
 def test_parameters_and_flops_are_those_of_the_model(evaluated: Path) -> None:
     import keras
 
@@ -207,6 +209,7 @@ def test_parameters_and_flops_are_those_of_the_model(evaluated: Path) -> None:
     assert metrics["flops_by_op"]["Conv2D"] == convolutions
 
 
+@pytest.mark.slow
 def test_predictions_csv_agrees_with_the_model_and_the_metrics(evaluated: Path) -> None:
     import keras
     import tensorflow as tf
@@ -246,6 +249,7 @@ def test_predictions_csv_agrees_with_the_model_and_the_metrics(evaluated: Path) 
     )
 
 
+@pytest.mark.slow
 def test_evaluation_refuses_a_model_trained_on_another_manifest(study: Path, tmp_path: Path) -> None:
     record = json.loads((study / "models/convnet/training.json").read_text())
     record["manifest_sha256"] = "0" * 64
@@ -256,6 +260,7 @@ def test_evaluation_refuses_a_model_trained_on_another_manifest(study: Path, tmp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_evaluation_refuses_a_model_with_the_wrong_number_of_classes(study: Path, tmp_path: Path) -> None:
     model = fake_study.tiny_model("convnet", 5, fake_study.IMAGE_SIZE, seed=0)
     model.save(tmp_path / "model.keras")
@@ -263,6 +268,7 @@ def test_evaluation_refuses_a_model_with_the_wrong_number_of_classes(study: Path
         run_evaluation(study, tmp_path / "out", model_path=tmp_path / "model.keras")
 
 
+@pytest.mark.slow
 def test_evaluation_refuses_a_corrupt_or_missing_model(study: Path, tmp_path: Path) -> None:
     (tmp_path / "model.keras").write_bytes(b"not a zip file")
     with pytest.raises(DataError, match="cannot load model"):
@@ -282,12 +288,14 @@ def copy_data_without_shards(study: Path, target: Path) -> tuple[Path, Path]:
     return target / "data/manifest.json", target / "training.json"
 
 
+@pytest.mark.slow
 def test_evaluation_refuses_missing_validation_shards(study: Path, tmp_path: Path) -> None:
     manifest, record = copy_data_without_shards(study, tmp_path)
     with pytest.raises(DataError, match=r"shard .*validation-00-9.tfrec.* is missing"):
         run_evaluation(study, tmp_path / "out", manifest_path=manifest, training_json=record)
 
 
+@pytest.mark.slow
 def test_evaluation_refuses_a_changed_validation_shard(study: Path, tmp_path: Path) -> None:
     manifest, record = copy_data_without_shards(study, tmp_path)
     shard = next((study / "data/tfrecords").glob("validation-*.tfrec"))
@@ -316,6 +324,7 @@ def test_timing_batch_repeats_a_small_split_to_the_batch_size() -> None:
     assert cost.timing_batch(images, 2).shape[0] == 2
 
 
+@pytest.mark.slow
 def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_path: Path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     base = [

@@ -99,6 +99,7 @@ def test_epoch_order_is_the_image_pipelines_order(manifest: Path) -> None:
         assert np.array_equal(in_record_order[order], shuffled)
 
 
+@pytest.mark.slow
 def test_cached_run_records_the_cache_and_honest_rates(cached_run) -> None:
     run, record = cached_run
     assert json.loads((run.out_dir / "training.json").read_text()) == json.loads(json.dumps(record))
@@ -130,6 +131,7 @@ def test_cached_run_records_the_cache_and_honest_rates(cached_run) -> None:
     assert not run.checkpoint_dir.exists()
 
 
+@pytest.mark.slow
 def test_saved_model_is_the_trained_one(cached_run) -> None:
     """The full image -> probabilities model on the validation images scores what the head scored
     on the cached validation features in its last epoch."""
@@ -146,6 +148,7 @@ def test_saved_model_is_the_trained_one(cached_run) -> None:
     assert last["val_loss"] < read_history(run.out_dir / "history.csv")[0]["loss"]  # it learnt something
 
 
+@pytest.mark.slow
 def test_cached_run_trains_the_head_as_the_image_path_does(cached_run, image_run) -> None:
     """Same initial head, same batches in the same order, same schedule: the same head, up to the
     float32 rounding between the folded and the unfolded backbone."""
@@ -159,6 +162,7 @@ def test_cached_run_trains_the_head_as_the_image_path_does(cached_run, image_run
         assert [row[key] for row in cached_rows] == pytest.approx([row[key] for row in image_rows], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_augmented_run_extracts_each_epochs_images(manifest: Path, backbone_weights: Path, tmp_path: Path) -> None:
     """With augment, each epoch's features come from that epoch's augmented images, in the image
     path's order: the head ends as the image path's."""
@@ -176,6 +180,7 @@ def test_augmented_run_extracts_each_epochs_images(manifest: Path, backbone_weig
         assert np.abs(with_cache - with_images).max() <= 1e-3 * np.abs(with_images).max()
 
 
+@pytest.mark.slow
 def test_a_stale_image_path_checkpoint_is_never_resumed(manifest: Path, backbone_weights: Path,
                                                          tmp_path: Path) -> None:
     """An image-path run interrupted after epoch 1 leaves a checkpoint; the cached run in the same
@@ -195,12 +200,14 @@ def test_a_stale_image_path_checkpoint_is_never_resumed(manifest: Path, backbone
     assert not images.checkpoint_dir.exists()
 
 
+@pytest.mark.slow
 def test_models_without_a_frozen_backbone_train_on_images(manifest: Path, backbone_weights: Path,
                                                           tmp_path: Path) -> None:
     record = stage.train(settings(manifest, tmp_path, backbone_weights, arch="dense", epochs=1))
     assert record["feature_cache"] == {"used": False, "reason": "dense has no frozen backbone"}
 
 
+@pytest.mark.slow
 def test_saved_model_keeps_the_courses_parameter_counts(backbone_weights: Path, tmp_path: Path) -> None:
     """At 192 px with 5 classes: 2,488,389 parameters, 230,405 trainable (the head), as built."""
     manifest = write_dataset(tmp_path / "data", image_size=192, num_classes=5, train_per_class=2,
@@ -214,6 +221,7 @@ def test_saved_model_keeps_the_courses_parameter_counts(backbone_weights: Path, 
     assert count_parameters(build_model("mobilenet_v2", num_classes=5, image_size=192)) == (2_488_389, 230_405)
 
 
+@pytest.mark.slow
 def test_a_model_input_larger_than_the_records_is_resized_as_on_the_image_path(
         manifest: Path, backbone_weights: Path, tmp_path: Path) -> None:
     run = settings(manifest, tmp_path, backbone_weights, epochs=1, image_size=40)
@@ -228,6 +236,7 @@ def test_a_model_input_larger_than_the_records_is_resized_as_on_the_image_path(
     assert loss == pytest.approx(read_history(run.out_dir / "history.csv")[-1]["val_loss"], rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_precision_extracts_with_the_unfolded_backbone(manifest: Path, backbone_weights: Path,
                                                              tmp_path: Path) -> None:
     """bfloat16 compute: folding would round the merged kernels to bfloat16 (features off by up to

@@ -207,6 +207,7 @@ def executed_cells(folder: Path) -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_render_killed_while_papermill_executes_publishes_nothing_and_the_rerun_completes(
     fake_results: Path, tmp_path: Path
 ) -> None:
@@ -273,6 +274,7 @@ def publish_arguments(fake_results: Path, tmp_path: Path) -> list[str]:
             "--evaluations", str(fake_results / "evaluation" / "dense" / "metrics.json")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name the file being synced")
 def test_publish_killed_before_its_rename_leaves_no_page_or_the_complete_old_one(
     publish_arguments: list[str], tmp_path: Path
@@ -318,6 +320,7 @@ def history_figures(path: Path) -> list[list[str]]:
                 for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_records_rerun_to_identical_results(restore_tensorflow_globals, tmp_path: Path) -> None:
     from synthetic_records import write_dataset
 

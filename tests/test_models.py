@@ -468,6 +468,7 @@ LEARNING_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", LEARNING_CASES)
 def test_each_architecture_learns(arch: str, request: pytest.FixtureRequest) -> None:
     """A few Adam steps on one fixed tiny batch lower the loss: the gradients reach the

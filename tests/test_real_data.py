@@ -28,6 +28,7 @@ def real_inventory(real_data_dir: Path, tmp_path_factory) -> tuple[Path, dict, d
     return folder, summary, rows
 
 
+@pytest.mark.slow
 def test_inventory_counts_and_known_duplicates(real_inventory):
     _, summary, rows = real_inventory
     assert summary["classes"] == list(FOUND_PER_CLASS)
@@ -48,6 +49,7 @@ def test_inventory_counts_and_known_duplicates(real_inventory):
     assert summary["formats_kept"] == {"JPEG": 3666}
 
 
+@pytest.mark.slow
 def test_inventory_hashes_match_the_published_checksums(real_inventory, real_data_dir):
     sums = real_data_dir.parent / "flower_photos.SHA256SUMS"
     if not sums.exists():

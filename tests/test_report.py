@@ -377,6 +377,7 @@ def assert_every_figure_written(figures_dir: Path, expected: list[str]) -> None:
         assert captions[name]["caption"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", ["two_architectures", "one_architecture"])
 def test_notebook_executes_and_writes_every_figure(study: str, request: pytest.FixtureRequest) -> None:
     index = request.getfixturevalue(study)
@@ -414,6 +415,7 @@ def notebook_outputs(executed: Path) -> str:
     return "\n".join(texts)
 
 
+@pytest.mark.slow
 def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
     two_architectures: Path, one_architecture: Path
 ) -> None:
@@ -433,6 +435,7 @@ def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
     assert "No training benchmark in" in shown["one"] and "From the last benchmark run" not in shown["one"]
 
 
+@pytest.mark.slow
 def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> None:
     assert report_checks.broken_references(two_architectures) == []
     found = report_checks.references(two_architectures)
@@ -454,6 +457,7 @@ def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> 
     assert not list(two_architectures.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_landing_page_links_the_snakemake_report_only_when_it_exists(
     two_architectures: Path, tmp_path: Path
 ) -> None:
@@ -476,6 +480,7 @@ def test_landing_page_links_the_snakemake_report_only_when_it_exists(
     assert 'href="../figures/learning_curves.svg"' not in (tmp_path / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path, tmp_path: Path) -> None:
     results = two_architectures.parent.parent
     figures_copy = tmp_path / "figures"
@@ -557,6 +562,7 @@ def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: P
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
     two_architectures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -589,6 +595,7 @@ def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_the_template_also_works_with_jupyter_nbconvert(two_architectures: Path, tmp_path: Path) -> None:
     """The export the lead may run by hand: jupyter nbconvert --template-file report.html.j2."""
     import subprocess

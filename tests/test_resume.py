@@ -63,6 +63,7 @@ def kill_after_first_checkpoint(command: list[str], checkpoint_dir: Path, log: P
     assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_at_the_next_epoch_and_a_changed_hparam_starts_fresh(
         manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     epochs = 30  # ~0.1 s each: the kill lands well before the end
@@ -121,6 +122,7 @@ class InterruptAfter(keras.callbacks.Callback):
             raise Interrupted
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_the_uninterrupted_run(manifest: Path, tmp_path: Path) -> None:
     hparams = setup.resolve_hparams({
         "epochs": 4, "batch_size": 8, "precision": "float32", "augment": True, "schedule": "ramp_decay",

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_workflow import copy_workflow  # the same user's checkout as the e2e tests
+import pytest
+from workflow_runs import copy_workflow  # the same user's checkout as the e2e tests
 
 from flowerlab.data.synthetic import synthesize
 
@@ -35,6 +36,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_a_data_source_named_like_shell_code_is_only_ever_a_path(tmp_path: Path) -> None:
     (tmp_path / "checkout").mkdir()
     workdir = copy_workflow(tmp_path / "checkout")

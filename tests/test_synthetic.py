@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +50,6 @@ def test_sizes_and_aspect_ratios_vary(tmp_path):
     assert len(set(sizes)) > 50
     ratios = [w / h for w, h in sizes]
     assert min(ratios) < 0.8 and max(ratios) > 1.25
-
-
-def test_fast_enough(tmp_path):
-    started = time.perf_counter()
-    synthesize(tmp_path / "s", 5, 40, seed=0)
-    assert time.perf_counter() - started < 4.0  # ~1 s on the 2-core machine; slack for a busy CI
 
 
 def test_rerun_replaces_the_folder(tmp_path):

@@ -55,6 +55,7 @@ def two_epoch_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return run, stage.train(run)
 
 
+@pytest.mark.slow
 def test_two_epochs_write_the_documented_outputs(two_epoch_run, manifest: Path) -> None:
     run, returned = two_epoch_run
     record = json.loads((run.out_dir / "training.json").read_text())
@@ -89,6 +90,7 @@ def test_two_epochs_write_the_documented_outputs(two_epoch_run, manifest: Path) 
     assert not [p for p in run.out_dir.iterdir() if p.name.startswith(".")]  # no temporaries
 
 
+@pytest.mark.slow
 def test_model_file_is_the_inference_model(two_epoch_run) -> None:
     import keras
     import numpy as np
@@ -107,6 +109,7 @@ def test_model_file_is_the_inference_model(two_epoch_run) -> None:
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_deterministic_cpu_runs_give_identical_histories(two_epoch_run, manifest: Path, tmp_path: Path) -> None:
     run, first = two_epoch_run
     again = stage.train(settings(manifest, tmp_path))
@@ -117,6 +120,7 @@ def test_deterministic_cpu_runs_give_identical_histories(two_epoch_run, manifest
     assert first["fingerprint"] == again["fingerprint"]
 
 
+@pytest.mark.slow
 def test_schedule_drives_the_recorded_learning_rates(manifest: Path, tmp_path: Path) -> None:
     hparams = {"epochs": 3, "schedule": "ramp_decay", "learning_rate": 4e-3, "lr_start": 1e-3,
                "lr_min": 5e-4, "rampup_epochs": 2, "decay": 0.5, "augment": True}
@@ -128,6 +132,7 @@ def test_schedule_drives_the_recorded_learning_rates(manifest: Path, tmp_path: P
     assert rates == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_a_model_input_larger_than_the_records(manifest: Path, tmp_path: Path) -> None:
     """bfloat16 compute with a float32 softmax, and the pipeline resizing 16 px records to 24 px."""
     import keras
@@ -143,6 +148,7 @@ def test_mixed_precision_and_a_model_input_larger_than_the_records(manifest: Pat
     assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "expected"), [("dense", "float32"), ("convnet", "mixed_bfloat16")])
 def test_auto_precision_follows_the_architectures_cpu_preference(arch: str, expected: str, manifest: Path,
                                                                  tmp_path: Path, monkeypatch) -> None:

@@ -11,7 +11,9 @@ from flowerlab.config import hparams_for, photos_dir, prepare_config
 
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
 # a bad setting stops here with one message naming the key, before any job runs.
-prepare_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+prepare_config(
+    config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+)
 
 STUDY = config["study"]
 PHOTOS = photos_dir(config)
@@ -34,7 +36,8 @@ CPUS = os.cpu_count() or 1
 
 def run_cores():
     """Every core of the run: heavy jobs claim them all, so they run one after another with the
-    whole machine. Commands that run no job (--report, --dag) give no --cores: the CPU count."""
+    whole machine. Commands that run no job (--report, --dag) give no --cores: the CPU count.
+    """
     try:
         return workflow.cores
     except WorkflowError:

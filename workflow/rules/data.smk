@@ -4,14 +4,14 @@
 rule download_photos:
     output:
         "resources/flower_photos.tgz",
+    log:
+        "logs/download_photos.log",
+    conda:
+        "../../environment.yml"
     params:
         url=config["download"]["url"],
         sha256=config["download"]["sha256"],
         size=config["download"]["bytes"],
-    conda:
-        "../../environment.yml"
-    log:
-        "logs/download_photos.log",
     shell:
         "flowerlab fetch --url {params.url:q} --sha256 {params.sha256} --bytes {params.size}"
         " --dest {output:q} 2>&1 | tee {log:q}"
@@ -22,10 +22,10 @@ rule extract_photos:
         rules.download_photos.output,
     output:
         directory("resources/flower_photos"),
-    conda:
-        "../../environment.yml"
     log:
         "logs/extract_photos.log",
+    conda:
+        "../../environment.yml"
     shell:
         "flowerlab extract --archive {input:q} --dest {output:q} 2>&1 | tee {log:q}"
 
@@ -33,14 +33,14 @@ rule extract_photos:
 rule make_synthetic_photos:
     output:
         directory("resources/synthetic_photos"),
+    log:
+        "logs/make_synthetic_photos.log",
+    conda:
+        "../../environment.yml"
     params:
         classes=config["synthetic"]["classes"],
         per_class=config["synthetic"]["images_per_class"],
         seed=config["synthetic"]["seed"],
-    conda:
-        "../../environment.yml"
-    log:
-        "logs/make_synthetic_photos.log",
     shell:
         "flowerlab synth --out {output:q} --classes {params.classes}"
         " --per-class {params.per_class} --seed {params.seed} 2>&1 | tee {log:q}"
@@ -52,17 +52,17 @@ rule make_inventory:
     output:
         csv=INVENTORY_CSV,
         summary=INVENTORY_JSON,
-    params:
-        root=PHOTOS,
-        max_pixels=config["data"]["max_pixels"],
-        cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: run_cores()
-    conda:
-        "../../environment.yml"
     log:
         "logs/make_inventory.log",
     benchmark:
         "benchmarks/make_inventory.tsv"
+    conda:
+        "../../environment.yml"
+    threads: run_cores()
+    params:
+        root=PHOTOS,
+        max_pixels=config["data"]["max_pixels"],
+        cpus=lambda wildcards, threads: machine_threads(threads),
     shell:
         "flowerlab inventory --root {params.root:q} --out-csv {output.csv:q}"
         " --out-json {output.summary:q} --max-pixels {params.max_pixels}"
@@ -77,6 +77,13 @@ rule make_tfrecords:
     output:
         shards=directory(TFRECORDS),
         manifest=MANIFEST,
+    log:
+        "logs/make_tfrecords.log",
+    benchmark:
+        "benchmarks/make_tfrecords.tsv"
+    conda:
+        "../../environment.yml"
+    threads: run_cores()
     params:
         root=PHOTOS,
         image_size=config["data"]["image_size"],
@@ -85,13 +92,6 @@ rule make_tfrecords:
         shards=config["data"]["shards"],
         seed=config["data"]["seed"],
         cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: run_cores()
-    conda:
-        "../../environment.yml"
-    log:
-        "logs/make_tfrecords.log",
-    benchmark:
-        "benchmarks/make_tfrecords.tsv"
     shell:
         "flowerlab tfrecords --root {params.root:q} --inventory {input.inventory:q}"
         " --inventory-json {input.inventory_summary:q}"

@@ -10,21 +10,21 @@ rule evaluate_model:
     output:
         metrics="results/evaluation/{arch}/metrics.json",
         predictions="results/evaluation/{arch}/predictions.csv",
+    log:
+        "logs/evaluate_model/{arch}.log",
+    benchmark:
+        "benchmarks/evaluate_model/{arch}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: run_cores()
+    resources:
+        accelerator=1,
     params:
         out_dir="results/evaluation/{arch}",
         batch_size=config["evaluation"]["batch_size"],
         latency_runs=config["evaluation"]["latency_runs"],
         accelerator=config["accelerator"],
         cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: run_cores()
-    resources:
-        accelerator=1,
-    conda:
-        "../../environment.yml"
-    log:
-        "logs/evaluate_model/{arch}.log",
-    benchmark:
-        "benchmarks/evaluate_model/{arch}.tsv"
     shell:
         "flowerlab evaluate --arch {wildcards.arch} --model {input.model:q}"
         " --training-json {input.record:q} --manifest {input.manifest:q}"
@@ -44,10 +44,10 @@ rule collect_metrics:
             labels={"table": "metrics per architecture"},
         ),
         json=METRICS_JSON,
-    conda:
-        "../../environment.yml"
     log:
         "logs/collect_metrics.log",
+    conda:
+        "../../environment.yml"
     shell:
         "flowerlab collect --evaluations {input:q} --out-csv {output.csv:q}"
         " --out-json {output.json:q} 2>&1 | tee {log:q}"

@@ -36,6 +36,10 @@ rule render_report:
             caption="../report/figures.rst",
             category="5. Figures",
         ),
+    log:
+        "logs/render_report.log",
+    conda:
+        "../../environment.yml"
     params:
         # The notebook's data paths default to their places under this folder.
         results=lambda wildcards, input: os.path.abspath(os.path.dirname(input.metrics)),
@@ -43,10 +47,6 @@ rule render_report:
         bench=os.path.abspath("results/bench"),
         # The figures' captions for Snakemake's report (workflow/report/figures.rst).
         captions=snakemake_captions(),
-    conda:
-        "../../environment.yml"
-    log:
-        "logs/render_report.log",
     shell:
         # papermill executes into a temporary name; a killed run never leaves a finished-looking report.
         "flowerlab render --notebook {input.notebook:q} --template {input.template:q}"
@@ -64,10 +64,10 @@ rule publish_report:
         evaluations=expand("results/evaluation/{arch}/metrics.json", arch=STUDY),
     output:
         report(REPORT_INDEX, caption="../report/landing_page.rst", category="6. Report"),
-    conda:
-        "../../environment.yml"
     log:
         "logs/publish_report.log",
+    conda:
+        "../../environment.yml"
     shell:
         "flowerlab publish --figures {input.figures:q} --metrics {input.metrics:q}"
         " --notebook-html {input.html:q} --manifest {input.manifest:q}"

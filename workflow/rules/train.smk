@@ -11,6 +11,15 @@ rule train_model:
         model="results/models/{arch}/model.keras",
         history="results/models/{arch}/history.csv",
         record="results/models/{arch}/training.json",
+    log:
+        "logs/train_model/{arch}.log",
+    benchmark:
+        "benchmarks/train_model/{arch}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: run_cores()
+    resources:
+        accelerator=1,
     params:
         hparams=hparams_json,
         accelerator=config["accelerator"],
@@ -19,15 +28,6 @@ rule train_model:
         checkpoints="results/checkpoints/{arch}",
         out_dir="results/models/{arch}",
         cpus=lambda wildcards, threads: machine_threads(threads),
-    threads: run_cores()
-    resources:
-        accelerator=1,
-    conda:
-        "../../environment.yml"
-    log:
-        "logs/train_model/{arch}.log",
-    benchmark:
-        "benchmarks/train_model/{arch}.tsv"
     shell:
         "flowerlab train --arch {wildcards.arch} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --checkpoint-dir {params.checkpoints:q}"

@@ -1,0 +1,49 @@
+"""Running the workflow in tests: a user's checkout in a temporary folder, Snakemake in a subprocess,
+and what a run would do, read from Snakemake's machine-readable summary."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = ("--configfile", "config/smoke.yaml")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A user's checkout: Snakefile, environment.yml, workflow/ and config/ (code: the installed package)."""
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy2(REPO / name, dest / name)
+    shutil.copytree(REPO / "workflow", dest / "workflow")
+    shutil.copytree(REPO / "config", dest / "config")
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """The jobs a run would execute, {rule: count}, without the target rule `all`.
+
+    From `snakemake --summary`, a tab-separated table with one row per output file and a `plan`
+    column; each job writes its own log file, so the pending jobs of a rule are its distinct log
+    files among the rows planned for update (a missing output has no recorded log: its own name).
+    """
+    result = snakemake(workdir, "--summary", *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    header = result.stdout.index("output_file\t")
+    rows = csv.DictReader(result.stdout[header:].splitlines(), delimiter="\t")
+    jobs: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row["plan"] != "no update" and row["rule"] != "all":
+            log = row["log-file(s)"]
+            jobs[row["rule"]].add(log if log not in ("", "-") else row["output_file"])
+    return {rule: len(keys) for rule, keys in jobs.items()}
