@@ -129,7 +129,7 @@ def train_once(args: argparse.Namespace) -> dict[str, Any]:
     from bench_training import flowerlab_path, weights_for
     from steps import BenchSettings, check_timed_steps, fill_cache
 
-    from flowerlab.data.tfrecords import load_manifest
+    from flowerlab.data.manifest import load_manifest
 
     weights, note = weights_for(args.worker, args.weights)
     if weights is None:

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             image_size, num_classes, source = 64, 3, "quick synthetic set"
             passes = min(args.passes, 2)
         else:
-            from flowerlab.data.tfrecords import load_manifest, shard_paths
+            from flowerlab.data.manifest import load_manifest, shard_paths
 
             manifest = load_manifest(args.manifest)
             files = shard_paths(args.manifest, args.split)

@@ -395,7 +395,7 @@ def peak_dtypes(archs: Sequence[str], device_kind: str, requested: str) -> list[
 def prepare_inputs(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path, dict[str, Any], str]:
     """(photos, manifest path, manifest, source description), checked before TensorFlow starts,
     so a wrong path fails in a second."""
-    from flowerlab.data.tfrecords import load_manifest
+    from flowerlab.data.manifest import load_manifest
 
     if args.quick:
         photos, manifest_path = make_quick_data(scratch / "quick", image_size=args.image_size)
@@ -420,7 +420,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         import keras
         import tensorflow as tf
 
-        from flowerlab.data.pipeline import verify_shards
+        from flowerlab.data.records import verify_shards
         from flowerlab.models.registry import get_spec
 
         for arch in args.archs:

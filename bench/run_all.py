@@ -335,21 +335,21 @@ def draw_figure(out_dir: Path, rows: Sequence[dict[str, Any]], path: Path) -> No
 
     from flowerlab import filesystem
     from flowerlab.errors import DataError
-    from flowerlab.reporting import figures
+    from flowerlab.reporting import plotting, time_figures
     from flowerlab.reporting.tables import format_seconds
 
-    with figures.style():
-        figure, axes = figures.new_figure(2, 2, width=15, height=10)
+    with plotting.style():
+        figure, axes = plotting.new_figure(2, 2, width=15, height=10)
         training_csv = out_dir / "training.csv"
         try:
-            figures.draw_training_benchmark(axes[0, 0], pd.read_csv(training_csv))
+            time_figures.draw_training_benchmark(axes[0, 0], pd.read_csv(training_csv))
             axes[0, 0].set_title("training: plain Keras vs flowerlab (ratio above)")
         except (FileNotFoundError, DataError) as error:
             nothing_to_draw(axes[0, 0], f"training: not measured ({error})")
         stages = {str(row["measure"]).removeprefix("stage "): float(row["value"])
                   for row in rows if row["part"] == "study" and str(row["measure"]).startswith("stage ")}
         if stages:
-            figures.draw_stage_seconds(axes[0, 1], stages, figures.stage_colours(list(stages)))
+            time_figures.draw_stage_seconds(axes[0, 1], stages, time_figures.stage_colours(list(stages)))
             total = sum(stages.values())
             axes[0, 1].set_title(f"study: wall seconds per stage ({format_seconds(total)} of jobs)")
         else:

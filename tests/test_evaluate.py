@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from flowerlab.errors import ConfigError, DataError
-from flowerlab.evaluation import cost, quality, stage
+from flowerlab.evaluation import cost, inputs, quality, stage
 
 # ------------------------------------------------------------------------------------------
 # Metric math
@@ -309,11 +309,11 @@ def test_evaluation_refuses_a_changed_validation_shard(study: Path, tmp_path: Pa
 
 def test_a_tpu_study_is_evaluated_on_the_host_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="flowerlab.evaluation.stage"):
-        device = stage.select_device("tpu")
+        device = inputs.select_device("tpu")
     assert device["kind"] in {"cpu", "gpu"} and device["replicas"] == 1
     assert "does not run on a TPU" in caplog.text
     with pytest.raises(ConfigError, match="unknown --accelerator"):
-        stage.select_device("npu")
+        inputs.select_device("npu")
 
 
 def test_timing_batch_repeats_a_small_split_to_the_batch_size() -> None:
@@ -386,10 +386,10 @@ def test_every_architecture_round_trips_through_safe_loading(arch: str, tmp_path
 
     model = build_model(arch, num_classes=3, image_size=32, weights="none")
     model.save(tmp_path / "model.keras")
-    loaded = stage.load_model(tmp_path / "model.keras")
+    loaded = inputs.load_model(tmp_path / "model.keras")
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
-    assert stage.model_image_size(loaded, 3, tmp_path / "model.keras") == 32
+    assert inputs.model_image_size(loaded, 3, tmp_path / "model.keras") == 32
 
 
 @pytest.mark.real_data
@@ -399,7 +399,7 @@ def test_cost_figures_of_the_course_transfer_model(mobilenet_weights: Path, tmp_
 
     model = build_model("mobilenet_v2", num_classes=5, image_size=192, weights=str(mobilenet_weights))
     model.save(tmp_path / "model.keras")
-    loaded = stage.load_model(tmp_path / "model.keras")
+    loaded = inputs.load_model(tmp_path / "model.keras")
     assert count_parameters(loaded) == (2_488_389, 230_405)
     flops, _ = cost.forward_flops(loaded, 192)
     assert flops / 1e9 == pytest.approx(0.45, rel=0.02)

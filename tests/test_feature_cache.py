@@ -20,7 +20,7 @@ import pytest
 from synthetic_records import write_dataset
 
 from flowerlab.data import pipeline
-from flowerlab.data.tfrecords import shard_paths
+from flowerlab.data.manifest import shard_paths
 from flowerlab.models.build import build_model, count_parameters
 from flowerlab.training import records, setup, stage
 

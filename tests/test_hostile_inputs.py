@@ -28,7 +28,8 @@ from photo_factory import (
 from PIL import Image
 
 from flowerlab.data.inventory import REASONS, make_inventory
-from flowerlab.data.tfrecords import build_tfrecords, load_manifest, shard_paths
+from flowerlab.data.manifest import load_manifest, shard_paths
+from flowerlab.data.tfrecords import build_tfrecords
 from flowerlab.errors import DataError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")

@@ -260,11 +260,11 @@ sys.exit(main(sys.argv[2:]))
 def publish_arguments(fake_results: Path, tmp_path: Path) -> list[str]:
     """`flowerlab publish` arguments for the fake study, with one real figure and a stand-in
     notebook export (publish only links to it)."""
-    from flowerlab.reporting import figures, results
+    from flowerlab.reporting import figures, plotting, results
 
     figures_dir = tmp_path / "figures"
     figure = figures.accuracy_vs_parameters(results.load_metrics(fake_results / "metrics.csv"))
-    figures.save_figure(figure, "accuracy_vs_parameters", "Accuracy against parameters.", figures_dir)
+    plotting.save_figure(figure, "accuracy_vs_parameters", "Accuracy against parameters.", figures_dir)
     notebook_html = tmp_path / "report" / "report.html"
     notebook_html.parent.mkdir()
     notebook_html.write_text("<html><body>the report notebook</body></html>\n")

@@ -19,6 +19,7 @@ from synthetic_records import (
 )
 
 from flowerlab.data import pipeline
+from flowerlab.data.records import count_records, translate_record_errors, verify_shards
 from flowerlab.errors import ConfigError, DataError
 
 SIZE = 32
@@ -180,13 +181,13 @@ def test_cache_keeps_decoded_images_after_the_first_pass(tmp_path: Path) -> None
 
 def test_count_records_reads_the_manifest(manifest_path: Path) -> None:
     manifest = json.loads(manifest_path.read_text())
-    assert pipeline.count_records(manifest, "train") == 24
-    assert pipeline.count_records(manifest, "validation") == 12
+    assert count_records(manifest, "train") == 24
+    assert count_records(manifest, "validation") == 12
     with pytest.raises(DataError, match="no split 'test'"):
-        pipeline.count_records(manifest, "test")
+        count_records(manifest, "test")
     manifest["splits"]["train"]["records"] = 25
     with pytest.raises(DataError, match="inconsistent"):
-        pipeline.count_records(manifest, "train")
+        count_records(manifest, "train")
 
 
 def test_batches_per_epoch() -> None:
@@ -222,7 +223,7 @@ def test_wrong_image_size_later_in_a_shard_names_the_shard(tmp_path: Path, train
     ds = dataset([*train_files, shard], training=False)  # the first record of each shard is fine
     with (
         pytest.raises(DataError, match=r"train-09-3\.tfrec.*40 40 3.*rebuild"),
-        pipeline.translate_record_errors([*train_files, shard]),
+        translate_record_errors([*train_files, shard]),
     ):
         unbatched(ds)
 
@@ -240,7 +241,7 @@ def test_corrupt_shard_gives_a_data_error(tmp_path: Path, train_files: list[str]
     ds = dataset([str(corrupt)], training=False)
     with (
         pytest.raises(DataError, match="corrupt or truncated"),
-        pipeline.translate_record_errors([str(corrupt)]),
+        translate_record_errors([str(corrupt)]),
     ):
         unbatched(ds)
 
@@ -268,21 +269,21 @@ def test_invalid_arguments_are_config_errors(train_files: list[str]) -> None:
 
 def test_verify_shards_names_a_changed_shard(tmp_path: Path) -> None:
     manifest = write_dataset(tmp_path, image_size=16, num_classes=2, train_per_class=2, validation_per_class=1)
-    assert len(pipeline.verify_shards(manifest)) == 4
+    assert len(verify_shards(manifest)) == 4
     victim = Path(split_files(manifest, "validation")[0])
     victim.write_bytes(victim.read_bytes()[:-3])
-    assert len(pipeline.verify_shards(manifest, "train")) == 2
+    assert len(verify_shards(manifest, "train")) == 2
     with pytest.raises(DataError, match=rf"{victim.name} is corrupt"):
-        pipeline.verify_shards(manifest)
+        verify_shards(manifest)
     victim.unlink()
     with pytest.raises(DataError, match=rf"{victim.name} .*missing"):
-        pipeline.verify_shards(manifest, "validation")
+        verify_shards(manifest, "validation")
 
 
 def test_errors_that_are_not_about_records_propagate_unchanged() -> None:
     with (
         pytest.raises(tf.errors.InvalidArgumentError),
-        pipeline.translate_record_errors(["x.tfrec"]),
+        translate_record_errors(["x.tfrec"]),
     ):
         tf.reshape(tf.zeros([3]), [2, 2])
 
@@ -294,7 +295,7 @@ def test_record_count_other_than_the_manifests_is_a_data_error(train_files: list
     wrong = dataset(train_files, training=False, expected_records=25)
     with (
         pytest.raises(DataError, match="another number of records than the manifest"),
-        pipeline.translate_record_errors(train_files),
+        translate_record_errors(train_files),
     ):
         unbatched(wrong)
 

@@ -11,7 +11,8 @@ import pytest
 
 from flowerlab.data import tfrecord_io
 from flowerlab.data.inventory import make_inventory
-from flowerlab.data.tfrecords import build_tfrecords, decode_example, shard_paths
+from flowerlab.data.manifest import shard_paths
+from flowerlab.data.tfrecords import build_tfrecords, decode_example
 
 pytestmark = pytest.mark.real_data
 

@@ -15,7 +15,17 @@ import report_checks
 
 from flowerlab.cli import main
 from flowerlab.errors import DataError
-from flowerlab.reporting import captions, figures, landing, render, results, tables
+from flowerlab.reporting import (
+    captions,
+    figures,
+    landing,
+    photo_figures,
+    plotting,
+    render,
+    results,
+    tables,
+    time_figures,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -146,24 +156,24 @@ def predictions_table(count: int, wrong: int) -> pd.DataFrame:
 def test_gallery_sample_is_reproducible_and_mixes_right_and_wrong() -> None:
     predictions = predictions_table(60, wrong=30)
     wrong_total = int((predictions["true_class"] != predictions["predicted_class"]).sum())
-    sample = figures.select_gallery(predictions, 12, seed=3)
+    sample = photo_figures.select_gallery(predictions, 12, seed=3)
     assert len(sample) == 12
     assert int((sample["true_class"] != sample["predicted_class"]).sum()) == min(6, wrong_total)
-    pd.testing.assert_frame_equal(sample, figures.select_gallery(predictions, 12, seed=3))
-    assert len(figures.select_gallery(predictions_table(5, wrong=0), 12)) == 5
+    pd.testing.assert_frame_equal(sample, photo_figures.select_gallery(predictions, 12, seed=3))
+    assert len(photo_figures.select_gallery(predictions_table(5, wrong=0), 12)) == 5
 
 
 def test_gallery_marks_misclassified_photos_in_red() -> None:
     sample = predictions_table(4, wrong=2)
     images = {row_id: np.full((8, 8, 3), 100, np.uint8) for row_id in sample["id"]}
-    figure = figures.prediction_gallery(sample, images, arch="convnet", columns=2)
+    figure = photo_figures.prediction_gallery(sample, images, arch="convnet", columns=2)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert sum(title.startswith("✗") for title in titles) == int(
         (sample["true_class"] != sample["predicted_class"]).sum()
     )
     assert "convnet" in figure.get_suptitle()
     with pytest.raises(DataError, match="none of the gallery's photos"):
-        figures.prediction_gallery(sample, {})
+        photo_figures.prediction_gallery(sample, {})
 
 
 def test_data_overview_with_and_without_skipped_files() -> None:
@@ -174,25 +184,25 @@ def test_data_overview_with_and_without_skipped_files() -> None:
             "validation": {"records": 2, "per_class": {"daisy": 1, "roses": 1}},
         },
     }
-    figure = figures.data_overview(
+    figure = photo_figures.data_overview(
         manifest, {"files_found": 11, "kept": 9, "skipped_by_reason": {"zero_bytes": 2}}
     )
     bars, skipped = figure.axes[:2]
     assert sorted(p.get_height() for p in bars.patches if p.get_height() > 0) == [1, 1, 3, 4]
     assert [t.get_text() for t in skipped.get_yticklabels()] == ["zero_bytes"]
-    figure = figures.data_overview(manifest, {"files_found": 9, "kept": 9, "skipped_by_reason": {}})
+    figure = photo_figures.data_overview(manifest, {"files_found": 9, "kept": 9, "skipped_by_reason": {}})
     assert "no file skipped" in [t.get_text() for t in figure.axes[1].texts]
 
 
 def test_save_figure_writes_png_svg_and_the_caption_atomically(tmp_path: Path) -> None:
     figure = figures.accuracy_vs_parameters(metrics_table(["convnet"]))
-    paths = figures.save_figure(figure, "accuracy_vs_parameters", "A  caption\non two lines.", tmp_path)
+    paths = plotting.save_figure(figure, "accuracy_vs_parameters", "A  caption\non two lines.", tmp_path)
     assert paths["png"].read_bytes().startswith(PNG_SIGNATURE)
     assert b"<svg" in paths["svg"].read_bytes()[:500]
-    figures.save_figure(
+    plotting.save_figure(
         figures.learning_curves({"convnet": history(2)}), "learning_curves", "Curves.", tmp_path
     )
-    figures.save_figure(figure, "accuracy_vs_parameters", "Replaced.", tmp_path)
+    plotting.save_figure(figure, "accuracy_vs_parameters", "Replaced.", tmp_path)
     captions = json.loads((tmp_path / "captions.json").read_text())
     assert list(captions) == ["accuracy_vs_parameters", "learning_curves"]  # the report's order
     assert captions["accuracy_vs_parameters"]["caption"] == "Replaced."
@@ -226,7 +236,7 @@ def test_study_time_draws_every_job_and_stage_with_the_total(tmp_path: Path) -> 
 
     seconds = fake_study.write_benchmarks(tmp_path / "benchmarks", ["dense", "convnet"])
     jobs = timings.read_study_jobs(tmp_path / "benchmarks", ["dense", "convnet"])
-    figure = figures.study_time(jobs)
+    figure = time_figures.study_time(jobs)
     per_job, per_stage = figure.axes
     assert [tick.get_text() for tick in per_job.get_yticklabels()] == [job.label for job in jobs]
     assert len(per_job.patches) == len(seconds) == 6
@@ -237,7 +247,7 @@ def test_study_time_draws_every_job_and_stage_with_the_total(tmp_path: Path) -> 
     assert tables.format_seconds(total) in figure.get_suptitle()
     assert tables.format_seconds(total) in captions.figure_caption("study_time", study_seconds=total)
     with pytest.raises(DataError, match="no job"):
-        figures.study_time([])
+        time_figures.study_time([])
 
 
 def test_training_benchmark_pairs_plain_and_flowerlab_with_the_ratio(tmp_path: Path) -> None:
@@ -246,7 +256,7 @@ def test_training_benchmark_pairs_plain_and_flowerlab_with_the_ratio(tmp_path: P
     assert loaded is not None
     training, when = loaded
     assert when.startswith("training.csv written ") and when.endswith(" UTC")
-    figure = figures.training_benchmark(training, when=when)
+    figure = time_figures.training_benchmark(training, when=when)
     ax = figure.axes[0]
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["dense", "convnet"]  # the skipped row left out
     heights = sorted(round(bar.get_height(), 1) for bar in ax.patches if bar.get_height() > 0)
@@ -256,15 +266,15 @@ def test_training_benchmark_pairs_plain_and_flowerlab_with_the_ratio(tmp_path: P
     assert when in captions.figure_caption("training_benchmark", benchmark_time=when)
     skipped_only = training[training["status"] != "measured"]
     with pytest.raises(DataError, match="measured no architecture"):
-        figures.training_benchmark(skipped_only)
+        time_figures.training_benchmark(skipped_only)
     path.unlink()
     assert results.load_training_benchmark(tmp_path / "bench") is None
 
 
 def test_forget_figure_removes_a_stale_optional_figure(tmp_path: Path) -> None:
-    figure, _ = figures.new_figure()
-    figures.save_figure(figure, "study_time", "kept", tmp_path)
-    figures.save_figure(figure, "training_benchmark", "stale", tmp_path)
+    figure, _ = plotting.new_figure()
+    plotting.save_figure(figure, "study_time", "kept", tmp_path)
+    plotting.save_figure(figure, "training_benchmark", "stale", tmp_path)
     captions.forget_figure(tmp_path, "training_benchmark")
     assert list(json.loads((tmp_path / "captions.json").read_text())) == ["study_time"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["captions.json", "study_time.png", "study_time.svg"]

@@ -16,21 +16,9 @@ from photo_factory import photo_tree, write_jpeg
 
 from flowerlab.data import tfrecord_io
 from flowerlab.data.inventory import make_inventory
-from flowerlab.data.tfrecords import (
-    Photo,
-    assign_splits,
-    build_tfrecords,
-    cli,
-    decode_example,
-    load_manifest,
-    plan_shards,
-    serialize_example,
-    shard_paths,
-    shard_sizes,
-    shard_split_counts,
-    split_value,
-    write_shard,
-)
+from flowerlab.data.manifest import load_manifest, shard_paths
+from flowerlab.data.splits import Photo, assign_splits, plan_shards, shard_sizes, shard_split_counts, split_value
+from flowerlab.data.tfrecords import build_tfrecords, cli, decode_example, serialize_example, write_shard
 from flowerlab.errors import ConfigError, DataError
 
 

@@ -39,19 +39,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import errno
 import io
 import logging
 import os
-import stat
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowerlab import filesystem
 from flowerlab.console import configure_logging, positive_int, progress, run_command
+from flowerlab.data.walk import FoundFile, display_path, walk_root
 from flowerlab.data.workers import running_pool
 from flowerlab.errors import DataError
 from flowerlab.filesystem import sha256_file
@@ -69,20 +67,8 @@ REASONS = (
 KEPT, SKIPPED = "kept", "skipped"
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 MIN_KEPT_PER_CLASS = 2  # one photo for each split
-MAX_DEPTH = 64  # a folder tree deeper than this is not a photo collection; stop descending
 DUPLICATE_SEPARATOR = ";"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class FoundFile:
-    """A file the walk found, before its content is looked at."""
-
-    path: str  # POSIX, relative to ROOT
-    abs_path: str  # as reached through ROOT (links not resolved)
-    class_name: str  # first path component when the file sits in a folder, else ""
-    reason: str = ""  # placement reason decided by the walk, "" for a candidate photo
-    readable: bool = True  # False: never open it (dangling link, FIFO, device, socket)
 
 
 @dataclass(frozen=True)
@@ -126,103 +112,7 @@ class Inventory:
     warnings: list[str] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------- walking
 
-
-def _is_hidden(parts: Iterable[str]) -> bool:
-    return any(part.startswith(".") for part in parts)
-
-
-def _inside(real_path: str, real_root: str) -> bool:
-    return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
-
-
-def _is_utf8(name: str) -> bool:
-    """False for names with undecodable bytes (os.fsdecode keeps them as lone surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _display(path: str) -> str:
-    """`path` printable in UTF-8 (logs, JSON): undecodable bytes shown as U+FFFD."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _placement_reason(parts: tuple[str, ...]) -> str:
-    if _is_hidden(parts):
-        return "hidden_file"
-    if len(parts) != 2:
-        return "not_in_class_folder"
-    return ""
-
-
-def walk_root(root: str | os.PathLike[str]) -> tuple[list[FoundFile], list[str]]:
-    """Every file under `root` (links resolved as the module explains) and the class folders.
-
-    Class folders are the non-hidden folders (or links to folders inside ROOT) directly in
-    ROOT, sorted: their order gives the class indices. Files come sorted by path.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"photo folder {root} does not exist or is not a folder")
-    real_root = os.path.realpath(root)
-    found: list[FoundFile] = []
-    classes: list[str] = []
-
-    def record(parts: tuple[str, ...], abs_path: str, reason: str = "", readable: bool = True) -> None:
-        class_name = parts[0] if len(parts) > 1 else ""
-        found.append(FoundFile("/".join(parts), abs_path, class_name, reason or _placement_reason(parts), readable))
-
-    def visit(folder: str, parts: tuple[str, ...], ancestors: frozenset[str]) -> None:
-        try:
-            with os.scandir(folder) as scan:
-                entries = sorted(scan, key=lambda entry: entry.name)
-        except OSError as error:
-            # An unreadable folder: its files cannot be counted; say so loudly, do not crash.
-            raise DataError(f"cannot list folder {folder}: {error.strerror}; fix its permissions") from error
-        for entry in entries:
-            here = (*parts, entry.name)
-            if entry.is_symlink():
-                try:
-                    target = os.stat(entry.path)  # follows the link
-                except OSError as error:
-                    reason = "symlink_loop" if error.errno == errno.ELOOP else "unreadable"
-                    record(here, entry.path, reason, readable=False)
-                    continue
-                real = os.path.realpath(entry.path)
-                if not _inside(real, real_root):
-                    record(here, entry.path, "symlink_outside_root", readable=False)
-                    continue
-                if stat.S_ISDIR(target.st_mode):
-                    if real in ancestors:
-                        record(here, entry.path, "symlink_loop", readable=False)
-                    else:
-                        enter(entry.path, here, ancestors | {real})
-                    continue
-                record(here, entry.path, readable=stat.S_ISREG(target.st_mode))
-            elif entry.is_dir(follow_symlinks=False):
-                enter(entry.path, here, ancestors | {os.path.realpath(entry.path)})
-            else:
-                record(here, entry.path, readable=entry.is_file(follow_symlinks=False))
-
-    def enter(folder: str, parts: tuple[str, ...], ancestors: frozenset[str]) -> None:
-        if len(parts) == 1 and not _is_hidden(parts):
-            if not _is_utf8(parts[0]):
-                raise DataError(
-                    f"class folder {_display(parts[0])!r} in {root} has a name that is not valid UTF-8; "
-                    "class names become labels in the records: rename the folder"
-                )
-            classes.append(parts[0])
-        if len(parts) >= MAX_DEPTH:
-            raise DataError(f"folder {folder} is nested more than {MAX_DEPTH} levels deep under {root}")
-        visit(folder, parts, ancestors)
-
-    visit(str(root), (), frozenset({real_root}))
-    found.sort(key=lambda item: item.path)
-    return found, sorted(classes)
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -359,7 +249,7 @@ def class_warnings(classes: list[str], rows: list[Row]) -> list[str]:
             )
     across = sorted({row.sha256 for row in rows if row.reason == "duplicate_across_classes"})
     for digest in across:
-        paths = sorted(_display(r.path) for r in rows if r.sha256 == digest and r.reason == "duplicate_across_classes")
+        paths = sorted(display_path(r.path) for r in rows if r.sha256 == digest and r.reason == "duplicate_across_classes")
         messages.append(f"the same photo is in several classes, all copies skipped: {', '.join(paths)}")
     return messages
 

@@ -3,18 +3,8 @@
 Records and `manifest.json` follow docs/architecture.md exactly: later stages find the shards
 with `load_manifest` and `shard_paths`, and parse them with `feature_spec`.
 
-The split. A photo goes to validation when u < validation_fraction, where
-u = int(sha256(f"{seed}:{photo_sha256}")[:16], 16) / 2**64: its side depends only on its own
-content and the seed, so adding or removing photos never moves any other photo, and the split
-is stratified by class in expectation. One guard for tiny classes: a class that got no
-validation photo sends its lowest-u photo to validation, and a class that got no training photo
-sends its highest-u photo to training (the photos nearest the threshold). A class needs at
-least two kept photos; fewer stops the run with an error naming it.
-
-The shards. validation shards = max(1, round(shards * fraction)), training shards = the rest
-(16 and 0.19 give the course's 13 + 3), never more shards than records. Each split's records are
-put in a seeded order (by sha256(f"{seed}:order:{photo_sha256}"), also stable under additions)
-and dealt out as evenly as possible: the first `records % shards` shards get one more.
+The split and the shards: `flowerlab.data.splits` (a photo's side and shard depend only on its
+content and the seed).
 
 The work. Worker processes read, check (sha256 must match the inventory), decode, resize and
 re-encode the photos (`flowerlab.data.images`); the main process writes the records in plan
@@ -31,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -46,6 +35,8 @@ from flowerlab import filesystem
 from flowerlab.console import configure_logging, positive_int, progress, run_command
 from flowerlab.data import tfrecord_io
 from flowerlab.data.inventory import KEPT, MIN_KEPT_PER_CLASS, read_inventory_csv
+from flowerlab.data.manifest import manifest_for
+from flowerlab.data.splits import SPLITS, Photo, Shard, assign_splits, plan_shards
 from flowerlab.data.workers import running_pool
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.filesystem import (
@@ -59,15 +50,7 @@ from flowerlab.filesystem import (
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-SPLITS = ("train", "validation")
-SHARD_SUFFIX = ".tfrec"
-DEFAULT_SHARD_DIR = "tfrecords"  # manifest key "shard_dir" overrides it (relative to the manifest)
 DEFAULT_CHUNKSIZE = 16  # photos per worker task: big enough to amortise IPC, small for smooth progress
-SPLIT_RULE = (
-    "validation iff int(sha256(f'{seed}:{photo_sha256}')[:16], 16) / 2**64 < validation_fraction; "
-    "a class with no validation (training) photo moves its lowest-u (highest-u) photo over"
-)
 
 
 # ----------------------------------------------------------------------------- record schema
@@ -142,127 +125,7 @@ def decode_example(serialized: bytes) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- manifest
 
-
-def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and sanity-check a manifest.json; DataError naming the problem otherwise."""
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"manifest {path} not found: run `flowerlab tfrecords` first") from None
-    except (OSError, ValueError) as error:
-        raise DataError(f"manifest {path} is unreadable or not JSON ({error}); rerun `flowerlab tfrecords`") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise DataError(f"manifest {path} has format_version {version!r}, this flowerlab reads {FORMAT_VERSION}")
-    missing = [key for key in ("settings", "classes", "num_classes", "image_size", "splits", "shards") if key not in manifest]
-    if missing:
-        raise DataError(f"manifest {path} lacks {', '.join(missing)}; rerun `flowerlab tfrecords`")
-    return manifest
-
-
-def shard_paths(manifest_path: str | os.PathLike[str], split: str) -> list[str]:
-    """The shard files of `split` ("train" or "validation"), in order, as paths (str).
-
-    They live in the manifest's folder + `shard_dir` ("tfrecords" by default). A listed shard
-    that is missing is a DataError (a clear message now beats a TensorFlow NotFound later).
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    manifest_path = Path(manifest_path)
-    manifest = load_manifest(manifest_path)
-    folder = manifest_path.parent / manifest.get("shard_dir", DEFAULT_SHARD_DIR)
-    paths = [str(folder / shard["file"]) for shard in manifest["shards"] if shard["split"] == split]
-    missing = [path for path in paths if not os.path.exists(path)]
-    if missing:
-        raise DataError(
-            f"{len(missing)} shard(s) listed in {manifest_path} are missing (first: {missing[0]}); "
-            "rerun `flowerlab tfrecords`"
-        )
-    return paths
-
-
-# ----------------------------------------------------------------------------- split and shards
-
-
-@dataclass(frozen=True)
-class Photo:
-    """A kept photo of the inventory, placed in a split."""
-
-    path: str
-    class_name: str
-    class_index: int
-    sha256: str
-    split: str = ""
-
-
-def unit_hash(seed: int, *parts: str) -> float:
-    """A uniform number in [0, 1) from sha256 of "seed:part:...": stable across machines."""
-    digest = hashlib.sha256(":".join([str(seed), *parts]).encode("ascii")).hexdigest()
-    return int(digest[:16], 16) / 2**64
-
-
-def split_value(seed: int, photo_sha256: str) -> float:
-    """u of the split rule: the photo is in validation iff u < validation_fraction."""
-    return unit_hash(seed, photo_sha256)
-
-
-def assign_splits(photos: list[Photo], validation_fraction: float, seed: int) -> list[Photo]:
-    """Each photo with its split (module docstring: rule and tiny-class guard)."""
-    by_class: dict[str, list[Photo]] = {}
-    for photo in photos:
-        by_class.setdefault(photo.class_name, []).append(photo)
-    placed: list[Photo] = []
-    for class_name, members in by_class.items():
-        if len(members) < MIN_KEPT_PER_CLASS:
-            raise DataError(f"class {class_name!r} has {len(members)} photo(s); at least {MIN_KEPT_PER_CLASS} are needed")
-        ranked = sorted(members, key=lambda p: (split_value(seed, p.sha256), p.path))
-        flags = [split_value(seed, p.sha256) < validation_fraction for p in ranked]
-        if not any(flags):
-            flags[0] = True  # lowest u goes to validation
-        if all(flags):
-            flags[-1] = False  # highest u goes to training
-        placed += [Photo(p.path, p.class_name, p.class_index, p.sha256, "validation" if v else "train")
-                   for p, v in zip(ranked, flags, strict=True)]
-    return sorted(placed, key=lambda p: p.path)
-
-
-def shard_split_counts(shards: int, validation_fraction: float) -> dict[str, int]:
-    """Number of shard files per split: validation max(1, round(shards*fraction)), train the rest (>= 1)."""
-    validation = min(shards - 1, max(1, round(shards * validation_fraction)))
-    return {"train": shards - validation, "validation": validation}
-
-
-def shard_sizes(records: int, shards: int) -> list[int]:
-    """`records` dealt into at most `shards` non-empty shards as evenly as possible."""
-    shards = max(1, min(shards, records))
-    base, extra = divmod(records, shards)
-    return [base + (1 if index < extra else 0) for index in range(shards)]
-
-
-@dataclass(frozen=True)
-class Shard:
-    split: str
-    index: int
-    photos: tuple[Photo, ...]
-
-    @property
-    def file(self) -> str:
-        return f"{self.split}-{self.index:02d}-{len(self.photos)}{SHARD_SUFFIX}"
-
-
-def plan_shards(photos: list[Photo], shards: int, validation_fraction: float, seed: int) -> list[Shard]:
-    """The shards of both splits, train first, each holding its photos in write order."""
-    plan: list[Shard] = []
-    for split, count in shard_split_counts(shards, validation_fraction).items():
-        members = sorted((p for p in photos if p.split == split), key=lambda p: (unit_hash(seed, "order", p.sha256), p.path))
-        start = 0
-        for index, size in enumerate(shard_sizes(len(members), count)):
-            plan.append(Shard(split, index, tuple(members[start:start + size])))
-            start += size
-    return plan
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -440,26 +303,6 @@ def write_shards(plan: list[Shard], classes: list[str], root: Path, folder: Path
             entries.append({"file": shard.file, "split": shard.split, "records": len(shard.photos),
                             "sha256": sha256_file(path)})
     return entries
-
-
-def manifest_for(classes: list[str], photos: list[Photo], shards: list[dict[str, Any]], settings: dict[str, Any],
-                 inventory_sha256: str, shard_dir: str) -> dict[str, Any]:
-    splits = {}
-    for split in SPLITS:
-        counts = Counter(photo.class_name for photo in photos if photo.split == split)
-        splits[split] = {"records": sum(counts.values()), "per_class": {name: counts[name] for name in classes}}
-    return {
-        "format_version": FORMAT_VERSION,
-        "settings": settings,
-        "classes": classes,
-        "num_classes": len(classes),
-        "image_size": settings["image_size"],
-        "inventory_sha256": inventory_sha256,
-        "split_rule": SPLIT_RULE,
-        "splits": splits,
-        "shard_dir": shard_dir,
-        "shards": shards,
-    }
 
 
 def build_tfrecords(

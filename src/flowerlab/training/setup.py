@@ -96,8 +96,8 @@ class DataPlan:
 
 
 def load_data_plan(manifest_path: Path, manifest: Mapping[str, Any], image_size: int | None) -> DataPlan:
-    from flowerlab.data.pipeline import count_records
-    from flowerlab.data.tfrecords import shard_paths
+    from flowerlab.data.manifest import shard_paths
+    from flowerlab.data.records import count_records
 
     plan = DataPlan(
         train_files=shard_paths(manifest_path, "train"),

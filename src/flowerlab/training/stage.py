@@ -29,15 +29,17 @@ import contextlib
 import logging
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.training import checkpoints
-from flowerlab.training.records import check_history, start_session, training_record, write_outputs
+from flowerlab.training.records import Session, check_history, start_session, training_record, write_outputs
 from flowerlab.training.setup import (
+    Batching,
     DataPlan,
     TrainSettings,
     compile_model,
@@ -55,18 +57,165 @@ logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
-# Settings (no TensorFlow)
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
 # Training (TensorFlow from here on)
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything one training decided before its first step: data, device, precision, resume."""
+
+    settings: TrainSettings
+    manifest: dict[str, Any]
+    spec: Any  # flowerlab.models.registry.ArchSpec
+    plan: DataPlan
+    weights: str
+    weights_sha256: str | None
+    device: Any  # flowerlab.devices.DeviceInfo
+    precision: str
+    batching: Batching
+    schedule: Callable[[int], float]
+    fingerprint_inputs: dict[str, Any]
+    fingerprint: str
+    image_path_reason: str | None  # None: the head trains on cached backbone features
+    resume: checkpoints.Checkpoint | None
+    session: Session
+
+    @property
+    def epochs(self) -> int:
+        return int(self.settings.hparams["epochs"])
+
+    @property
+    def cached(self) -> bool:
+        return self.image_path_reason is None
+
+
+def prepare_run(settings: TrainSettings) -> Run:
+    """Check the data, limit the threads, pick the device and precision, seed, and find a checkpoint."""
+    from flowerlab.data.manifest import load_manifest
+
+    hparams = settings.hparams
+    manifest = load_manifest(settings.manifest)  # DataError when missing or malformed
+    from flowerlab import devices  # imports TensorFlow
+
+    if settings.threads is not None:
+        devices.configure_threads(settings.threads)  # before TensorFlow's runtime starts
+    from flowerlab.data import records
+    from flowerlab.models.registry import get_spec
+    from flowerlab.training import frozen_backbone
+    from flowerlab.training.schedules import schedule_function
+
+    spec = get_spec(settings.arch)  # ConfigError for an unknown architecture
+    plan = load_data_plan(settings.manifest, manifest, model_image_size(hparams, spec.default_image_size))
+    weights = model_weights(hparams, spec.uses_backbone_weights)
+    weights_sha256 = weights_identity(weights)
+    records.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
+    device = devices.select_strategy(settings.accelerator)
+    # "auto" on a CPU with AVX512_BF16 but no AMX follows the architecture's measured preference.
+    precision = devices.apply_precision(
+        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
+    seed_everything(settings.seed, settings.deterministic)
+    batching = plan_batches(settings.arch, int(hparams["batch_size"]), device.kind, device.replicas,
+                            plan.train_records)
+    inputs = checkpoints.fingerprint_inputs(
+        manifest, arch=settings.arch, hparams={**hparams, "weights_sha256": weights_sha256},
+        seed=settings.seed, deterministic=settings.deterministic, accelerator_kind=device.kind,
+        replicas=device.replicas, precision=precision,
+    )
+    fingerprint = checkpoints.fingerprint(inputs)
+    reason = frozen_backbone.image_path_reason(spec, hparams, device.kind)
+    # The cached path keeps no checkpoints (its head trains in seconds), so it never resumes one.
+    resume = None if reason is None else checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
+    return Run(settings, manifest, spec, plan, weights, weights_sha256, device, precision, batching,
+               schedule_function(hparams, replicas=device.replicas), inputs, fingerprint, reason, resume,
+               start_session(resume, int(hparams["epochs"])))
+
+
+def log_start(run: Run) -> None:
+    arch, plan, batching = run.settings.arch, run.plan, run.batching
+    if run.spec.frozen_backbone_features and not run.cached:
+        logger.info("%s: training on the images every epoch, without the feature cache: %s", arch,
+                    run.image_path_reason)
+    if run.resume is not None:
+        logger.info("resuming %s from %s: %d of %d epochs done", arch, run.resume.path, run.resume.epoch,
+                    run.epochs)
+    elif run.cached:
+        logger.info("training %s's head on cached backbone features, from scratch (this path keeps no "
+                    "checkpoints)", arch)
+    else:
+        logger.info("training %s from scratch (no checkpoint of this experiment in %s)", arch,
+                    run.settings.checkpoint_dir)
+    logger.info(
+        "%s: %d train / %d validation records, %d px (records %d px), global batch %d, %d steps/epoch, "
+        "precision %s, device %s x%d", arch, plan.train_records, plan.validation_records, plan.image_size,
+        plan.record_size, batching.global_batch, batching.steps_per_epoch, run.precision, run.device.kind,
+        run.device.replicas)
+
+
+def make_callbacks(run: Run, recorder: Any, extra_callbacks: Sequence[Any]) -> list[Any]:
+    """Scheduler, recorder, checkpointer (image path), logger, then `extra_callbacks`: Keras calls
+    them in this order, and the checkpointer and logger read the recorder's newest row."""
+    import keras
+
+    from flowerlab.training.callbacks import EpochCheckpointer, EpochLogger
+
+    session, settings = run.session, run.settings
+
+    def state_for(epochs_done: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "format": checkpoints.FORMAT_VERSION, "epoch": epochs_done, "fingerprint": run.fingerprint,
+            "fingerprint_inputs": run.fingerprint_inputs, "history": rows, "seed": settings.seed,
+            "session_first_epochs": session.session_first_epochs, "wall_seconds": session.wall_seconds(),
+        }
+
+    callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch, lr: run.schedule(epoch)), recorder]
+    if not run.cached:
+        callbacks.append(EpochCheckpointer(settings.checkpoint_dir, recorder, state_for))
+    if settings.log_every_epoch or not sys.stderr.isatty() or run.cached:  # a head epoch is too short for a bar
+        callbacks.append(EpochLogger(recorder, run.epochs))
+    return callbacks + list(extra_callbacks)
+
+
+def fit(run: Run, model: Any, callbacks: list[Any], recorder: Any) -> dict[str, Any]:
+    """Train from the session's first epoch to the last; returns training.json's `feature_cache`."""
+    from flowerlab.data import records
+    from flowerlab.training import frozen_backbone
+
+    if run.session.initial_epoch >= run.epochs:
+        return {"used": False, "reason": run.image_path_reason}
+    plan, batching = run.plan, run.batching
+    with (
+        records.translate_record_errors(plan.train_files + plan.validation_files),
+        out_of_memory_hint(run.settings.arch, batching.global_batch),
+    ):
+        if run.cached:
+            return frozen_backbone.train_on_features(
+                model, settings=run.settings, plan=plan, batching=batching, schedule=run.schedule,
+                strategy=run.device.strategy, callbacks=callbacks, recorder=recorder)
+        train_data, validation_data = make_datasets(run.settings, plan, batching, run.session.initial_epoch)
+        model.fit(train_data, epochs=run.epochs, initial_epoch=run.session.initial_epoch,
+                  steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
+                  callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 0,
+                  shuffle=False)  # the pipeline shuffles, per epoch and seeded
+    return {"used": False, "reason": run.image_path_reason}
+
+
+def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[str, Any]) -> dict[str, Any]:
+    """Write model.keras, history.csv and training.json (last), delete the checkpoints; the record."""
+    check_history(rows, run.epochs)
+    record = training_record(
+        run.settings, model=model, device=run.device, precision=run.precision, plan=run.plan,
+        batching=run.batching, session=run.session, rows=rows,
+        resumed_from_epoch=run.resume.epoch if run.resume is not None else 0, weights=run.weights,
+        fingerprint=run.fingerprint, data_settings=run.manifest["settings"], weights_sha256=run.weights_sha256)
+    if cache_record["used"]:
+        # Amortised over every epoch, the extraction included: it is what this path costs.
+        record["train_images_per_second"] = cache_record["amortised_images_per_second"]
+        record["train_images_per_second_epochs"] = list(range(1, run.epochs + 1))
+    record["feature_cache"] = cache_record
+    write_outputs(run.settings.out_dir, model, rows, record)
+    checkpoints.remove_checkpoints(run.settings.checkpoint_dir)
+    return record
 
 
 def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.Checkpoint | None, plan: DataPlan,
@@ -91,122 +240,15 @@ def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.C
 def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train `settings.arch`, resuming from a matching checkpoint; write the outputs; return
     the training record (training.json). `extra_callbacks` run after the built-in ones (tests)."""
-    from flowerlab.data.tfrecords import load_manifest
+    from flowerlab.training.callbacks import EpochRecorder
 
-    hparams, epochs = settings.hparams, int(settings.hparams["epochs"])
-    manifest = load_manifest(settings.manifest)  # DataError when missing or malformed
-
-    from flowerlab import devices  # imports TensorFlow
-
-    if settings.threads is not None:
-        devices.configure_threads(settings.threads)  # before TensorFlow's runtime starts
-    from flowerlab.data import pipeline
-    from flowerlab.models.registry import get_spec
-
-    spec = get_spec(settings.arch)  # ConfigError for an unknown architecture
-    plan = load_data_plan(settings.manifest, manifest, model_image_size(hparams, spec.default_image_size))
-    weights = model_weights(hparams, spec.uses_backbone_weights)
-    weights_sha256 = weights_identity(weights)
-    pipeline.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
-
-    device = devices.select_strategy(settings.accelerator)
-    # "auto" on a CPU with AVX512_BF16 but no AMX follows the architecture's measured preference.
-    precision = devices.apply_precision(
-        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
-    seed_everything(settings.seed, settings.deterministic)
-    batching = plan_batches(settings.arch, int(hparams["batch_size"]), device.kind, device.replicas,
-                            plan.train_records)
-
-    from flowerlab.training.schedules import schedule_function
-
-    schedule = schedule_function(hparams, replicas=device.replicas)
-    inputs = checkpoints.fingerprint_inputs(
-        manifest, arch=settings.arch, hparams={**hparams, "weights_sha256": weights_sha256},
-        seed=settings.seed, deterministic=settings.deterministic, accelerator_kind=device.kind,
-        replicas=device.replicas, precision=precision,
-    )
-    fingerprint = checkpoints.fingerprint(inputs)
-    from flowerlab.training import frozen_backbone  # imports TensorFlow
-
-    image_path_reason = frozen_backbone.image_path_reason(spec, hparams, device.kind)
-    cached = image_path_reason is None  # train the head on cached backbone features
-    if spec.frozen_backbone_features and not cached:
-        logger.info("%s: training on the images every epoch, without the feature cache: %s", settings.arch,
-                    image_path_reason)
-    # The cached path keeps no checkpoints (its head trains in seconds), so it never resumes one.
-    resume = None if cached else checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
-    session = start_session(resume, epochs)
-    if resume is not None:
-        logger.info("resuming %s from %s: %d of %d epochs done", settings.arch, resume.path, resume.epoch, epochs)
-    elif cached:
-        logger.info("training %s's head on cached backbone features, from scratch (this path keeps no "
-                    "checkpoints)", settings.arch)
-    else:
-        logger.info("training %s from scratch (no checkpoint of this experiment in %s)",
-                    settings.arch, settings.checkpoint_dir)
-
-    model = build_or_restore(settings, device, resume, plan, weights, schedule(session.initial_epoch))
-    if not cached:
-        train_data, validation_data = make_datasets(settings, plan, batching, session.initial_epoch)
-
-    import keras
-
-    from flowerlab.training.callbacks import EpochCheckpointer, EpochLogger, EpochRecorder
-
-    def state_for(epochs_done: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "format": checkpoints.FORMAT_VERSION, "epoch": epochs_done, "fingerprint": fingerprint,
-            "fingerprint_inputs": inputs, "history": rows, "seed": settings.seed,
-            "session_first_epochs": session.session_first_epochs, "wall_seconds": session.wall_seconds(),
-        }
-
-    recorder = EpochRecorder(images_per_epoch=batching.images_per_epoch, rows=session.prior_rows)
-    interactive = sys.stderr.isatty()
-    callbacks = [
-        keras.callbacks.LearningRateScheduler(lambda epoch, lr: schedule(epoch)),
-        recorder,  # before the checkpointer and the logger: they read its newest row
-    ]
-    if not cached:  # the cached path keeps no checkpoints: its head trains in seconds
-        callbacks.append(EpochCheckpointer(settings.checkpoint_dir, recorder, state_for))
-    if settings.log_every_epoch or not interactive or cached:  # a head epoch is too short for a progress bar
-        callbacks.append(EpochLogger(recorder, epochs))
-    callbacks += list(extra_callbacks)
-
-    if session.initial_epoch < epochs:
-        logger.info(
-            "%s: %d train / %d validation records, %d px (records %d px), global batch %d, %d steps/epoch, "
-            "precision %s, device %s x%d", settings.arch, plan.train_records, plan.validation_records,
-            plan.image_size, plan.record_size, batching.global_batch, batching.steps_per_epoch, precision,
-            device.kind, device.replicas)
-        with (
-            pipeline.translate_record_errors(plan.train_files + plan.validation_files),
-            out_of_memory_hint(settings.arch, batching.global_batch),
-        ):
-            if cached:
-                cache_record = frozen_backbone.train_on_features(
-                    model, settings=settings, plan=plan, batching=batching, schedule=schedule,
-                    strategy=device.strategy, callbacks=callbacks, recorder=recorder)
-            else:
-                model.fit(train_data, epochs=epochs, initial_epoch=session.initial_epoch,
-                          steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
-                          callbacks=callbacks, verbose=1 if interactive else 0,
-                          shuffle=False)  # the pipeline shuffles, per epoch and seeded
-    check_history(recorder.rows, epochs)
-
-    record = training_record(settings, model=model, device=device, precision=precision, plan=plan,
-                             batching=batching, session=session, rows=recorder.rows,
-                             resumed_from_epoch=resume.epoch if resume is not None else 0,
-                             weights=weights, fingerprint=fingerprint, data_settings=manifest["settings"],
-                             weights_sha256=weights_sha256)
-    if cached:
-        # Amortised over every epoch, the extraction included: it is what this path costs.
-        record["train_images_per_second"] = cache_record["amortised_images_per_second"]
-        record["train_images_per_second_epochs"] = list(range(1, epochs + 1))
-        record["feature_cache"] = cache_record
-    else:
-        record["feature_cache"] = {"used": False, "reason": image_path_reason}
-    write_outputs(settings.out_dir, model, recorder.rows, record)
-    checkpoints.remove_checkpoints(settings.checkpoint_dir)
+    run = prepare_run(settings)
+    log_start(run)
+    model = build_or_restore(settings, run.device, run.resume, run.plan, run.weights,
+                             run.schedule(run.session.initial_epoch))
+    recorder = EpochRecorder(images_per_epoch=run.batching.images_per_epoch, rows=run.session.prior_rows)
+    cache_record = fit(run, model, make_callbacks(run, recorder, extra_callbacks), recorder)
+    record = finish(run, model, recorder.rows, cache_record)
     logger.info("%s: best val_accuracy %s, final %s, %.0f s; outputs in %s", settings.arch,
                 _fmt(record["best_val_accuracy"]), _fmt(record["final_val_accuracy"]), record["wall_seconds"],
                 settings.out_dir)

@@ -1,0 +1,103 @@
+"""What every report figure shares: the style, a new figure, colours per architecture, saving.
+
+Figures are built with matplotlib's object-oriented API on the Agg canvas (no pyplot, so no
+global figure registry, no display needed, and nothing to close), styled by seaborn inside a
+context manager so that importing a figure module changes no global setting.
+
+`save_figure(fig, name, caption, out_dir)` writes `name.png` and `name.svg` atomically and
+records the caption in `out_dir/captions.json`, which the landing page reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from flowerlab import filesystem
+from flowerlab.errors import DataError
+from flowerlab.reporting.captions import record_caption
+
+PNG_DPI = 150
+
+
+# Colours: one per architecture, stable across figures (same architecture, same colour).
+PALETTE = "colorblind"
+
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """seaborn's look for the axes created inside, without touching global rcParams for good."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+        yield
+
+
+def new_figure(
+    rows: int = 1, columns: int = 1, *, width: float = 7.0, height: float = 4.5, **subplot_kwargs: Any
+) -> tuple[Figure, np.ndarray]:
+    """A Figure on the Agg canvas and its axes as a 2-D array (always 2-D, even for 1x1)."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False, **subplot_kwargs)
+    return figure, axes
+
+
+def arch_colours(archs: Sequence[str]) -> dict[str, Any]:
+    """One colour per architecture, the same in every figure of a report."""
+    colours = sns.color_palette(PALETTE, n_colors=max(len(archs), 1))
+    return dict(zip(archs, colours, strict=False))  # the palette has at least len(archs)
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise DataError(f"{what} lacks the column(s) {missing}; regenerate it (flowerlab collect)")
+    if frame.empty:
+        raise DataError(f"{what} has no row: no architecture was evaluated")
+
+
+def label_points(ax: Any, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
+    for x, y, label in zip(xs, ys, labels, strict=True):
+        ax.annotate(label, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=9)
+
+
+def percent_axis(ax: Any, values: Sequence[float]) -> None:
+    """Accuracy on a percent axis from 0 (or a bit below the lowest point) to 100 %."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    low = min(finite) if finite else 0.0
+    ax.set_ylim(max(0.0, math.floor((low - 0.1) * 10) / 10), 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+
+def save_figure(figure: Figure, name: str, caption: str, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write `name`.png and `name`.svg to `out_dir` atomically and record the caption in
+    captions.json ({name: {"title", "caption", "png", "svg"}}); returns the two paths."""
+    out_dir = Path(out_dir)
+    paths = {"png": out_dir / f"{name}.png", "svg": out_dir / f"{name}.svg"}
+    for kind, path in paths.items():
+        buffer = io.BytesIO()
+        # SVG text stays text (searchable, scalable); metadata=None keeps the files reproducible.
+        options = (
+            {"dpi": PNG_DPI, "metadata": {"Software": None}}
+            if kind == "png"
+            else {"metadata": {"Date": None}}
+        )
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flowerlab"}):
+            figure.savefig(buffer, format=kind, bbox_inches="tight", **options)
+        filesystem.write_bytes(path, buffer.getvalue())
+    record_caption(out_dir, name, caption)
+    return paths
+

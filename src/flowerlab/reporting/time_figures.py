@@ -1,0 +1,138 @@
+"""The report's time figures: this study's jobs and stages, and the last training benchmark.
+
+Inputs: the study's jobs from its Snakemake benchmark files (`flowerlab.reporting.timings.Job`)
+and the measured rows of bench/bench_training.py's results/bench/training.csv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from flowerlab.errors import DataError
+from flowerlab.reporting import timings
+from flowerlab.reporting.plotting import new_figure, require_columns, style
+from flowerlab.reporting.tables import format_seconds
+
+STAGE_COLOURS = "deep"
+
+
+TRAINING_SIDES = {"plain_images_per_s": "plain Keras", "flowerlab_images_per_s": "flowerlab"}
+
+
+
+def jobs_frame(jobs: Sequence[timings.Job]) -> pd.DataFrame:
+    """One row per job: `job` (its label), `stage` (its rule), `seconds`, in the jobs' order."""
+    return pd.DataFrame(
+        [{"job": job.label, "stage": job.rule, "seconds": job.seconds} for job in jobs],
+        columns=["job", "stage", "seconds"],
+    )
+
+
+def stage_colours(stages: Sequence[str]) -> dict[str, Any]:
+    """One colour per stage (rule), the same in the job and the stage panels."""
+    unique = list(dict.fromkeys(stages))
+    return dict(zip(unique, sns.color_palette(STAGE_COLOURS, n_colors=max(len(unique), 1)), strict=False))
+
+
+def draw_job_seconds(ax: Any, frame: pd.DataFrame, colours: Mapping[str, Any]) -> None:
+    """Horizontal bars of each job's wall seconds (frame: job, stage, seconds), labelled with
+    the time; a linear axis, so the bars show where the time goes."""
+    sns.barplot(data=frame, y="job", x="seconds", hue="stage", palette=colours, dodge=False, ax=ax,
+                legend=False, orient="h")
+    top = max(float(frame["seconds"].max()), 1e-9)
+    for position, seconds in enumerate(frame["seconds"]):
+        ax.text(seconds + top * 0.01, position, f" {format_seconds(seconds)}", va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.22)  # room for the labels
+    ax.set_xlabel("wall seconds")
+    ax.set_ylabel("")
+
+
+def draw_stage_seconds(ax: Any, seconds: Mapping[str, float], colours: Mapping[str, Any]) -> None:
+    """Horizontal bars of each stage's seconds (the sum of its jobs), labelled with time and share."""
+    stages = list(seconds)
+    values = [seconds[stage] for stage in stages]
+    total = sum(values) or 1e-9
+    ax.barh(stages, values, color=[colours[stage] for stage in stages])
+    for position, value in enumerate(values):
+        ax.text(value + max(values) * 0.01, position, f" {format_seconds(value)} ({value / total:.0%})",
+                va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(*values, 1e-9) * 1.45)
+    ax.set_xlabel("wall seconds (sum of the stage's jobs)")
+
+
+def study_time(jobs: Sequence[timings.Job]) -> Figure:
+    """Each job's wall time (left) and each stage's (right, with its share of the total), from
+    the study's Snakemake benchmark files; the total and the span in the title."""
+    if not jobs:
+        raise DataError("no job to draw: the study has no benchmark file")
+    frame = jobs_frame(jobs)
+    colours = stage_colours(list(frame["stage"]))
+    with style():
+        figure, axes = new_figure(1, 2, width=11, height=max(3.0, 0.32 * len(frame) + 1.6),
+                                  gridspec_kw={"width_ratios": [3, 2]})
+        draw_job_seconds(axes[0, 0], frame, colours)
+        axes[0, 0].set_title("per job")
+        draw_stage_seconds(axes[0, 1], timings.seconds_per_stage(jobs), colours)
+        axes[0, 1].set_title("per stage")
+        figure.suptitle(
+            f"Wall time of this study: {format_seconds(timings.total_seconds(jobs))} of jobs, "
+            f"{format_seconds(timings.span_seconds(jobs))} from the first job's start to the last one's end"
+        )
+    return figure
+
+
+def measured_training_rows(training: pd.DataFrame) -> pd.DataFrame:
+    """The architectures bench_training.py measured (its `skipped: ...` rows left out)."""
+    require_columns(training, ["arch", "status", *TRAINING_SIDES, "ratio"], "training benchmark table")
+    return training[training["status"] == "measured"].reset_index(drop=True)
+
+
+def draw_training_benchmark(ax: Any, training: pd.DataFrame) -> None:
+    """Plain Keras and flowerlab images/s side by side per architecture, the ratio above each pair."""
+    measured = measured_training_rows(training)
+    if measured.empty:
+        raise DataError("the training benchmark measured no architecture (every row is skipped)")
+    long = measured.melt(id_vars=["arch"], value_vars=list(TRAINING_SIDES), var_name="side",
+                         value_name="images_per_s")
+    long["side"] = long["side"].map(TRAINING_SIDES)
+    sns.barplot(data=long, x="arch", y="images_per_s", hue="side", hue_order=list(TRAINING_SIDES.values()),
+                palette=["#9aa5b1", "#2563eb"], ax=ax)
+    top = float(long["images_per_s"].max())
+    for position, (_, row) in enumerate(measured.iterrows()):
+        highest = max(float(row["plain_images_per_s"]), float(row["flowerlab_images_per_s"]))
+        ax.text(position, highest + top * 0.03, f"{float(row['ratio']):.2f}×", ha="center", fontsize=9,
+                fontweight="bold")
+    ax.set_ylim(0, top * 1.25)
+    ax.set_xlabel("")
+    ax.set_ylabel("training images / s (steady state)")
+    ax.tick_params(axis="x", labelrotation=15)
+    sns.move_legend(ax, "upper right", title=None, fontsize=8)
+
+
+def training_benchmark(training: pd.DataFrame, *, when: str = "") -> Figure:
+    """bench/bench_training.py's figures: images/s of the plain-Keras code and of flowerlab's
+    training path per architecture, with flowerlab / plain above each pair."""
+    measured = measured_training_rows(training)
+    with style():
+        figure, axes = new_figure(width=max(6.0, 1.5 * len(measured) + 2.5), height=4.6)
+        draw_training_benchmark(axes[0, 0], training)
+        first = measured.iloc[0] if not measured.empty else {}
+        context = ", ".join(
+            text for text in (
+                f"batch {first.get('batch_size')}" if "batch_size" in measured else "",
+                str(first.get("device", "")) if "device" in measured else "",
+                f"{first.get('threads')} threads" if "threads" in measured else "",
+                f"load average {first.get('load_average')}" if "load_average" in measured else "",
+                when,
+            ) if text
+        )
+        axes[0, 0].set_title(f"Training throughput, flowerlab / plain Keras above each pair\n({context})",
+                             fontsize=10)
+    return figure
+
