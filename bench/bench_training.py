@@ -52,14 +52,13 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common import default_photos, default_weights, make_quick_data, write_csv
-from plain_keras import LEARNING_RATE, build_plain, check_photos, plain_dataset
+from flowerlab_side import feature_cache_side, flowerlab_path
+from plain_keras import build_plain, check_photos, plain_dataset
 from steps import (
     BenchSettings,
     Side,
@@ -69,6 +68,17 @@ from steps import (
     measure_peaks,
     measure_sides,
 )
+from training_results import (
+    COLUMNS,
+    COMPUTE_DTYPES,
+    FORWARD_ONLY,
+    Measurement,
+    measured_row,
+    parameters,
+    print_table,
+    skipped_row,
+    training_flops_factor,
+)
 
 from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import ConfigError
@@ -77,22 +87,6 @@ logger = logging.getLogger("bench_training")
 
 DEFAULT_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune")
 QUICK_ARCHS = ("dense", "convnet", "squeezenet", "mobilenet_v2")
-
-# Model FLOPs per image of one training step, as a multiple of the forward FLOPs.
-FORWARD_AND_BACKWARD = 3.0  # the backward pass costs about twice the forward (input + weight gradients)
-FORWARD_ONLY = 1.0  # a frozen backbone: nothing before the head needs a gradient
-
-COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
-
-COLUMNS = (
-    "arch", "status", "batch_size", "image_size", "warmup_steps", "timed_steps", "rounds",
-    "plain_images_per_s", "flowerlab_images_per_s", "ratio", "plain_precision", "precision",
-    "plain_parameters", "flowerlab_parameters", "gflops_per_image", "flops_factor",
-    "plain_train_gflops_per_s", "train_gflops_per_s", "plain_mfu", "mfu", "peak_dtype",
-    "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
-    "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
-    "cache_epochs", "extraction_images_per_s", "head_images_per_s",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,218 +113,7 @@ def weights_for(arch: str, weights: Path | None) -> tuple[str | None, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# The matmul peak
-
-
-# --------------------------------------------------------------------------------------------
-# The plain-Keras reference: the course's code, as a user would write it in Keras 3
-
-
-# --------------------------------------------------------------------------------------------
-# flowerlab's training path
-
-
-@dataclass(frozen=True)
-class FlowerlabPath:
-    model: Any
-    dataset: Any
-    precision: str
-    image_size: int
-    global_batch: int
-    full_batches: int  # full batches in one epoch: the steps that can be timed
-    feature_cache: bool  # flowerlab train trains this model's head on cached backbone features
-    run: Any  # flowerlab.training.stage.TrainSettings, DataPlan and Batching of the side
-    plan: Any
-    batching: Any
-
-
-def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], device: Any, weights: str,
-                   settings: BenchSettings, scratch: Path) -> FlowerlabPath:
-    """Model and training dataset exactly as `flowerlab.training.stage.train` makes them (its helpers).
-
-    The dataset holds one epoch: only full batches of the first epoch are timed
-    (check_timed_steps), and every fit call starts a new iterator at its beginning.
-    """
-    import keras
-
-    from flowerlab import devices
-    from flowerlab.models.build import build_model
-    from flowerlab.models.registry import get_spec
-    from flowerlab.training import frozen_backbone, setup
-
-    spec = get_spec(arch)
-    hparams = setup.resolve_hparams({"epochs": 1, "batch_size": settings.batch_size,
-                                     "learning_rate": LEARNING_RATE, "augment": False,
-                                     "precision": settings.precision})
-    plan = setup.load_data_plan(manifest_path, manifest, setup.model_image_size(hparams, spec.default_image_size))
-    precision = devices.apply_precision(
-        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
-    batching = setup.plan_batches(arch, settings.batch_size, device.kind, device.replicas, plan.train_records)
-    run = setup.TrainSettings(arch=arch, manifest=manifest_path, out_dir=scratch / arch,
-                              checkpoint_dir=scratch / f"{arch}-checkpoints", hparams=hparams,
-                              seed=settings.seed, threads=settings.threads)
-    try:
-        with device.strategy.scope():
-            model = build_model(arch, num_classes=plan.num_classes, image_size=plan.image_size, weights=weights)
-            setup.compile_model(model, hparams["learning_rate"])
-    finally:
-        keras.mixed_precision.set_global_policy("float32")  # the plain side builds in float32
-    dataset, _ = setup.make_datasets(run, plan, batching, first_epoch=0)
-    cached = frozen_backbone.image_path_reason(spec, hparams, device.kind) is None
-    return FlowerlabPath(model, dataset, precision, plan.image_size, batching.global_batch,
-                         plan.train_records // batching.global_batch, cached, run, plan, batching)
-
-
-@dataclass
-class CacheTimes:
-    """A feature-cache side's totals over its rounds (the side's own images/seconds hold the sum)."""
-
-    extracted: int = 0
-    extraction_seconds: float = 0.0
-    head_images: int = 0
-    head_seconds: float = 0.0
-
-
-def feature_cache_side(arch: str, fl: FlowerlabPath, device: Any, settings: BenchSettings) -> tuple[Side, CacheTimes]:
-    """The flowerlab side of a frozen-backbone model: what `flowerlab train` runs with the feature
-    cache (flowerlab.training.frozen_backbone's split, extraction, batches and per-epoch order), one whole
-    training per round, after an untimed warm-up that traces the extraction and the head's
-    training step (for a full and a partial batch, as an epoch has)."""
-    import numpy as np
-
-    from flowerlab.data import pipeline
-    from flowerlab.training import frozen_backbone, setup
-
-    with device.strategy.scope():
-        split = frozen_backbone.split_frozen_backbone(fl.model, fold=frozen_backbone.folds_batch_norms(fl.model))
-        setup.compile_model(split.head, LEARNING_RATE)
-    extract = frozen_backbone.extraction_function(split.extractor)
-    images, _, _ = frozen_backbone.image_datasets(fl.run, fl.plan, fl.batching)
-    batch, records, epochs = fl.global_batch, fl.plan.train_records, settings.cache_epochs
-    warm = frozen_backbone.extract_features(extract, images.take(1), expected=min(batch, records),
-                                          what=f"{arch}: warm-up batch")
-    warm_order = np.concatenate([np.arange(warm.count), np.arange(max(1, warm.count // 2))])
-    split.head.fit(frozen_backbone.feature_batches(warm, warm_order, batch_size=batch, drop_remainder=False),
-                   epochs=1, verbose=0, shuffle=False)
-    side, times = Side("flowerlab", fl.model, images, batch), CacheTimes()
-
-    def time_round() -> float:
-        cached = frozen_backbone.extract_features(extract, images, expected=records,
-                                                what=f"{arch}: training features")
-        head_seconds = 0.0
-        for epoch in range(epochs):
-            batches = frozen_backbone.feature_batches(cached, pipeline.epoch_order(records, epoch, seed=settings.seed),
-                                                    batch_size=batch, drop_remainder=False)
-            started = time.perf_counter()
-            split.head.fit(batches, epochs=1, verbose=0, shuffle=False)
-            head_seconds += time.perf_counter() - started
-        times.extracted += records
-        times.extraction_seconds += cached.seconds
-        times.head_images += epochs * records
-        times.head_seconds += head_seconds
-        side.images += epochs * records
-        side.seconds += cached.seconds + head_seconds
-        side.round_rates.append(epochs * records / (cached.seconds + head_seconds))
-        logger.info("  %s feature cache: extraction %.0f images/s, head %.0f images/s over %d epochs", arch,
-                    records / cached.seconds, epochs * records / head_seconds, epochs)
-        return side.round_rates[-1]
-
-    side.time_round = time_round
-    return side, times
-
-
-# --------------------------------------------------------------------------------------------
-# Timing
-
-
-# --------------------------------------------------------------------------------------------
 # Figures
-
-
-def training_flops_factor(model: Any) -> float:
-    """Training FLOPs per image as a multiple of the forward FLOPs: 3 (forward + backward), or 1
-    when the model holds a frozen backbone (a nested model that is not trainable): then only
-    the head needs gradients, and its backward pass is negligible."""
-    import keras
-
-    frozen = any(isinstance(layer, keras.Model) and not layer.trainable for layer in model.layers)
-    return FORWARD_ONLY if frozen else FORWARD_AND_BACKWARD
-
-
-def parameters(model: Any) -> int:
-    from flowerlab.models.build import count_parameters
-
-    return int(count_parameters(model)[0])
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What one architecture's timing found; the MFU waits for the run's final peaks."""
-
-    arch: str
-    plain_images_per_s: float
-    images_per_s: float
-    precision: str
-    image_size: int
-    plain_parameters: int
-    flowerlab_parameters: int
-    forward_flops: int  # one image
-    flops_factor: float  # training FLOPs / forward FLOPs, flowerlab's side
-    plain_flops_factor: float  # the plain side's (it always trains on images)
-    cache_epochs: int | None = None  # feature cache: head epochs per extraction; None: image path
-    extraction_images_per_s: float | None = None
-    head_images_per_s: float | None = None
-
-
-def measured_row(m: Measurement, *, peaks: dict[str, float], settings: BenchSettings,
-                 context: dict[str, Any]) -> dict[str, Any]:
-    gflops = m.forward_flops / 1e9
-    peak_dtype = COMPUTE_DTYPES[m.precision]
-    plain_train = m.plain_flops_factor * gflops * m.plain_images_per_s
-    train = m.flops_factor * gflops * m.images_per_s
-    return {
-        "arch": m.arch, "status": "measured", "batch_size": settings.batch_size, "image_size": m.image_size,
-        "warmup_steps": settings.warmup, "timed_steps": settings.steps, "rounds": settings.rounds,
-        "plain_images_per_s": round(m.plain_images_per_s, 2), "flowerlab_images_per_s": round(m.images_per_s, 2),
-        "ratio": round(m.images_per_s / m.plain_images_per_s, 3), "plain_precision": "float32",
-        "precision": m.precision, "plain_parameters": m.plain_parameters,
-        "flowerlab_parameters": m.flowerlab_parameters, "gflops_per_image": round(gflops, 5),
-        "flops_factor": m.flops_factor,
-        "plain_train_gflops_per_s": round(plain_train, 3), "train_gflops_per_s": round(train, 3),
-        "plain_mfu": round(plain_train / peaks["float32"], 5), "mfu": round(train / peaks[peak_dtype], 5),
-        "peak_dtype": peak_dtype, "peak_gflops_per_s": round(peaks[peak_dtype], 1),
-        **context,
-        "cache_epochs": m.cache_epochs if m.cache_epochs is not None else "",
-        "extraction_images_per_s": _rounded(m.extraction_images_per_s),
-        "head_images_per_s": _rounded(m.head_images_per_s),
-    }
-
-
-def _rounded(value: float | None) -> float | str:
-    return "" if value is None else round(value, 2)
-
-
-def skipped_row(arch: str, reason: str, context: dict[str, Any]) -> dict[str, Any]:
-    return {**dict.fromkeys(COLUMNS, ""), "arch": arch, "status": reason, **context}
-
-
-def print_table(rows: Sequence[dict[str, Any]]) -> None:
-    print(f"{'arch':<22}{'plain img/s':>12}{'flowerlab img/s':>16}{'ratio':>8}  {'precision':<15}"
-          f"{'GFLOPs/img':>11}{'plain MFU':>10}{'MFU':>8}")
-    for row in rows:
-        if row["status"] != "measured":
-            print(f"{row['arch']:<22}{row['status']}")
-            continue
-        print(f"{row['arch']:<22}{row['plain_images_per_s']:>12.1f}{row['flowerlab_images_per_s']:>16.1f}"
-              f"{row['ratio']:>7.2f}x  {row['precision']:<15}{row['gflops_per_image']:>11.3f}"
-              f"{row['plain_mfu']:>10.2%}{row['mfu']:>8.2%}", flush=True)
-        if row["cache_epochs"] != "":
-            print(f"{'':<22}feature cache: extraction + {row['cache_epochs']} head epochs; extraction "
-                  f"{row['extraction_images_per_s']:.1f} images/s, head alone {row['head_images_per_s']:.1f} images/s")
-    first = rows[0]
-    print(f"(batch {first['batch_size'] or '-'}, {first['device']}, {first['threads']} threads, {first['cpus']} CPUs, "
-          f"load average {first['load_average']}; matmul peaks: float32 {first['peak_float32_gflops_per_s']} "
-          f"GFLOP/s, bfloat16 {first['peak_bfloat16_gflops_per_s']} GFLOP/s; {first['source']})")
 
 
 # --------------------------------------------------------------------------------------------

@@ -69,10 +69,10 @@ def test_results_with_only_its_readme_and_benchmarks_is_not_a_study(repo_root: P
 
 
 def test_run_all_summarises_the_wall_row(repo_root: Path) -> None:
-    run_all = load_bench_script(repo_root, "run_all")
+    summaries = load_bench_script(repo_root, "summaries")
     rows = [{"row": "stage", "rule": "train_model", "seconds": "10"},
             {"row": "total", "rule": "1 jobs", "seconds": "10"},
             {"row": "wall", "rule": "snakemake --cores 2 --config accelerator=gpu", "seconds": "12.5"}]
-    summary = {row["measure"]: row for row in run_all.summarise_study(rows)}
+    summary = {row["measure"]: row for row in summaries.summarise_study(rows)}
     assert summary["wall (the snakemake run)"]["value"] == "12.5"
     assert "accelerator=gpu" in summary["wall (the snakemake run)"]["note"]

@@ -122,3 +122,46 @@ def test_a_bad_setting_stops_snakemake_before_any_job(tmp_path):
     output = result.stdout + result.stderr
     assert "config key 'accelerator'" in output and "allowed: auto, tpu, gpu, cpu" in output
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+def test_flowerlab_config_prints_the_merged_configuration_with_every_default(capsys, repo_root):
+    import yaml
+
+    from flowerlab import schema
+    from flowerlab.config import cli
+
+    assert cli(["config", "--base", str(repo_root / "config/config.yaml"),
+                "--configfile", str(repo_root / "config/smoke.yaml")]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["data_source"] == "synthetic"  # smoke.yaml over config.yaml
+    assert shown["data"]["image_size"] == 64 and shown["data"]["seed"] == schema.default("data", "seed")
+    assert shown["models"]["squeezenet"]["learning_rate"] == schema.default("hparams", "learning_rate")
+    assert shown["evaluation"]["latency_runs"] == 5
+
+
+def test_the_commands_take_their_defaults_from_the_schema():
+    """One place of defaults: a changed schema default changes the command's default."""
+    from flowerlab import schema
+    from flowerlab.data import tfrecords
+    from flowerlab.evaluation import stage as evaluation
+    from flowerlab.training import stage as training
+
+    parser = tfrecords.build_parser("flowerlab tfrecords")
+    defaults = {
+        ("data", "seed"): schema.default("data", "seed"),
+        ("evaluation", "batch_size"): schema.default("evaluation", "batch_size"),
+        ("seed",): schema.default("seed"),
+    }
+    assert defaults[("data", "seed")] == 35155 and defaults[("seed",)] == 42
+    assert parser.get_default("seed") == defaults[("data", "seed")]
+    required = ["--arch", "a", "--model", "m", "--training-json", "t", "--manifest", "x", "--out-dir", "o"]
+    assert evaluation.build_parser("e").parse_args(required).batch_size == defaults[("evaluation", "batch_size")]
+    train_required = ["--arch", "a", "--manifest", "x", "--out-dir", "o", "--checkpoint-dir", "c", "--hparams", "{}"]
+    assert training.build_parser("t").parse_args(train_required).seed == defaults[("seed",)]
+
+
+def test_a_key_without_a_default_says_so():
+    from flowerlab import schema
+
+    with pytest.raises(KeyError, match="no default"):
+        schema.default("hparams", "epochs")

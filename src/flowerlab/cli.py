@@ -12,6 +12,7 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("flowerlab.config", "print the resolved configuration, every default included"),
     "fetch": ("flowerlab.data.acquire", "download the official archive, verify its checksum"),
     "extract": ("flowerlab.data.acquire", "extract a verified archive safely"),
     "synth": ("flowerlab.data.synthetic", "generate the small synthetic photo set"),

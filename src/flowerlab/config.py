@@ -23,30 +23,19 @@ import yaml
 
 from flowerlab.errors import ConfigError
 from flowerlab.models.registry import ARCH_NAMES, BACKBONE_ARCHS, HDF5_SIGNATURE
+from flowerlab.schema import REQUIRED_HPARAMS, SCHEMA_PATH, read_schema, resolve
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SPECIAL_SOURCES = ("official", "synthetic")
 SPECIAL_WEIGHTS = ("imagenet", "none")
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     """The config schema, with the architectures' names filled in from the registry (the one list)."""
-    with open(path, encoding="utf-8") as handle:
-        schema = yaml.safe_load(handle)
+    schema = read_schema(path)
     properties = schema["properties"]
     properties["study"]["items"]["enum"] = list(ARCH_NAMES)
     properties["models"]["propertyNames"]["enum"] = list(ARCH_NAMES)
     return schema
-
-
-def _resolve(node: dict, schema: dict) -> dict:
-    """Follow a local ``$ref`` (``#/$defs/name``), merging sibling keywords over it."""
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = schema
-        for part in node["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    return node
 
 
 def _parse_scalar(text: str, wanted: str) -> Any:
@@ -78,7 +67,7 @@ def _parse_scalar(text: str, wanted: str) -> Any:
 
 def coerce(value: Any, node: dict, schema: dict) -> Any:
     """Convert strings (from ``--config``) to the types the schema node asks for, recursively."""
-    node = _resolve(node, schema)
+    node = resolve(node, schema)
     wanted = node.get("type")
     if isinstance(value, str) and wanted not in (None, "string"):
         value = _parse_scalar(value, wanted)
@@ -96,12 +85,12 @@ def coerce(value: Any, node: dict, schema: dict) -> Any:
 
 def fill_defaults(value: Any, node: dict, schema: dict) -> Any:
     """Fill the schema's ``default`` values into missing keys of objects, recursively."""
-    node = _resolve(node, schema)
+    node = resolve(node, schema)
     if not isinstance(value, dict):
         return value
     properties = node.get("properties", {})
     for key, child in properties.items():
-        resolved = _resolve(child, schema)
+        resolved = resolve(child, schema)
         if key not in value and "default" in resolved:
             value[key] = copy.deepcopy(resolved["default"])
     extra = node.get("additionalProperties")
@@ -195,7 +184,7 @@ def check(config: dict) -> None:
         if hparams is None:
             problems.append(f"config key 'models.{arch}': missing, but '{arch}' is in 'study'")
             continue
-        for required in ("epochs", "batch_size"):
+        for required in REQUIRED_HPARAMS:
             if required not in hparams:
                 problems.append(f"config key 'models.{arch}.{required}': missing")
         if arch in BACKBONE_ARCHS:
@@ -231,3 +220,45 @@ def photos_dir(config: dict) -> str:
     if source == "synthetic":
         return "resources/synthetic_photos"
     return str(Path(source).expanduser().resolve())
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` merged into `base` key by key, nested mappings too (as Snakemake merges config files)."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def resolved_config(configfiles: list[Path]) -> dict:
+    """The configuration a run with these config files uses: merged in order, defaults filled, checked."""
+    config: dict = {}
+    for path in configfiles:
+        with open(path, encoding="utf-8") as handle:
+            config = merged(config, yaml.safe_load(handle) or {})
+    return prepare_config(config)
+
+
+def cli(argv: list[str]) -> int:
+    """`flowerlab config [--configfile FILE ...]`: print the resolved configuration, every default included."""
+    import argparse
+
+    from flowerlab.console import run_command
+
+    parser = argparse.ArgumentParser(
+        prog=f"flowerlab {argv[0]}",
+        description="Print the configuration a run uses: config/config.yaml, then each --configfile over it, "
+        "with the schema's defaults filled in and every key checked.",
+    )
+    parser.add_argument("--configfile", type=Path, action="append", default=[],
+                        help="a config file over config/config.yaml (repeatable, as snakemake's)")
+    parser.add_argument("--base", type=Path, default=Path("config/config.yaml"), help="the study's config file")
+    args = parser.parse_args(argv[1:])
+
+    def show() -> None:
+        print(yaml.safe_dump(resolved_config([args.base, *args.configfile]), sort_keys=False), end="")
+
+    return run_command(argv[0], show)

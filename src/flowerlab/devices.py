@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from flowerlab import schema
 from flowerlab.errors import ConfigError, FlowerlabError
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def _try_tpu(tpu_connect: Callable[[], Any]) -> Any | None:
 
 
 def select_strategy(
-    accelerator: str = "auto",
+    accelerator: str = schema.default("accelerator"),
     *,
     tpu_connect: Callable[[], Any] | None = None,
     list_gpus: Callable[[], Sequence[Any]] | None = None,

@@ -47,7 +47,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowerlab import filesystem
+from flowerlab import filesystem, schema
 from flowerlab.console import configure_logging, positive_int, progress, run_command
 from flowerlab.data.walk import FoundFile, display_path, walk_root
 from flowerlab.data.workers import running_pool
@@ -65,7 +65,7 @@ REASONS = (
     "duplicate_across_classes",
 )
 KEPT, SKIPPED = "kept", "skipped"
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+DEFAULT_MAX_PIXELS = schema.default("data", "max_pixels")  # Pillow's own decompression-bomb threshold
 MIN_KEPT_PER_CLASS = 2  # one photo for each split
 DUPLICATE_SEPARATOR = ";"
 FORMAT_VERSION = 1

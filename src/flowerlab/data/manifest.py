@@ -41,6 +41,11 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
+def shard_folder(manifest_path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+    """Where the manifest's shards are: its folder + `shard_dir` ("tfrecords" by default)."""
+    return Path(manifest_path).parent / manifest.get("shard_dir", DEFAULT_SHARD_DIR)
+
+
 def shard_paths(manifest_path: str | os.PathLike[str], split: str) -> list[str]:
     """The shard files of `split` ("train" or "validation"), in order, as paths (str).
 
@@ -51,7 +56,7 @@ def shard_paths(manifest_path: str | os.PathLike[str], split: str) -> list[str]:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)
-    folder = manifest_path.parent / manifest.get("shard_dir", DEFAULT_SHARD_DIR)
+    folder = shard_folder(manifest_path, manifest)
     paths = [str(folder / shard["file"]) for shard in manifest["shards"] if shard["split"] == split]
     missing = [path for path in paths if not os.path.exists(path)]
     if missing:

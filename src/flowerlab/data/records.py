@@ -80,11 +80,11 @@ def verify_shards(manifest_path: str | os.PathLike[str], split: str | None = Non
     truncated or corrupted shard *by name*, which TensorFlow's reader cannot do. Returns the
     verified paths.
     """
-    from flowerlab.data.manifest import DEFAULT_SHARD_DIR
+    from flowerlab.data.manifest import shard_folder
 
     manifest_path = Path(manifest_path)
     data = _as_manifest(manifest_path)
-    folder = manifest_path.parent / data.get("shard_dir", DEFAULT_SHARD_DIR)
+    folder = shard_folder(manifest_path, data)
     verified = []
     for shard in data.get("shards", []):
         if split is not None and shard.get("split") != split:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from flowerlab import schema
 from flowerlab.console import configure_logging, positive_int, progress, run_command
 from flowerlab.errors import ConfigError
 from flowerlab.filesystem import cleanup_on_error, remove_stale_temporaries, replace_directory, temporary_dir_beside
@@ -194,9 +195,12 @@ def cli(argv: list[str]) -> int:
         prog=f"flowerlab {argv[0]}", description="Generate a small, learnable labelled image set."
     )
     parser.add_argument("--out", required=True, type=Path, help="folder to create (replaced if present)")
-    parser.add_argument("--classes", type=positive_int, default=5, help=f"number of classes, 2-{MAX_CLASSES}")
-    parser.add_argument("--per-class", type=positive_int, default=40, help="images per class")
-    parser.add_argument("--seed", type=int, default=0, help="the set is a pure function of this seed")
+    parser.add_argument("--classes", type=positive_int, default=schema.default("synthetic", "classes"),
+                        help=f"number of classes, 2-{MAX_CLASSES}")
+    parser.add_argument("--per-class", type=positive_int, default=schema.default("synthetic", "images_per_class"),
+                        help="images per class")
+    parser.add_argument("--seed", type=int, default=schema.default("synthetic", "seed"),
+                        help="the set is a pure function of this seed")
     args = parser.parse_args(argv[1:])
     configure_logging()
     return run_command(argv[0], lambda: synthesize(args.out, args.classes, args.per_class, args.seed))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowerlab import filesystem
+from flowerlab import filesystem, schema
 from flowerlab.console import configure_logging, positive_int, progress, run_command
 from flowerlab.data import tfrecord_io
 from flowerlab.data.inventory import KEPT, MIN_KEPT_PER_CLASS, read_inventory_csv
@@ -311,11 +311,11 @@ def build_tfrecords(
     out_dir: str | os.PathLike[str],
     manifest_path: str | os.PathLike[str],
     *,
-    image_size: int = 192,
-    jpeg_quality: int = 95,
-    validation_fraction: float = 0.19,
-    shards: int = 16,
-    seed: int = 35155,
+    image_size: int = schema.default("data", "image_size"),
+    jpeg_quality: int = schema.default("data", "jpeg_quality"),
+    validation_fraction: float = schema.default("data", "validation_fraction"),
+    shards: int = schema.default("data", "shards"),
+    seed: int = schema.default("data", "seed"),
     threads: int = 1,
     inventory_json: str | os.PathLike[str] | None = None,
     chunksize: int = DEFAULT_CHUNKSIZE,
@@ -356,10 +356,10 @@ def build_tfrecords(
     return manifest
 
 
-def cli(argv: list[str]) -> int:
+def build_parser(prog: str) -> argparse.ArgumentParser:
     """`flowerlab tfrecords --root DIR --inventory CSV --out-dir DIR --manifest JSON ...`."""
     parser = argparse.ArgumentParser(
-        prog=f"flowerlab {argv[0]}",
+        prog=prog,
         description="Split the inventory's kept photos, resize them and write sharded TFRecords.",
     )
     parser.add_argument("--root", required=True, type=Path, help="the photo folder the inventory describes")
@@ -368,15 +368,21 @@ def cli(argv: list[str]) -> int:
                         help="inventory.json (default: the CSV's path with .json)")
     parser.add_argument("--out-dir", required=True, type=Path, help="folder of the .tfrec shards")
     parser.add_argument("--manifest", required=True, type=Path, help="manifest.json to write last")
-    parser.add_argument("--image-size", type=positive_int, default=192)
-    parser.add_argument("--jpeg-quality", type=positive_int, default=95)
-    parser.add_argument("--validation-fraction", type=float, default=0.19)
-    parser.add_argument("--shards", type=positive_int, default=16, help="shard files across both splits")
-    parser.add_argument("--seed", type=int, default=35155, help="decides the split and the record order")
+    parser.add_argument("--image-size", type=positive_int, default=schema.default("data", "image_size"))
+    parser.add_argument("--jpeg-quality", type=positive_int, default=schema.default("data", "jpeg_quality"))
+    parser.add_argument("--validation-fraction", type=float, default=schema.default("data", "validation_fraction"))
+    parser.add_argument("--shards", type=positive_int, default=schema.default("data", "shards"),
+                        help="shard files across both splits")
+    parser.add_argument("--seed", type=int, default=schema.default("data", "seed"),
+                        help="decides the split and the record order")
     parser.add_argument("--threads", type=positive_int, default=1, help="worker processes")
     parser.add_argument("--chunksize", type=positive_int, default=DEFAULT_CHUNKSIZE,
                         help="photos per worker task (default %(default)s)")
-    args = parser.parse_args(argv[1:])
+    return parser
+
+
+def cli(argv: list[str]) -> int:
+    args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
     configure_logging()
     return run_command(argv[0], lambda: build_tfrecords(
         args.root, args.inventory, args.out_dir, args.manifest, image_size=args.image_size,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from flowerlab import filesystem
+from flowerlab import filesystem, schema
 from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.data.manifest import load_manifest
 from flowerlab.errors import ConfigError, DataError
@@ -234,7 +234,7 @@ def evaluate(
     out_dir: str | os.PathLike[str],
     batch_size: int,
     latency_runs: int,
-    accelerator: str = "auto",
+    accelerator: str = schema.default("accelerator"),
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate one model and write metrics.json and predictions.csv to `out_dir`; return the metrics."""
@@ -288,17 +288,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--training-json", required=True, help="its training record (training.json)")
     parser.add_argument("--manifest", required=True, help="results/data/manifest.json")
     parser.add_argument("--out-dir", required=True, help="where metrics.json and predictions.csv go")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="inference batch (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=schema.default("evaluation", "batch_size"),
+                        help="inference batch")
     parser.add_argument(
         "--latency-runs",
         type=positive_int,
-        default=50,
-        help="single-image calls timed for the latency median and p95 (default 50)",
+        default=schema.default("evaluation", "latency_runs"),
+        help="single-image calls timed for the latency median and p95",
     )
     parser.add_argument(
         "--accelerator",
         choices=["auto", "gpu", "cpu", "tpu"],
-        default="auto",
+        default=schema.default("accelerator"),
         help="auto: the first GPU if any, else the CPU; tpu: as auto, with a warning (no TPU evaluation)",
     )
     parser.add_argument(

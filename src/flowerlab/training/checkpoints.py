@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import filesystem
+from flowerlab.filesystem import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -175,16 +176,6 @@ def save_checkpoint(directory: str | os.PathLike[str], model: Any, state: Mappin
     return final
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_other_checkpoints(directory: Path, *, keep: Path | None) -> None:
     """Delete every checkpoint but `keep`, and temporaries left by killed runs."""
     for entry in directory.iterdir():
@@ -193,7 +184,7 @@ def remove_other_checkpoints(directory: Path, *, keep: Path | None) -> None:
         temporary = _TEMPORARY.match(entry.name)
         if temporary:
             pid = int(temporary.group(1))
-            if pid != os.getpid() and _pid_alive(pid):
+            if pid != os.getpid() and pid_alive(pid):
                 continue  # another live run is writing it
             shutil.rmtree(entry, ignore_errors=True)
         elif _EPOCH_DIR.match(entry.name) and entry.is_dir():

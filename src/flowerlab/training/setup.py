@@ -14,18 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowerlab import schema
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.filesystem import sha256_file
-
-REQUIRED_HPARAMS = ("epochs", "batch_size")
 
 
 def _hparams_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """The `$defs/hparams` node of the config schema, and the whole schema (for its $refs)."""
-    from flowerlab.config import load_schema
-
-    schema = load_schema()
-    return schema["$defs"]["hparams"], schema
+    config_schema = schema.read_schema()
+    return config_schema["$defs"]["hparams"], config_schema
 
 
 def resolve_hparams(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,9 +38,9 @@ def resolve_hparams(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     if not isinstance(raw, Mapping):
         raise ConfigError(f"--hparams must be a JSON object of hyperparameters, got {type(raw).__name__}")
-    node, schema = _hparams_schema()
-    hparams = fill_defaults(dict(raw), node, schema)
-    validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], **node})
+    node, config_schema = _hparams_schema()
+    hparams = fill_defaults(dict(raw), node, config_schema)
+    validator = jsonschema.Draft202012Validator({"$defs": config_schema["$defs"], **node})
     problems = []
     for error in sorted(validator.iter_errors(hparams), key=lambda e: list(map(str, e.absolute_path))):
         key = ".".join(map(str, error.absolute_path)) or "(top level)"
@@ -53,7 +50,7 @@ def resolve_hparams(raw: Mapping[str, Any]) -> dict[str, Any]:
         elif error.validator == "enum":
             allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
         problems.append(f"hparams key '{key}': {error.message}{allowed}")
-    problems += [f"hparams key '{key}': missing (required)" for key in REQUIRED_HPARAMS if key not in hparams]
+    problems += [f"hparams key '{key}': missing (required)" for key in schema.REQUIRED_HPARAMS if key not in hparams]
     if problems:
         raise ConfigError("invalid hyperparameters:\n  " + "\n  ".join(problems))
     return dict(sorted(hparams.items()))
@@ -75,8 +72,8 @@ class TrainSettings:
     out_dir: Path
     checkpoint_dir: Path
     hparams: dict[str, Any]  # resolved (resolve_hparams)
-    accelerator: str = "auto"
-    seed: int = 42
+    accelerator: str = schema.default("accelerator")
+    seed: int = schema.default("seed")
     deterministic: bool = False
     threads: int | None = None  # None: leave TensorFlow's thread pools as they are
     log_every_epoch: bool = False

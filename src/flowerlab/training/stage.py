@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowerlab import schema
 from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.training import checkpoints
@@ -286,8 +287,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-dir", required=True, type=Path, help="results/checkpoints/ARCH")
     parser.add_argument("--hparams", required=True,
                         help="JSON object of config models.ARCH (workflow/schemas/config.schema.yaml $defs/hparams)")
-    parser.add_argument("--accelerator", default="auto", choices=("auto", "tpu", "gpu", "cpu"))
-    parser.add_argument("--seed", type=int, default=42, help="weights, shuffling and augmentation")
+    parser.add_argument("--accelerator", default=schema.default("accelerator"), choices=("auto", "tpu", "gpu", "cpu"))
+    parser.add_argument("--seed", type=int, default=schema.default("seed"), help="weights, shuffling and augmentation")
     parser.add_argument("--deterministic", action="store_true",
                         help="TensorFlow op determinism and ordered input pipeline (bit-identical CPU reruns)")
     parser.add_argument("--threads", type=positive_int, default=None,
