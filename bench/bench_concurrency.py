@@ -6,8 +6,8 @@
 
 The same set of short trainings (`--archs`, default convnet and dense: one architecture of each
 kind the study trains), each a separate Python process running flowerlab's own training path
-(bench/bench_training.py's helpers: `flowerlab.models.build_model`, `flowerlab.training.stage.compile_model`,
-`flowerlab.training.stage.make_datasets` on the manifest's TFRecords), is run
+(bench/bench_training.py's helpers: `flowerlab.models.build.build_model`, `flowerlab.training.setup.compile_model`,
+`flowerlab.training.setup.make_datasets` on the manifest's TFRecords), is run
 
 * `sequential` (**baseline**, what the workflow does today): one process after another, each with
   all `--cpus` as TensorFlow and tf.data threads;

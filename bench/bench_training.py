@@ -12,9 +12,9 @@ Measured in one run, on the same machine, thread limits and data:
          x / 255, the architecture written with plain Keras layers in float32 (squeezenet with
          `keras.layers.BatchNormalization`, MobileNetV2 from `keras.applications` with
          `weights=PATH`), `compile(Adam, categorical cross-entropy, accuracy)`, `fit`;
-* flowerlab: what `flowerlab train` runs: `flowerlab.models.build_model`, the precision
-         `auto` resolves to on this device (`flowerlab.devices`), `flowerlab.training.stage.compile_model`
-         and the datasets of `flowerlab.training.stage.make_datasets` on the manifest's TFRecords, with
+* flowerlab: what `flowerlab train` runs: `flowerlab.models.build.build_model`, the precision
+         `auto` resolves to on this device (`flowerlab.devices`), `flowerlab.training.setup.compile_model`
+         and the datasets of `flowerlab.training.setup.make_datasets` on the manifest's TFRecords, with
          the uint8 cache already filled (the study's steady state: its first epoch fills it and
          is excluded from its images/s too). For a frozen-backbone model (`mobilenet_v2`, whose
          `flowerlab train` uses the feature cache, flowerlab.training.frozen_backbone) it is that path: the

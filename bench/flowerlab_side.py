@@ -28,7 +28,7 @@ class FlowerlabPath:
     global_batch: int
     full_batches: int  # full batches in one epoch: the steps that can be timed
     feature_cache: bool  # flowerlab train trains this model's head on cached backbone features
-    run: Any  # flowerlab.training.stage.TrainSettings, DataPlan and Batching of the side
+    run: Any  # flowerlab.training.setup.TrainSettings, DataPlan and Batching of the side
     plan: Any
     batching: Any
 

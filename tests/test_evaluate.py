@@ -100,7 +100,7 @@ def test_latency_summary_median_and_p95() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# FLOPs: 2 per multiply-add, the convention of REFERENCE.md §7
+# FLOPs: 2 per multiply-add, the convention of TensorFlow's profiler
 # ------------------------------------------------------------------------------------------
 
 
@@ -394,7 +394,7 @@ def test_every_architecture_round_trips_through_safe_loading(arch: str, tmp_path
 
 @pytest.mark.real_data
 def test_cost_figures_of_the_course_transfer_model(mobilenet_weights: Path, tmp_path: Path) -> None:
-    """Frozen ImageNet MobileNetV2 + softmax at 192 px: REFERENCE.md §3 and §7."""
+    """Frozen ImageNet MobileNetV2 + softmax at 192 px: the course's parameter counts (docs/course.md)."""
     from flowerlab.models.build import build_model, count_parameters
 
     model = build_model("mobilenet_v2", num_classes=5, image_size=192, weights=str(mobilenet_weights))

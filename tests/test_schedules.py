@@ -9,7 +9,7 @@ import pytest
 from flowerlab.errors import ConfigError
 from flowerlab.training.schedules import cosine, learning_rate_at, ramp_decay, schedule_function
 
-# The course's Xception recipe (REFERENCE.md §4) on 8 TPU cores.
+# The course's Xception recipe (docs/course.md) on 8 TPU cores.
 XCEPTION = {"schedule": "ramp_decay", "learning_rate": 5e-5, "lr_start": 1e-5, "lr_min": 1e-5,
             "rampup_epochs": 5, "decay": 0.8}
 

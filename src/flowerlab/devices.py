@@ -11,7 +11,7 @@ Call order matters, because TensorFlow fixes these when its runtime initialises 
         model = build_model(...)
 
 The course detected hardware with `TPUClusterResolver.connect()` and fell back on ValueError,
-but later tested an undefined `tpu` variable off-TPU (docs/REFERENCE.md §6); here every branch
+but later tested an undefined `tpu` variable off-TPU (docs/course.md, hardware); here every branch
 returns a complete `DeviceInfo`, and the hardware probes are injectable so that the selection
 logic is unit-tested without a TPU or a GPU.
 """
@@ -286,8 +286,8 @@ def resolve_precision(
 
     auto: mixed_bfloat16 on TPU (native), mixed_float16 on GPU (tensor cores). On a CPU it
     depends on how the CPU computes bfloat16 (`cpu_flags`, read from /proc/cpuinfo when None):
-    - AMX: mixed_bfloat16 (docs/REFERENCE.md §7 measured convnet 3.5x and squeezenet 1.3x
-      faster than float32 on an AMX machine);
+    - AMX: mixed_bfloat16 (bench/bench_models.py --compare precision on an Intel Xeon with AMX
+      measured convnet 2.9x and squeezenet 1.5x faster than float32);
     - AVX512_BF16 only: `cpu_precision`, the architecture's measured preference
       (ArchSpec.cpu_precision: bench/bench_models.py on an AMD EPYC found convnet 3.2x and
       squeezenet 1.8x faster in bfloat16; dense and MobileNetV2 were 0.86-1.0x);

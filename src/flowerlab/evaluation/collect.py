@@ -5,7 +5,7 @@ results/metrics.csv --out-json results/metrics.json` writes one row per architec
 order given), one column per figure, units in the column names. COLUMNS below says what each
 column means; metrics.json carries the same descriptions beside the rows.
 
-The course's own validation accuracies (REFERENCE.md §5) sit beside ours for comparison;
+The course's own validation accuracies (docs/course.md) sit beside ours for comparison;
 architectures the course did not train (dense, mobilenet_v2_finetune) have none (empty).
 """
 
@@ -33,7 +33,7 @@ BYTES_PER_MB = 1_000_000  # model_mb is in megabytes (10^6 bytes), as file manag
 COLUMNS: dict[str, str] = {
     "arch": "architecture",
     "val_accuracy": "accuracy of the trained model on the validation split (fraction)",
-    "course_val_accuracy": "final validation accuracy the course's notebooks printed (REFERENCE.md §5); "
+    "course_val_accuracy": "final validation accuracy the course's notebooks printed (docs/course.md); "
     "empty where the course did not train this architecture",
     "val_loss": "categorical cross-entropy on the validation split",
     "val_macro_f1": "unweighted mean of the per-class F1 scores on the validation split",

@@ -1,7 +1,7 @@
 """`dense`: the fully connected baseline shown in the article that introduced the labs.
 
 Flatten -> Dense(500, relu) -> Dense(50, relu) -> Dense(num_classes, softmax):
-55,321,805 parameters at 192 px with 5 classes (docs/REFERENCE.md §3). Almost all of them are in
+55,321,805 parameters at 192 px with 5 classes (docs/course.md). Almost all of them are in
 the first layer (192·192·3·500), which is why it overfits and why the course moves on to
 convolutions.
 """

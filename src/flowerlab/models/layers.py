@@ -3,7 +3,7 @@
 `FusedBatchNormalization` exists for speed only: Keras 3's `BatchNormalization` computes the
 moments and the normalisation with separate element-wise ops, while TensorFlow's
 `FusedBatchNormV3` kernel does it in one pass over the activations. On the 2-core development
-machine that halves SqueezeNet's training time (docs/REFERENCE.md §7 and bench/bench_models.py),
+machine that halves SqueezeNet's training time (bench/bench_models.py --compare batchnorm),
 because memory traffic over the large early activations, not arithmetic, is what costs there.
 The math, the weights and their names are those of `keras.layers.BatchNormalization`, so a
 model can switch between the two without changing its parameter count or its results.

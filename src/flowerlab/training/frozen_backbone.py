@@ -20,8 +20,8 @@ time. Here it runs once per photo:
 
 With `augment` the backbone's input differs every epoch, so the features are computed once per
 epoch: each epoch's augmented images come from the image path's own training dataset (same
-order, same augmentation seeds) and the head trains on them in that order. That is what the
-issue asks ("per augmentation variant"), keeps the augmented run equal to the image path's up
+order, same augmentation seeds) and the head trains on them in that order. That keeps one
+extraction per augmentation variant, keeps the augmented run equal to the image path's up
 to float32 rounding, and still runs the folded backbone. (The other choice, training on images
 whenever augment is on, would keep the image path's cost for every augmented frozen model.)
 

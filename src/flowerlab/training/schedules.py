@@ -7,7 +7,7 @@ training ran straight through or restarted at epoch 5.
 `constant`: `learning_rate` every epoch (the course's convnet and squeezenet recipes do not scale
 it with the number of replicas).
 
-`ramp_decay`: the course's Xception recipe (docs/REFERENCE.md §4), with lr_max = learning_rate x
+`ramp_decay`: the course's Xception recipe (docs/course.md, the training recipes), with lr_max = learning_rate x
 replicas because the global batch grows with the replicas:
 
     e <  rampup:  lr_start + (lr_max - lr_start) * e / rampup

@@ -281,7 +281,7 @@ def out_of_memory_hint(arch: str, global_batch: int) -> Iterator[None]:
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Train one architecture (resumable).")
-    parser.add_argument("--arch", required=True, help="architecture (flowerlab.models.ARCHITECTURES)")
+    parser.add_argument("--arch", required=True, help="architecture (flowerlab.models.registry.ARCHITECTURES)")
     parser.add_argument("--manifest", required=True, type=Path, help="results/data/manifest.json")
     parser.add_argument("--out-dir", required=True, type=Path, help="results/models/ARCH")
     parser.add_argument("--checkpoint-dir", required=True, type=Path, help="results/checkpoints/ARCH")
