@@ -10,11 +10,12 @@ and scaled to the default study (config/config.yaml's epochs):
   import included) with flowerlab's own record framing against `tf.io.TFRecordWriter`;
 * fused_adam: training steps of each model with `FusedAdam` against Keras' `Adam`, per step
   (median of timed `train_on_batch` calls after a warm-up) x the study's steps;
-* batch_norm_folding: the frozen MobileNetV2's feature extraction over every training and
-  validation photo with the batch norms folded into the convolutions, against unfolded;
-* batch_order_replay: the frozen MobileNetV2 trained on cached features in the image path's own
-  per-epoch order (`pipeline.epoch_order`) against a plain seeded permutation per epoch: the
-  seconds the replay costs, and both paths' validation accuracy over `--seeds`.
+* batch_norm_folding: the study's frozen-MobileNetV2 training job (features extracted once, the
+  head trained on them) with the backbone's batch norms folded into its convolutions, against
+  the same job unfolded;
+* batch_order_replay: the same job with the head's batches in the image path's own per-epoch
+  order (`pipeline.epoch_order`), against a plain seeded permutation per epoch: the seconds it
+  costs, and both jobs' validation accuracy over `--seeds`.
 
 Results go to results/bench/machinery.csv (--out); one row per piece and comparison.
 """
@@ -119,62 +120,58 @@ def fused_adam(manifest: Path, archs: list[str], steps: int) -> list[dict]:
     return rows
 
 
-def batch_norm_folding(manifest: Path, weights: str, threads: int) -> list[dict]:
-    from flowerlab.models.build import build_model
-    from flowerlab.training import frozen_backbone, setup
-
-    hparams = setup.resolve_hparams({"epochs": 1, "batch_size": 64, "precision": "float32", "weights": weights})
-    run = setup.TrainSettings(arch="mobilenet_v2", manifest=manifest, out_dir=Path("unused"),
-                              checkpoint_dir=Path("unused"), hparams=hparams, threads=threads)
-    from flowerlab.data.manifest import load_manifest
-
-    plan = setup.load_data_plan(manifest, load_manifest(manifest), None)
-    batching = setup.plan_batches("mobilenet_v2", 64, "cpu", 1, plan.train_records)
-    model = build_model("mobilenet_v2", num_classes=plan.num_classes, image_size=plan.image_size, weights=weights)
-    train, validation, _ = frozen_backbone.image_datasets(run, plan, batching)
-    seconds = {}
-    for fold in (True, False):
-        extract = frozen_backbone.extraction_function(frozen_backbone.split_frozen_backbone(model, fold=fold).extractor)
-        frozen_backbone.extract_features(extract, train.take(1), expected=64, what="warm-up")
-        seconds[fold] = sum(frozen_backbone.extract_features(extract, data, expected=count, what="timed").seconds
-                            for data, count in ((train, plan.train_records), (validation, plan.validation_records)))
-    images = plan.train_records + plan.validation_records
-    return [row("batch_norm_folding", f"extraction of {images} photos", seconds[True], seconds[False], "s",
-                seconds[False] - seconds[True], "each photo is extracted once per study (no augmentation)")]
-
-
-def batch_order_replay(manifest: Path, weights: str, seeds: list[int], threads: int, scratch: Path) -> list[dict]:
+def train_frozen_mobilenet(manifest: Path, weights: str, seed: int, out: Path, **variant: Any) -> dict:
+    """One `flowerlab train` of the frozen MobileNetV2 (the default study's job, on cached features),
+    with `fold` or `replay` switched off when asked; returns its training.json record."""
     import numpy as np
 
     from flowerlab.data import pipeline
-    from flowerlab.training import setup, stage
+    from flowerlab.training import frozen_backbone, setup, stage
 
-    replay = pipeline.epoch_order
-    started = time.perf_counter()
-    for epoch in range(STUDY_EPOCHS["mobilenet_v2"]):
-        replay(3001, epoch, seed=42)
-    replay_seconds = time.perf_counter() - started
-    accuracy: dict[str, list[float]] = {"replay": [], "permutation": []}
+    replay, folds = pipeline.epoch_order, frozen_backbone.folds_batch_norms
+    if not variant.get("replay", True):
+        pipeline.epoch_order = lambda records, epoch, *, seed, **_: np.random.default_rng([seed, epoch]).permutation(
+            records)
+    if not variant.get("fold", True):
+        frozen_backbone.folds_batch_norms = lambda model: False
     try:
-        for seed in seeds:
-            for name in accuracy:
-                pipeline.epoch_order = replay if name == "replay" else (
-                    lambda records, epoch, *, seed, **_: np.random.default_rng([seed, epoch]).permutation(records))
-                hparams = setup.resolve_hparams({"epochs": STUDY_EPOCHS["mobilenet_v2"], "batch_size": 64,
-                                                 "weights": weights, "precision": "float32"})
-                record = stage.train(setup.TrainSettings(
-                    arch="mobilenet_v2", manifest=manifest, out_dir=scratch / f"{name}-{seed}",
-                    checkpoint_dir=scratch / f"{name}-{seed}-checkpoints", hparams=hparams, seed=seed, threads=threads))
-                accuracy[name].append(record["final_val_accuracy"])
+        hparams = setup.resolve_hparams({"epochs": STUDY_EPOCHS["mobilenet_v2"], "batch_size": 64, "weights": weights})
+        return stage.train(setup.TrainSettings(arch="mobilenet_v2", manifest=manifest, out_dir=out,
+                                               checkpoint_dir=out.with_name(f"{out.name}-checkpoints"),
+                                               hparams=hparams, seed=seed))
     finally:
-        pipeline.epoch_order = replay
-    note = "; ".join(f"{name}: {', '.join(f'{a:.4f}' for a in values)}" for name, values in accuracy.items())
-    rows = [row("batch_order_replay", "computing 10 epochs' order", replay_seconds, 0.0, "s", -replay_seconds)]
-    if seeds:
-        rows.append(row("batch_order_replay", f"mean final validation accuracy over seeds {seeds}",
-                        statistics.mean(accuracy["replay"]), statistics.mean(accuracy["permutation"]), "accuracy",
-                        0.0, note))
-    return rows
+        pipeline.epoch_order, frozen_backbone.folds_batch_norms = replay, folds
+
+
+def frozen_backbone_pieces(manifest: Path, weights: str, seeds: list[int], scratch: Path) -> list[dict]:
+    """Batch-norm folding and the batch-order replay, each as whole training jobs of the study."""
+    runs: dict[str, list[dict]] = {"as built": [], "permutation": []}
+    for seed in seeds:
+        for name in runs:
+            runs[name].append(train_frozen_mobilenet(manifest, weights, seed, scratch / f"{name}-{seed}",
+                                                     replay=name == "as built"))
+    unfolded = train_frozen_mobilenet(manifest, weights, seeds[0], scratch / "unfolded", fold=False)
+    folded = runs["as built"][0]
+
+    def mean(name: str, key: str) -> float:
+        return statistics.mean(record[key] for record in runs[name])
+
+    def listed(name: str) -> str:
+        return ", ".join(f"{record['final_val_accuracy']:.4f}" for record in runs[name])
+
+    cache = {name: record["feature_cache"] for name, record in (("folded", folded), ("unfolded", unfolded))}
+    return [
+        row("batch_norm_folding", f"frozen MobileNetV2 training job, seed {seeds[0]}", folded["wall_seconds"],
+            unfolded["wall_seconds"], "s", unfolded["wall_seconds"] - folded["wall_seconds"],
+            f"training-feature extraction {cache['folded']['train_extraction_seconds']:.1f} s folded, "
+            f"{cache['unfolded']['train_extraction_seconds']:.1f} s unfolded; final accuracy "
+            f"{folded['final_val_accuracy']:.4f} folded, {unfolded['final_val_accuracy']:.4f} unfolded"),
+        row("batch_order_replay", f"frozen MobileNetV2 training job, mean of seeds {seeds}",
+            mean("as built", "wall_seconds"), mean("permutation", "wall_seconds"), "s",
+            mean("permutation", "wall_seconds") - mean("as built", "wall_seconds"),
+            f"final validation accuracy with the replay {listed('as built')}; "
+            f"with a plain permutation {listed('permutation')}"),
+    ]
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -190,10 +187,10 @@ def run(args: argparse.Namespace) -> list[dict]:
                        check=True, capture_output=True)
         rows = tfrecord_writer(photos, inventory, scratch, args.threads, args.image_size)
         manifest = scratch / "records-own" / "manifest.json"
-        rows += fused_adam(manifest, args.archs, args.steps)
-        if args.weights:
-            rows += batch_norm_folding(manifest, str(args.weights), args.threads)
-            rows += batch_order_replay(manifest, str(args.weights), args.seeds, args.threads, scratch)
+        if "fused_adam" in args.parts:
+            rows += fused_adam(manifest, args.archs, args.steps)
+        if args.weights and args.seeds and "frozen_backbone" in args.parts:
+            rows += frozen_backbone_pieces(manifest, str(args.weights), args.seeds, scratch)
     return rows
 
 
@@ -210,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--archs", nargs="+", default=["dense", "convnet", "squeezenet"])
     parser.add_argument("--steps", type=positive_int, default=20, help="timed training steps per optimizer")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3], help="accuracy runs of the replay")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3],
+                        help="seeds of the frozen MobileNetV2 jobs (folding: the first; the replay: all)")
+    parser.add_argument("--parts", nargs="+", default=["fused_adam", "frozen_backbone"],
+                        choices=["fused_adam", "frozen_backbone"], help="what to measure beside the writer")
     parser.add_argument("--image-size", type=positive_int, default=192)
     parser.add_argument("--quick", action="store_true", help="synthetic photos, 3 steps, no weights, no seeds")
     parser.add_argument("--out", type=Path, default=Path("results/bench/machinery.csv"))

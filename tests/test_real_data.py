@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from record_fields import decode_example, read_records
 
-from flowerlab.data import tfrecord_io
 from flowerlab.data.inventory import make_inventory
 from flowerlab.data.manifest import shard_paths
-from flowerlab.data.tfrecords import build_tfrecords, decode_example
+from flowerlab.data.tfrecords import build_tfrecords
 
 pytestmark = pytest.mark.real_data
 
@@ -79,7 +79,7 @@ def test_tfrecords_hold_every_kept_photo_in_16_shards(real_inventory, real_data_
     splits: Counter[tuple[str, str]] = Counter()
     for split in ("train", "validation"):
         for path in shard_paths(out / "manifest.json", split):
-            for record in tfrecord_io.read_records(path):
+            for record in read_records(path):
                 fields = decode_example(record)
                 assert fields["id"] not in seen
                 seen[fields["id"]] = fields["source"]

@@ -24,12 +24,10 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import BinaryIO, Self
 
 import numpy as np
-
-from flowerlab.errors import DataError
 
 CRC32C_POLYNOMIAL = 0x82F63B78  # Castagnoli, bit-reflected
 CRC_MASK_DELTA = 0xA282EAD8
@@ -134,25 +132,6 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_records(path: str | os.PathLike[str], verify: bool = True) -> Iterator[bytes]:
-    """The records of a .tfrec file; DataError on a truncated file or (with verify) a bad CRC."""
-    with open(path, "rb") as handle:
-        while header := handle.read(12):
-            if len(header) < 12:
-                raise DataError(f"{path}: truncated record header")
-            (length,) = struct.unpack("<Q", header[:8])
-            data = handle.read(length)
-            footer = handle.read(4)
-            if len(data) < length or len(footer) < 4:
-                raise DataError(f"{path}: truncated record")
-            if verify and (
-                struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8])
-                or struct.unpack("<I", footer)[0] != masked_crc32c(data)
-            ):
-                raise DataError(f"{path}: record CRC mismatch (corrupt file)")
-            yield data
 
 
 # ----------------------------------------------------------------------------- tf.train.Example

@@ -1,7 +1,7 @@
 """Split, resize and write the kept photos as sharded TFRecords (`flowerlab tfrecords`).
 
 Records and `manifest.json` follow docs/architecture.md exactly: later stages find the shards
-with `load_manifest` and `shard_paths`, and parse them with `feature_spec`.
+with `flowerlab.data.manifest` and read them with `flowerlab.data.records`.
 
 The split and the shards: `flowerlab.data.splits` (a photo's side and shard depend only on its
 content and the seed).
@@ -10,8 +10,8 @@ The work. Worker processes read, check (sha256 must match the inventory), decode
 re-encode the photos (`flowerlab.data.images`); the main process writes the records in plan
 order, so the output is byte-identical across runs and worker counts. Writing needs no
 TensorFlow (`flowerlab.data.tfrecord_io` encodes the records and the file framing; tests
-check the bytes against TensorFlow's), so the stage starts instantly; only `feature_spec` and
-`decode_example`, for readers, import it. Shards are written in a
+check the bytes against TensorFlow's), so the stage starts instantly; only `feature_spec`, the record schema
+for readers, imports it (the one reader is `flowerlab.data.records`). Shards are written in a
 temporary folder beside the output folder, which replaces it when complete; the manifest,
 which lists every shard with its sha256, is deleted at the start and written last, so a run
 killed at any point leaves nothing that looks complete.
@@ -107,25 +107,6 @@ def write_shard(path: str | os.PathLike[str], records: Iterable[bytes]) -> int:
         for record in records:
             writer.write(record)
     return writer.records
-
-
-def decode_example(serialized: bytes) -> dict[str, Any]:
-    """A record's fields as Python values (tests, debugging): the inverse of `serialize_example`."""
-    import tensorflow as tf
-
-    feature = tf.train.Example.FromString(serialized).features.feature
-    return {
-        "image": feature["image"].bytes_list.value[0],
-        "class": feature["class"].int64_list.value[0],
-        "label": feature["label"].bytes_list.value[0].decode("utf-8"),
-        "size": list(feature["size"].int64_list.value),
-        "one_hot_class": list(feature["one_hot_class"].float_list.value),
-        "id": feature["id"].bytes_list.value[0].decode("ascii"),
-        "source": feature["source"].bytes_list.value[0].decode("utf-8", "surrogateescape"),
-    }
-
-
-
 
 
 # ----------------------------------------------------------------------------- inputs
