@@ -43,9 +43,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import write_csv
+from common import run_script
 
-from flowerlab.console import configure_logging, positive_int, run_command
+from flowerlab.console import positive_int
 from flowerlab.errors import DataError
 from flowerlab.reporting.timings import Job, read_jobs, span_seconds, total_seconds  # shared with the report
 
@@ -242,16 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
 
-    def work() -> None:
+    def produce() -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="bench_study-") as scratch:
-            rows = run(args, Path(scratch))
-        write_csv(args.out, rows)
-        print_table(rows)
-        print(f"wrote {args.out}")
+            return run(args, Path(scratch))
 
-    return run_command("bench_study", work)
+    return run_script("bench_study", produce, args.out, print_table)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import default_photos, default_weights, make_quick_data, write_csv
+from common import default_photos, default_weights, make_quick_data, run_script
 from flowerlab_side import feature_cache_side, flowerlab_path
 from plain_keras import build_plain, check_photos, plain_dataset
 from steps import (
@@ -80,7 +80,7 @@ from training_results import (
     training_flops_factor,
 )
 
-from flowerlab.console import configure_logging, positive_int, run_command
+from flowerlab.console import positive_int
 from flowerlab.errors import ConfigError
 
 logger = logging.getLogger("bench_training")
@@ -300,16 +300,8 @@ def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = resolve_arguments(build_parser().parse_args(argv))
-    configure_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-    def work() -> None:
-        rows = [{column: row[column] for column in COLUMNS} for row in run(args)]
-        write_csv(args.out, rows)
-        print_table(rows)
-        print(f"wrote {args.out}")
-
-    return run_command("bench_training", work)
+    return run_script("bench_training", lambda: run(args), args.out, print_table, COLUMNS)
 
 
 if __name__ == "__main__":

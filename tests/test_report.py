@@ -549,7 +549,10 @@ def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: P
 
     import yaml
 
-    config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    from flowerlab.config import prepare_config
+
+    # what the workflow hands Snakemake: config.yaml with the schema's defaults (common.smk)
+    config = prepare_config(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()))
     folder = repo_root / "workflow" / "report"
     for name in ("metrics", "report_notebook", "landing_page"):
         body = render_caption(folder / f"{name}.rst", config)
