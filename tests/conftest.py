@@ -91,3 +91,15 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = Path(os.environ.get("FLOWERLAB_TEST_ARTIFACTS") or tmp_path_factory.mktemp("artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def two_architecture_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake study of dense and convnet with a training benchmark, its notebook executed and its
+    landing page published as the workflow does (tests/fake_study.py); returns index.html.
+    Executed once per session: the report and browser tests only read it."""
+    import fake_study
+
+    return fake_study.make_fake_report(
+        tmp_path_factory.mktemp("two") / "results", ["dense", "convnet"], training_benchmark=True
+    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import fake_study
 import pytest
 from chromium_page import assert_page_loads_in_the_browser, screenshot
 
@@ -21,13 +20,13 @@ from flowerlab.reporting import captions
 
 pytestmark = pytest.mark.browser
 
-# Every figure but the training benchmark's: the fake study has no results/bench/training.csv.
-DRAWN_FIGURES = len(captions.FIGURES) - len(captions.OPTIONAL_FIGURES)
+# Every figure: the fake study has a training benchmark (results/bench/training.csv) too.
+DRAWN_FIGURES = len(captions.FIGURES)
 
 
 @pytest.fixture(scope="module")
-def fake_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fake_study.make_fake_report(tmp_path_factory.mktemp("browser") / "results", ["dense", "convnet"])
+def fake_report(two_architecture_report: Path) -> Path:
+    return two_architecture_report
 
 
 @pytest.mark.slow

@@ -358,10 +358,8 @@ def test_relative_paths_resolve_against_the_repository_root(repo_root: Path, tmp
 
 
 @pytest.fixture(scope="module")
-def two_architectures(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fake_study.make_fake_report(
-        tmp_path_factory.mktemp("two") / "results", ["dense", "convnet"], training_benchmark=True
-    )
+def two_architectures(two_architecture_report: Path) -> Path:
+    return two_architecture_report
 
 
 @pytest.fixture(scope="module")
