@@ -28,7 +28,7 @@ def tool(name: str) -> str:
 
 
 def test_ruff_finds_nothing() -> None:
-    done = run(tool("ruff"), "check", "src", "tests", "bench")
+    done = run(tool("ruff"), "check")  # the whole project, the report notebook included
     assert done.returncode == 0, done.stdout + done.stderr
 
 

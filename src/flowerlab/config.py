@@ -222,23 +222,15 @@ def photos_dir(config: dict) -> str:
     return str(Path(source).expanduser().resolve())
 
 
-def merged(base: dict, override: dict) -> dict:
-    """`override` merged into `base` key by key, nested mappings too (as Snakemake merges config files)."""
-    result = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
 def resolved_config(configfiles: list[Path]) -> dict:
-    """The configuration a run with these config files uses: merged in order, defaults filled, checked."""
+    """The configuration a run with these config files uses: merged in order (by Snakemake's own
+    `update_config`, as `--configfile` merges them), defaults filled, checked."""
+    from snakemake.utils import update_config
+
     config: dict = {}
     for path in configfiles:
         with open(path, encoding="utf-8") as handle:
-            config = merged(config, yaml.safe_load(handle) or {})
+            update_config(config, yaml.safe_load(handle) or {})
     return prepare_config(config)
 
 

@@ -7,6 +7,7 @@ schema alone. Reading it needs only PyYAML: any stage may import this module.
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,6 @@ def _schema(path: Path) -> dict[str, Any]:
 
 def read_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """The schema as written (a fresh copy: callers may fill it in)."""
-    import copy
-
     return copy.deepcopy(_schema(Path(path)))
 
 

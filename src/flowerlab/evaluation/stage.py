@@ -186,14 +186,14 @@ class Predictions:
 
 
 def predict_validation(forward: Callable[[Any], np.ndarray], manifest: dict[str, Any],
-                       manifest_path: str | os.PathLike[str], *, image_size: int, batch_size: int) -> Predictions:
+                       manifest_path: str | os.PathLike[str], *, record_size: int, image_size: int,
+                       num_classes: int, batch_size: int) -> Predictions:
     """Predictions for every validation record; a DataError when the shards hold another number."""
     from flowerlab.data.records import count_records
 
     expected = count_records(manifest, "validation")
-    batches = validation_batches(validation_shards(manifest_path), record_size=int(manifest["image_size"]),
-                                 image_size=image_size, num_classes=len(manifest["classes"]),
-                                 batch_size=batch_size)
+    batches = validation_batches(validation_shards(manifest_path), record_size=record_size,
+                                 image_size=image_size, num_classes=num_classes, batch_size=batch_size)
     predictions = Predictions(*predict(forward, batches, expected))
     if expected != len(predictions.ids):
         raise DataError(f"the validation shards hold {len(predictions.ids)} records, the manifest says "
@@ -246,7 +246,7 @@ def evaluate(
     record = read_json(training_json, "training record")
     check_training_record(record, arch, manifest_path, training_json)
     manifest = load_manifest(manifest_path)
-    classes, _ = check_manifest(manifest, manifest_path)
+    classes, record_size = check_manifest(manifest, manifest_path)
 
     thread_pools = configure_threads(threads)  # before TensorFlow's first op
     device = select_device(accelerator)
@@ -254,7 +254,8 @@ def evaluate(
     model = load_model(model_path)
     image_size = model_image_size(model, len(classes), model_path)
     forward = make_forward(model)
-    predictions = predict_validation(forward, manifest, manifest_path, image_size=image_size, batch_size=batch_size)
+    predictions = predict_validation(forward, manifest, manifest_path, record_size=record_size,
+                                     image_size=image_size, num_classes=len(classes), batch_size=batch_size)
     quality = quality_metrics(predictions.true, predictions.probabilities, classes)
     costs = measure_costs(model, forward, predictions.first_images, image_size=image_size, batch_size=batch_size,
                           latency_runs=latency_runs)

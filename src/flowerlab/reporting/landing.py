@@ -100,14 +100,22 @@ def plain(value: Any) -> Any:
     return "–" if value is None else value
 
 
-def recipes(evaluation_paths: Sequence[Path]) -> dict[str, Any]:
-    """Each architecture's training recipe (its hyperparameters, precision, seed)."""
-    rows, columns = [], ["architecture"]
+def read_evaluations(evaluation_paths: Sequence[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """(architecture, its evaluation's metrics.json) in the order given, each file read once for the page."""
+    pairs = []
     for path in evaluation_paths:
         evaluation = read_json(path, "evaluation")
+        pairs.append((evaluation.get("arch", path.parent.name), evaluation))
+    return pairs
+
+
+def recipes(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Each architecture's training recipe (its hyperparameters, precision, seed)."""
+    rows, columns = [], ["architecture"]
+    for arch, evaluation in evaluations:
         training = evaluation.get("training") or {}
         row = {
-            "architecture": evaluation.get("arch", path.parent.name),
+            "architecture": arch,
             **{key.replace("_", " "): plain(value) for key, value in (training.get("hparams") or {}).items()},
             "precision": training.get("precision"),
             "seed": training.get("seed"),
@@ -117,7 +125,7 @@ def recipes(evaluation_paths: Sequence[Path]) -> dict[str, Any]:
     return {"columns": columns, "rows": rows, "text_columns": ["weights"]}
 
 
-def provenance_items(evaluation_paths: Sequence[Path]) -> list[tuple[str, str]]:
+def provenance_items(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
     """Which code and libraries produced the numbers, and when the page was made."""
     code = provenance.code_version()
     commit = code.get("commit") or "unknown (not a git checkout)"
@@ -126,11 +134,10 @@ def provenance_items(evaluation_paths: Sequence[Path]) -> list[tuple[str, str]]:
         ("code version", f"{commit}{' (uncommitted changes)' if code.get('dirty') else ''}"),
     ]
     trained = {}
-    for path in evaluation_paths:
-        evaluation = read_json(path, "evaluation")
+    for arch, evaluation in evaluations:
         version = (evaluation.get("training") or {}).get("code_version") or {}
         if version.get("commit"):
-            trained[evaluation.get("arch", path.parent.name)] = (
+            trained[arch] = (
                 f"{version['commit'][:12]}{' (dirty)' if version.get('dirty') else ''}"
             )
     if trained:
@@ -158,6 +165,7 @@ def render_page(
     if snakemake_report.is_file():
         links.append(("Snakemake report (provenance of every file)", snakemake_report))
     table, headline = summary(metrics)
+    read = read_evaluations(evaluations)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("flowerlab.reporting", "templates"),
         autoescape=True,
@@ -172,8 +180,8 @@ def render_page(
         summary=table,
         figures=figure_entries(figures_dir, page_dir),
         data_settings=data_settings(manifest),
-        recipes=recipes(evaluations),
-        provenance=provenance_items(evaluations),
+        recipes=recipes(read),
+        provenance=provenance_items(read),
     )
 
 

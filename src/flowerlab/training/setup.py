@@ -74,7 +74,7 @@ class TrainSettings:
     hparams: dict[str, Any]  # resolved (resolve_hparams)
     accelerator: str = schema.default("accelerator")
     seed: int = schema.default("seed")
-    deterministic: bool = False
+    deterministic: bool = schema.default("deterministic")
     threads: int | None = None  # None: leave TensorFlow's thread pools as they are
     log_every_epoch: bool = False
 

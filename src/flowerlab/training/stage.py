@@ -182,8 +182,9 @@ def fit(run: Run, model: Any, callbacks: list[Any], recorder: Any) -> dict[str, 
     from flowerlab.data import records
     from flowerlab.training import frozen_backbone
 
+    image_path = {"used": False, "reason": run.image_path_reason}
     if run.session.initial_epoch >= run.epochs:
-        return {"used": False, "reason": run.image_path_reason}
+        return image_path
     plan, batching = run.plan, run.batching
     with (
         records.translate_record_errors(plan.train_files + plan.validation_files),
@@ -198,7 +199,7 @@ def fit(run: Run, model: Any, callbacks: list[Any], recorder: Any) -> dict[str, 
                   steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
                   callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 0,
                   shuffle=False)  # the pipeline shuffles, per epoch and seeded
-    return {"used": False, "reason": run.image_path_reason}
+    return image_path
 
 
 def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[str, Any]) -> dict[str, Any]:
