@@ -212,7 +212,8 @@ def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int
         "parameters": {"total": total, "trainable": total},
         "resumed_from_epoch": None,
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
-        "code_version": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+        "code_version": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False,
+                         "fingerprint": "5eed" * 16},
     }
     (folder / "training.json").write_text(json.dumps(record, indent=2))
 

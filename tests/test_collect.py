@@ -35,6 +35,7 @@ EXPECTED_COLUMNS = [
     "device",
     "training_device",
     "precision",
+    "training_code",
 ]
 
 
@@ -63,6 +64,7 @@ def evaluation(arch: str, accuracy: float, **overrides) -> dict:
             "best_val_accuracy": accuracy + 0.01,
             "precision": "float32",
             "device": {"kind": "gpu", "name": "NVIDIA H100", "replicas": 2},
+            "code_version": {"commit": "0" * 40, "dirty": False, "fingerprint": "ab12" * 16},
         },
     }
     record.update(overrides)
@@ -90,6 +92,7 @@ def test_row_has_every_column_with_units_and_converted_figures() -> None:
     assert row["training_device"] == "gpu: NVIDIA H100 x2"
     assert row["precision"] == "float32"
     assert row["best_val_accuracy"] == pytest.approx(0.89)
+    assert row["training_code"] == "ab12ab12ab12"
 
 
 @pytest.mark.parametrize(

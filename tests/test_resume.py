@@ -211,11 +211,11 @@ def test_checkpoints_of_other_experiments_or_unreadable_are_ignored(tmp_path: Pa
     assert checkpoints.find_checkpoint(tmp_path / "absent", "a" * 64) is None
 
 
-def test_fingerprint_covers_data_settings_and_hparams() -> None:
+def test_fingerprint_covers_code_data_settings_and_hparams() -> None:
     manifest = {"inventory_sha256": "i", "settings": {"image_size": 192},
                 "shards": [{"file": "train-00-1.tfrec", "split": "train", "records": 1, "sha256": "s"}]}
     base = {"arch": "dense", "hparams": {"epochs": 2}, "seed": 1, "deterministic": False,
-            "accelerator_kind": "cpu", "replicas": 1, "precision": "float32"}
+            "accelerator_kind": "cpu", "replicas": 1, "precision": "float32", "code": "c" * 64}
     reference = checkpoints.fingerprint(checkpoints.fingerprint_inputs(manifest, **base))
     assert reference == checkpoints.fingerprint(checkpoints.fingerprint_inputs(dict(manifest), **base))
     variants = [
@@ -228,6 +228,7 @@ def test_fingerprint_covers_data_settings_and_hparams() -> None:
         (manifest, {**base, "accelerator_kind": "gpu"}),
         (manifest, {**base, "precision": "mixed_bfloat16"}),
         (manifest, {**base, "replicas": 8}),
+        (manifest, {**base, "code": "d" * 64}),
     ]
     for changed_manifest, changed in variants:
         assert checkpoints.fingerprint(checkpoints.fingerprint_inputs(changed_manifest, **changed)) != reference

@@ -7,6 +7,7 @@ rerun. Real-data tests build the data stage from the real photos.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import shutil
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"), with_source=True)
     result = snakemake(workdir, "--cores", "2", *SMOKE)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
@@ -115,6 +116,53 @@ def test_editing_the_report_notebook_reruns_only_the_report(smoke_study):
         assert planned_jobs(smoke_study, *SMOKE) == {"render_report": 1, "publish_report": 1}
     finally:
         notebook.write_bytes(original)
+
+
+@contextlib.contextmanager
+def edited(path: Path, edit):
+    """`path` rewritten by `edit(text)` for the duration of the block."""
+    original = path.read_text(encoding="utf-8")
+    try:
+        path.write_text(edit(original), encoding="utf-8")
+        yield
+    finally:
+        path.write_text(original, encoding="utf-8")
+
+
+def test_editing_one_models_code_reruns_that_model_and_the_report_only(smoke_study):
+    convnet = smoke_study / "src" / "flowerlab" / "models" / "convnet.py"
+    with edited(convnet, lambda text: text + "\nKERNEL_NOTE = 'a change to what the module does'\n"):
+        assert planned_jobs(smoke_study, *SMOKE) == {
+            "train_model": 1, "evaluate_model": 1, "collect_metrics": 1, "render_report": 1, "publish_report": 1,
+        }
+        result = snakemake(smoke_study, "-n", "--cores", "2", *SMOKE)
+        assert "results/models/convnet/model.keras" in result.stdout
+        assert "results/models/dense/model.keras" not in result.stdout
+        assert "results/models/squeezenet/model.keras" not in result.stdout
+
+
+def test_editing_shared_training_code_reruns_every_training(smoke_study):
+    schedules = smoke_study / "src" / "flowerlab" / "training" / "schedules.py"
+    with edited(schedules, lambda text: text + "\nWARMUP_NOTE = 1\n"):
+        jobs = planned_jobs(smoke_study, *SMOKE)
+    assert jobs == {"train_model": 3, "evaluate_model": 3, "collect_metrics": 1, "render_report": 1,
+                    "publish_report": 1}
+
+
+def test_editing_the_reporting_code_reruns_only_the_report(smoke_study):
+    figures = smoke_study / "src" / "flowerlab" / "reporting" / "figures.py"
+    with edited(figures, lambda text: text + "\nPALETTE_NOTE = 1\n"):
+        assert planned_jobs(smoke_study, *SMOKE) == {"render_report": 1, "publish_report": 1}
+
+
+def test_comments_docstrings_and_layout_rerun_nothing(smoke_study):
+    convnet = smoke_study / "src" / "flowerlab" / "models" / "convnet.py"
+
+    def cosmetic(text: str) -> str:
+        return text.replace('"""', '"""Reworded. ', 1) + "\n\n# a remark\n"
+
+    with edited(convnet, cosmetic):
+        assert planned_jobs(smoke_study, *SMOKE) == {}
 
 
 @pytest.mark.real_data

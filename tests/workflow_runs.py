@@ -4,6 +4,7 @@ and what a run would do, read from Snakemake's machine-readable summary."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -14,19 +15,26 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = ("--configfile", "config/smoke.yaml")
 
 
-def copy_workflow(dest: Path) -> Path:
-    """A user's checkout: Snakefile, environment.yml, workflow/ and config/ (code: the installed package)."""
+def copy_workflow(dest: Path, *, with_source: bool = False) -> Path:
+    """A user's checkout: Snakefile, environment.yml, workflow/ and config/. The code is the
+    installed package, or with `with_source` the checkout's own copy of src/ (which
+    `snakemake()` then puts first on PYTHONPATH), so a test may edit the code it runs."""
     for name in ("Snakefile", "environment.yml"):
         shutil.copy2(REPO / name, dest / name)
     shutil.copytree(REPO / "workflow", dest / "workflow")
     shutil.copytree(REPO / "config", dest / "config")
+    if with_source:
+        shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return dest
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if (workdir / "src" / "flowerlab").is_dir():  # the checkout's own code, for the jobs too
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False, env=env,
     )
 
 

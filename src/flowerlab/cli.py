@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from flowerlab.code_fingerprint import CodeVersion, fingerprint
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,6 +28,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("flowerlab.reporting.render", "execute the report notebook (papermill) and export its HTML"),
     "publish": ("flowerlab.reporting.landing", "write the report's landing page"),
 }
+
+
+def code_version(command: str, arch: str | None = None, files: Sequence[str | Path] = ()) -> CodeVersion:
+    """The fingerprint of the code `flowerlab <command>` runs: its module and all it imports,
+    with the architecture's module for a training of `arch`, and the extra `files` it reads."""
+    modules = [COMMANDS[command][0]]
+    if arch is not None:
+        from flowerlab.models.registry import get_spec
+
+        modules.append(get_spec(arch).module)
+    return fingerprint(modules, files)
 
 
 def usage() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from flowerlab.cli import code_version
 from flowerlab.config import hparams_for, photos_dir, prepare_config
 
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
@@ -61,3 +62,16 @@ def photos_input(wildcards=None):
 def hparams_json(wildcards):
     """One architecture's hyperparameters: a change reruns that model only."""
     return json.dumps(hparams_for(config, wildcards.arch), sort_keys=True)
+
+
+def code(command, *files):
+    """The fingerprint of the code `flowerlab <command>` runs (flowerlab.code_fingerprint), and of
+    `files` it reads: as a parameter, a change to that code reruns the rule. Comments,
+    docstrings and layout do not count."""
+    return code_version(command, files=files).sha256
+
+
+def training_code(wildcards):
+    """The training code plus this architecture's own module: editing one model's layers
+    reruns that model only."""
+    return code_version("train", wildcards.arch).sha256

@@ -1,6 +1,8 @@
 # Getting the photos, accounting for every file, and writing sharded TFRecords.
 
 
+# No code fingerprint: the archive is checked against a fixed sha256, so no change to the
+# code that fetched it can change it, and a rerun would download 229 MB again.
 rule download_photos:
     output:
         "resources/flower_photos.tgz",
@@ -26,6 +28,8 @@ rule extract_photos:
         "logs/extract_photos.log",
     conda:
         "../../environment.yml"
+    params:
+        code=code("extract"),
     shell:
         "flowerlab extract --archive {input:q} --dest {output:q} 2>&1 | tee {log:q}"
 
@@ -38,6 +42,7 @@ rule make_synthetic_photos:
     conda:
         "../../environment.yml"
     params:
+        code=code("synth"),
         classes=config["synthetic"]["classes"],
         per_class=config["synthetic"]["images_per_class"],
         seed=config["synthetic"]["seed"],
@@ -60,6 +65,7 @@ rule make_inventory:
         "../../environment.yml"
     threads: run_cores()
     params:
+        code=code("inventory"),
         root=PHOTOS,
         max_pixels=config["data"]["max_pixels"],
         cpus=lambda wildcards, threads: machine_threads(threads),
@@ -85,6 +91,7 @@ rule make_tfrecords:
         "../../environment.yml"
     threads: run_cores()
     params:
+        code=code("tfrecords"),
         root=PHOTOS,
         image_size=config["data"]["image_size"],
         quality=config["data"]["jpeg_quality"],

@@ -20,6 +20,7 @@ rule evaluate_model:
     resources:
         accelerator=1,
     params:
+        code=code("evaluate"),
         out_dir="results/evaluation/{arch}",
         batch_size=config["evaluation"]["batch_size"],
         latency_runs=config["evaluation"]["latency_runs"],
@@ -48,6 +49,8 @@ rule collect_metrics:
         "logs/collect_metrics.log",
     conda:
         "../../environment.yml"
+    params:
+        code=code("collect"),
     shell:
         "flowerlab collect --evaluations {input:q} --out-csv {output.csv:q}"
         " --out-json {output.json:q} 2>&1 | tee {log:q}"

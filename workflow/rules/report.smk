@@ -41,6 +41,7 @@ rule render_report:
     conda:
         "../../environment.yml"
     params:
+        code=code("render", REPORT_NOTEBOOK, REPORT_TEMPLATE),
         # The notebook's data paths default to their places under this folder.
         results=lambda wildcards, input: os.path.abspath(os.path.dirname(input.metrics)),
         benchmarks=os.path.abspath(BENCHMARKS),
@@ -68,6 +69,8 @@ rule publish_report:
         "logs/publish_report.log",
     conda:
         "../../environment.yml"
+    params:
+        code=code("publish"),
     shell:
         "flowerlab publish --figures {input.figures:q} --metrics {input.metrics:q}"
         " --notebook-html {input.html:q} --manifest {input.manifest:q}"

@@ -21,6 +21,7 @@ rule train_model:
     resources:
         accelerator=1,
     params:
+        code=training_code,
         hparams=hparams_json,
         accelerator=config["accelerator"],
         seed=config["seed"],

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from flowerlab import filesystem, schema
 from flowerlab.console import configure_logging, positive_int, progress, run_command
+from flowerlab.data.splits import MIN_KEPT_PER_CLASS
 from flowerlab.data.walk import FoundFile, display_path, walk_root
 from flowerlab.data.workers import running_pool
 from flowerlab.errors import DataError
@@ -66,7 +67,6 @@ REASONS = (
 )
 KEPT, SKIPPED = "kept", "skipped"
 DEFAULT_MAX_PIXELS = schema.default("data", "max_pixels")  # Pillow's own decompression-bomb threshold
-MIN_KEPT_PER_CLASS = 2  # one photo for each split
 DUPLICATE_SEPARATOR = ";"
 FORMAT_VERSION = 1
 

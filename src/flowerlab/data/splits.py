@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from flowerlab.data.inventory import MIN_KEPT_PER_CLASS
 from flowerlab.errors import DataError
+
+MIN_KEPT_PER_CLASS = 2  # one photo for each split
 
 SPLITS = ("train", "validation")
 SHARD_SUFFIX = ".tfrec"

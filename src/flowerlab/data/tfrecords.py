@@ -34,9 +34,9 @@ from typing import Any
 from flowerlab import filesystem, schema
 from flowerlab.console import configure_logging, positive_int, progress, run_command
 from flowerlab.data import tfrecord_io
-from flowerlab.data.inventory import KEPT, MIN_KEPT_PER_CLASS, read_inventory_csv
+from flowerlab.data.inventory import KEPT, read_inventory_csv
 from flowerlab.data.manifest import manifest_for
-from flowerlab.data.splits import SPLITS, Photo, Shard, assign_splits, plan_shards
+from flowerlab.data.splits import MIN_KEPT_PER_CLASS, SPLITS, Photo, Shard, assign_splits, plan_shards
 from flowerlab.data.workers import running_pool
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.filesystem import (

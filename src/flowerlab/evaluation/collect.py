@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import filesystem
+from flowerlab.code_fingerprint import SHORT
 from flowerlab.console import configure_logging, run_command
 from flowerlab.errors import DataError
 from flowerlab.filesystem import read_json
@@ -55,6 +56,8 @@ COLUMNS: dict[str, str] = {
     "device": "device of the evaluation (inference throughput, latency)",
     "training_device": "device of the training (training throughput and time)",
     "precision": "training precision policy (float32, mixed_bfloat16, mixed_float16)",
+    "training_code": "fingerprint of the code that trained the model, first 12 hex digits "
+    "(training.json code_version; flowerlab.code_fingerprint)",
 }
 
 
@@ -112,6 +115,7 @@ def metrics_row(
         "device": device_label(evaluation.get("device")),
         "training_device": device_label(_nested(evaluation, "training", "device")),
         "precision": _nested(evaluation, "training", "precision"),
+        "training_code": (_nested(evaluation, "training", "code_version", "fingerprint") or "")[:SHORT] or None,
     }
     assert list(row) == list(COLUMNS), "metrics_row and COLUMNS must list the same columns"
     return row

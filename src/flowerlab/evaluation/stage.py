@@ -215,13 +215,14 @@ def provenance_fields(*, model_path: Any, manifest_path: Any, training_json: Any
     """What a rerun needs besides the figures: the inputs with the manifest's checksum, the data
     stage's settings (with that checksum, what rebuilding the evaluated records needs), versions."""
     from flowerlab import provenance
+    from flowerlab.code_fingerprint import fingerprint
 
     return {
         "inputs": {"model": str(model_path), "manifest": str(manifest_path),
                    "manifest_sha256": sha256_file(manifest_path), "training_json": str(training_json)},
         "data_settings": manifest["settings"],
         "versions": provenance.library_versions(),
-        "code_version": provenance.code_version(),
+        "code_version": {**provenance.code_version(), "fingerprint": fingerprint([__name__]).sha256},
     }
 
 

@@ -65,10 +65,14 @@ class ArchSpec:
     def in_course(self) -> bool:
         return self.course is not None
 
+    @property
+    def module(self) -> str:
+        """The module holding the architecture's layers (part of its training's code version)."""
+        return self.builder.split(":")[0]
+
     def build_function(self) -> Callable[..., Any]:
         """The architecture's build function (imports its module, and so Keras)."""
-        module, function = self.builder.split(":")
-        return getattr(importlib.import_module(module), function)
+        return getattr(importlib.import_module(self.module), self.builder.split(":")[1])
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {

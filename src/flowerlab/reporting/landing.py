@@ -26,6 +26,7 @@ from urllib.parse import quote
 import jinja2
 
 from flowerlab import filesystem, provenance
+from flowerlab.code_fingerprint import SHORT
 from flowerlab.console import configure_logging, run_command
 from flowerlab.errors import DataError
 from flowerlab.filesystem import read_json
@@ -125,6 +126,18 @@ def recipes(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]
     return {"columns": columns, "rows": rows, "text_columns": ["weights"]}
 
 
+def training_code_label(version: dict[str, Any]) -> str:
+    """'fingerprint 1a2b3c4d5e6f (git 0123456789ab, dirty)': the code a model was trained with."""
+    parts = []
+    if version.get("fingerprint"):
+        parts.append(f"fingerprint {version['fingerprint'][:SHORT]}")
+    if version.get("commit"):
+        parts.append(f"git {version['commit'][:12]}{', dirty' if version.get('dirty') else ''}")
+    if not parts:
+        return ""
+    return parts[0] if len(parts) == 1 else f"{parts[0]} ({parts[1]})"
+
+
 def provenance_items(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
     """Which code and libraries produced the numbers, and when the page was made."""
     code = provenance.code_version()
@@ -133,15 +146,10 @@ def provenance_items(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> list[
         ("page generated", dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()),
         ("code version", f"{commit}{' (uncommitted changes)' if code.get('dirty') else ''}"),
     ]
-    trained = {}
-    for arch, evaluation in evaluations:
-        version = (evaluation.get("training") or {}).get("code_version") or {}
-        if version.get("commit"):
-            trained[arch] = (
-                f"{version['commit'][:12]}{' (dirty)' if version.get('dirty') else ''}"
-            )
-    if trained:
-        items.append(("trained with code", "; ".join(f"{arch} {commit}" for arch, commit in trained.items())))
+    trained = {arch: training_code_label((evaluation.get("training") or {}).get("code_version") or {})
+               for arch, evaluation in evaluations}
+    if any(trained.values()):
+        items.append(("trained with code", "; ".join(f"{arch} {label}" for arch, label in trained.items() if label)))
     versions = provenance.library_versions(REPORTED_LIBRARIES)
     items.append(("libraries", ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items())))
     return items

@@ -24,6 +24,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "epochs": "epochs",
     "device": "device (inference)",
     "training_device": "device (training)",
+    "training_code": "training code",
 }
 
 

@@ -11,8 +11,9 @@ renamed into place in one `os.replace`: a kill at any moment leaves either the n
 the previous one complete, never a half-written folder under a valid name. Only then are older
 checkpoints deleted, so the newest complete one always survives.
 
-The fingerprint is the sha256 of everything that decides the numbers of a run (the data, the
-hyperparameters, seed, architecture, device kind, replicas, precision, determinism). A checkpoint
+The fingerprint is the sha256 of everything that decides the numbers of a run (the training
+code, the data, the hyperparameters, seed, architecture, device kind, replicas, precision,
+determinism). A checkpoint
 with another fingerprint belongs to another experiment: it is ignored (the log says which
 setting differs) and training starts fresh.
 """
@@ -89,10 +90,13 @@ def fingerprint_inputs(
     accelerator_kind: str,
     replicas: int,
     precision: str,
+    code: str,
 ) -> dict[str, Any]:
-    """Everything a checkpoint must share with the current run to be resumed by it."""
+    """Everything a checkpoint must share with the current run to be resumed by it; `code` is
+    the training code's fingerprint (flowerlab.code_fingerprint): other code, other experiment."""
     return {
         "format": FORMAT_VERSION,
+        "code": code,
         "arch": arch,
         "hparams": dict(sorted(hparams.items())),
         "seed": seed,
@@ -238,7 +242,14 @@ def find_checkpoint(
         if state is None:
             continue
         if state.get("fingerprint") != expected_fingerprint:
-            changed = differing_keys(state.get("fingerprint_inputs") or {}, inputs) if inputs else []
+            old_inputs = state.get("fingerprint_inputs") or {}
+            changed = differing_keys(old_inputs, inputs) if inputs else []
+            if "code" in changed:
+                logger.warning(
+                    "ignoring checkpoint %s: made by other code (training code %s, now %s); training starts fresh",
+                    folder, str(old_inputs.get("code"))[:12], str(inputs.get("code"))[:12],
+                )
+                continue
             logger.warning(
                 "ignoring checkpoint %s: made with other inputs or settings%s; training starts fresh",
                 folder,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import filesystem, provenance
+from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.filesystem import sha256_file
 from flowerlab.training import checkpoints
 from flowerlab.training.setup import Batching, DataPlan, TrainSettings
@@ -136,7 +137,8 @@ def start_session(resume: checkpoints.Checkpoint | None, epochs: int) -> Session
 def training_record(settings: TrainSettings, *, model: Any, device: Any, precision: str, plan: DataPlan,
                     batching: Batching, session: Session, rows: Sequence[Mapping[str, Any]],
                     resumed_from_epoch: int, weights: str, fingerprint: str,
-                    data_settings: Mapping[str, Any], weights_sha256: str | None) -> dict[str, Any]:
+                    data_settings: Mapping[str, Any], weights_sha256: str | None,
+                    code: CodeVersion) -> dict[str, Any]:
     """training.json (docs/architecture.md), plus the figures that explain it (sizes, batches) and
     what a rerun needs besides the manifest's checksum: the data stage's settings, the local
     weights' sha256, the accelerator asked for and the thread limit."""
@@ -162,7 +164,8 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
         "parameters": {"total": int(total), "trainable": int(trainable)},
         "resumed_from_epoch": resumed_from_epoch,
         "manifest_sha256": sha256_file(settings.manifest),
-        "code_version": provenance.code_version(),
+        # The fingerprint of the code that trained (flowerlab.code_fingerprint), and its git commit.
+        "code_version": {**provenance.code_version(), "fingerprint": code.sha256, "modules": code.modules},
         "image_size": plan.image_size,
         "weights": weights,
         "weights_sha256": weights_sha256,  # None for imagenet (Keras' pinned file) and none

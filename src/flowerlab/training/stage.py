@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowerlab import schema
+from flowerlab import code_fingerprint, schema
+from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.training import checkpoints
@@ -76,6 +77,7 @@ class Run:
     precision: str
     batching: Batching
     schedule: Callable[[int], float]
+    code: CodeVersion  # of the training code and the architecture's module
     fingerprint_inputs: dict[str, Any]
     fingerprint: str
     image_path_reason: str | None  # None: the head trains on cached backbone features
@@ -89,6 +91,12 @@ class Run:
     @property
     def cached(self) -> bool:
         return self.image_path_reason is None
+
+
+def training_code(spec: Any) -> CodeVersion:
+    """The code this training runs: `flowerlab train`'s module with all it imports, and the
+    architecture's module (the same fingerprint the workflow's train_model rule passes)."""
+    return code_fingerprint.fingerprint([__name__, spec.module])
 
 
 def prepare_run(settings: TrainSettings) -> Run:
@@ -107,6 +115,7 @@ def prepare_run(settings: TrainSettings) -> Run:
     from flowerlab.training.schedules import schedule_function
 
     spec = get_spec(settings.arch)  # ConfigError for an unknown architecture
+    code = training_code(spec)
     plan = load_data_plan(settings.manifest, manifest, model_image_size(hparams, spec.default_image_size))
     weights = model_weights(hparams, spec.uses_backbone_weights)
     weights_sha256 = weights_identity(weights)
@@ -121,14 +130,14 @@ def prepare_run(settings: TrainSettings) -> Run:
     inputs = checkpoints.fingerprint_inputs(
         manifest, arch=settings.arch, hparams={**hparams, "weights_sha256": weights_sha256},
         seed=settings.seed, deterministic=settings.deterministic, accelerator_kind=device.kind,
-        replicas=device.replicas, precision=precision,
+        replicas=device.replicas, precision=precision, code=code.sha256,
     )
     fingerprint = checkpoints.fingerprint(inputs)
     reason = frozen_backbone.image_path_reason(spec, hparams, device.kind)
     # The cached path keeps no checkpoints (its head trains in seconds), so it never resumes one.
     resume = None if reason is None else checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
     return Run(settings, manifest, spec, plan, weights, weights_sha256, device, precision, batching,
-               schedule_function(hparams, replicas=device.replicas), inputs, fingerprint, reason, resume,
+               schedule_function(hparams, replicas=device.replicas), code, inputs, fingerprint, reason, resume,
                start_session(resume, int(hparams["epochs"])))
 
 
@@ -137,6 +146,7 @@ def log_start(run: Run) -> None:
     if run.spec.frozen_backbone_features and not run.cached:
         logger.info("%s: training on the images every epoch, without the feature cache: %s", arch,
                     run.image_path_reason)
+    logger.info("%s: training code %s", arch, run.code.short)
     if run.resume is not None:
         logger.info("resuming %s from %s: %d of %d epochs done", arch, run.resume.path, run.resume.epoch,
                     run.epochs)
@@ -209,7 +219,8 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         run.settings, model=model, device=run.device, precision=run.precision, plan=run.plan,
         batching=run.batching, session=run.session, rows=rows,
         resumed_from_epoch=run.resume.epoch if run.resume is not None else 0, weights=run.weights,
-        fingerprint=run.fingerprint, data_settings=run.manifest["settings"], weights_sha256=run.weights_sha256)
+        fingerprint=run.fingerprint, data_settings=run.manifest["settings"], weights_sha256=run.weights_sha256,
+        code=run.code)
     if cache_record["used"]:
         # Amortised over every epoch, the extraction included: it is what this path costs.
         record["train_images_per_second"] = cache_record["amortised_images_per_second"]
