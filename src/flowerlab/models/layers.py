@@ -120,3 +120,27 @@ class FusedBatchNormalization(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+def stock_config(config: Any) -> Any:
+    """A model config with every FusedBatchNormalization replaced by the stock
+    `keras.layers.BatchNormalization` (channels last) with the same momentum and epsilon.
+
+    The weights are the same four in the same order, so `from_config` on the result plus
+    `set_weights` gives the same model, which any Keras opens without flowerlab installed.
+    """
+    if isinstance(config, list):
+        return [stock_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") == FusedBatchNormalization.__name__:
+        layer = config["config"]
+        return {
+            **config,
+            "module": "keras.layers",
+            "class_name": "BatchNormalization",
+            "registered_name": None,
+            "config": {key: layer[key] for key in ("name", "trainable", "dtype", "momentum", "epsilon") if key in layer}
+            | {"axis": -1},
+        }
+    return {key: stock_config(value) for key, value in config.items()}

@@ -74,14 +74,17 @@ def best_and_final(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[float |
 
 
 def inference_copy(model: Any) -> Any:
-    """The trained model without optimizer state: what model.keras holds (image -> probabilities).
+    """The trained model without optimizer state, in stock Keras layers: what model.keras holds
+    (image -> probabilities), which plain Keras opens without flowerlab.
 
     The optimizer's moments would double or triple the file for nothing evaluation needs, and
     make the reported model size meaningless. Rebuilt from its config rather than with
     `keras.models.clone_model`, which in Keras 3.15 carries the compiled optimizer over (the
     dense model's file was 3x its weights).
     """
-    copy = model.__class__.from_config(model.get_config())
+    from flowerlab.models.layers import stock_config
+
+    copy = model.__class__.from_config(stock_config(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
 
