@@ -31,6 +31,12 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# A run that must download what it cannot reach stops here, before any job, naming the
+# settings that make it work offline (flowerlab.config.check_downloads).
+onstart:
+    check_downloads(config)
+
+
 rule all:
     default_target: True
     input:

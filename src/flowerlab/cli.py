@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("flowerlab.config", "print the resolved configuration, every default included"),
     "fetch": ("flowerlab.data.acquire", "download the official archive, verify its checksum"),
     "extract": ("flowerlab.data.acquire", "extract a verified archive safely"),
+    "fetch-weights": ("flowerlab.models.backbone", "fetch a backbone's ImageNet weights and check they fit"),
     "synth": ("flowerlab.data.synthetic", "generate the small synthetic photo set"),
     "inventory": ("flowerlab.data.inventory", "account for every input file: kept or skipped, why"),
     "tfrecords": ("flowerlab.data.tfrecords", "split, resize and write sharded TFRecords"),

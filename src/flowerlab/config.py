@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from flowerlab.errors import ConfigError
-from flowerlab.models.registry import ARCH_NAMES, BACKBONE_ARCHS, HDF5_SIGNATURE
+from flowerlab.models.registry import ARCH_NAMES, BACKBONE_ARCHS, HDF5_SIGNATURE, get_spec
 from flowerlab.schema import REQUIRED_HPARAMS, SCHEMA_PATH, read_schema, resolve
 
 SPECIAL_SOURCES = ("official", "synthetic")
@@ -254,3 +254,88 @@ def cli(argv: list[str]) -> int:
         print(yaml.safe_dump(resolved_config([args.base, *args.configfile]), sort_keys=False), end="")
 
     return run_command(argv[0], show)
+
+
+# --------------------------------------------------------------------------------------------
+# Downloads: what a run fetches, and a check at its start that it can
+
+
+WEIGHTS_DIR = "resources/weights"
+PHOTOS_ARCHIVE = "resources/flower_photos.tgz"
+REACHABLE_TIMEOUT_S = 10.0
+
+
+def model_image_size(config: dict, arch: str) -> int:
+    """The input size of `arch` in this study: its own image_size, else the architecture's
+    default (xception: 331), else the TFRecords' size."""
+    return int(config["models"][arch].get("image_size") or get_spec(arch).default_image_size
+               or config["data"]["image_size"])
+
+
+def imagenet_weights_files(config: dict) -> dict[str, tuple[str, str, int]]:
+    """{resources/weights/FILE: (arch, url, image size)} for every studied architecture whose
+    weights are `imagenet` (two architectures of one backbone share one file)."""
+    files: dict[str, tuple[str, str, int]] = {}
+    for arch in config["study"]:
+        spec = get_spec(arch)
+        if spec.imagenet is None or config["models"][arch].get("weights", "imagenet") != "imagenet":
+            continue
+        size = model_image_size(config, arch)
+        path = f"{WEIGHTS_DIR}/{spec.imagenet.file_for(size)}"
+        files.setdefault(path, (arch, spec.imagenet.url_for(size, config["weights_url"]), size))
+    return files
+
+
+def weights_file(config: dict, arch: str) -> str | None:
+    """The weights file `arch` trains from: the fetched ImageNet file, a local file, or None."""
+    weights = str(config["models"][arch].get("weights", "imagenet" if arch in BACKBONE_ARCHS else "none"))
+    if arch not in BACKBONE_ARCHS or weights == "none":
+        return None
+    if weights == "imagenet":
+        return f"{WEIGHTS_DIR}/{get_spec(arch).imagenet.file_for(model_image_size(config, arch))}"
+    return str(Path(weights).expanduser().resolve())
+
+
+def missing_downloads(config: dict) -> list[tuple[str, str]]:
+    """[(url, what to set instead)] for each file this run would download and has not yet."""
+    missing = []
+    if config["data_source"] == "official" and not Path(PHOTOS_ARCHIVE).is_file() \
+            and not Path(photos_dir(config)).is_dir():
+        missing.append((config["download"]["url"], "data_source: PATH (a folder with one subfolder per class) or data_source: synthetic"))
+    users: dict[str, list[str]] = {}
+    for arch in config["study"]:
+        path = weights_file(config, arch)
+        if path is not None and path.startswith(WEIGHTS_DIR) and not Path(path).is_file():
+            users.setdefault(path, []).append(arch)
+    for path, archs in users.items():
+        url = imagenet_weights_files(config)[path][1]
+        missing.append((url, " and ".join(f"models.{arch}.weights: PATH" for arch in archs)
+                        + " (a local .h5 of the backbone's ImageNet weights without its top)"))
+    return missing
+
+
+def unreachable(url: str, timeout: float = REACHABLE_TIMEOUT_S) -> str | None:
+    """Why `url` cannot be fetched now (no network, no such host, refused), or None."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # the server answered: the download job reports what it says
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+
+
+def check_downloads(config: dict) -> None:
+    """Stop a run at its start, before any job, when it needs a download it cannot make: one
+    message naming, for each, the setting that makes the run work without it."""
+    problems = [(url, setting, why) for url, setting in missing_downloads(config) if (why := unreachable(url))]
+    if problems:
+        lines = [f"  - {url} ({why}): set {setting}" for url, setting, why in problems]
+        raise ConfigError(
+            "this run must download files it cannot reach (offline?); nothing was run. Instead:\n"
+            + "\n".join(lines)
+            + "\n  or run the offline smoke study: snakemake --cores 2 --configfile config/smoke.yaml"
+        )

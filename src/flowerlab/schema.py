@@ -16,7 +16,10 @@ import yaml
 
 # Hyperparameters every studied architecture must set: the schema has no default for them.
 REQUIRED_HPARAMS = ("epochs", "batch_size")
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data: in a checkout a link to workflow/schemas/config.schema.yaml (where Snakemake
+# workflows keep it), in an installed wheel a copy of it, so `flowerlab` finds its defaults
+# with or without the source tree.
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
 @functools.cache

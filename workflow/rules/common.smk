@@ -3,12 +3,21 @@
 
 import json
 import os
+import re
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from flowerlab.cli import code_version
-from flowerlab.config import hparams_for, photos_dir, prepare_config
+from flowerlab.config import (
+    check_downloads,
+    hparams_for,
+    imagenet_weights_files,
+    photos_dir,
+    prepare_config,
+    weights_file,
+)
 
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
 # a bad setting stops here with one message naming the key, before any job runs.
@@ -57,6 +66,17 @@ def photos_input(wildcards=None):
         return [PHOTOS]
     root = Path(PHOTOS)
     return [PHOTOS] + sorted(str(p) for p in root.iterdir() if p.is_dir())
+
+
+def weights_input(wildcards):
+    """The backbone weights a training starts from: the fetched ImageNet file (rule
+    fetch_weights) or a local file; none for models without a backbone."""
+    path = weights_file(config, wildcards.arch)
+    return [] if path is None else [path]
+
+
+def weights_option(weights):
+    return f"--weights {shlex.quote(str(weights[0]))}" if weights else ""
 
 
 def hparams_json(wildcards):

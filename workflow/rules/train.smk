@@ -1,3 +1,28 @@
+# The ImageNet weights of the study's backbones, fetched once into resources/weights/ and
+# checked (flowerlab.models.backbone); a local weights file is used where it is. No code
+# fingerprint, as for the photos: the file is Keras' bytes whatever code fetched it.
+WEIGHTS_FILES = imagenet_weights_files(config)
+
+
+rule fetch_weights:
+    output:
+        "resources/weights/{file}",
+    log:
+        "logs/fetch_weights/{file}.log",
+    wildcard_constraints:
+        file="|".join(re.escape(Path(path).name) for path in WEIGHTS_FILES)
+        or "no-weights",
+    conda:
+        "../../environment.yml"
+    params:
+        arch=lambda wildcards, output: WEIGHTS_FILES[output[0]][0],
+        size=lambda wildcards, output: WEIGHTS_FILES[output[0]][2],
+        url=config["weights_url"],
+    shell:
+        "flowerlab fetch-weights --arch {params.arch} --image-size {params.size}"
+        " --base-url {params.url:q} --dest {output:q} 2>&1 | tee {log:q}"
+
+
 # One model per architecture of the study. Each training claims all of the run's cores
 # (threads: run_cores()), so trainings run one after another, each with the whole machine,
 # instead of oversubscribing it; TensorFlow gets at most the machine's CPU count.
@@ -7,6 +32,7 @@ rule train_model:
     input:
         manifest=MANIFEST,
         shards=TFRECORDS,
+        weights=weights_input,
     output:
         model="results/models/{arch}/model.keras",
         history="results/models/{arch}/history.csv",
@@ -29,9 +55,11 @@ rule train_model:
         checkpoints="results/checkpoints/{arch}",
         out_dir="results/models/{arch}",
         cpus=lambda wildcards, threads: machine_threads(threads),
+        weights=lambda wildcards, input: weights_option(input.weights),
     shell:
         "flowerlab train --arch {wildcards.arch} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --checkpoint-dir {params.checkpoints:q}"
         " --hparams {params.hparams:q} --accelerator {params.accelerator}"
         " --seed {params.seed} {params.deterministic} --threads {params.cpus}"
+        " {params.weights}"
         " 2>&1 | tee {log:q}"

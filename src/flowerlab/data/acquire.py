@@ -50,7 +50,9 @@ OFFLINE_ALTERNATIVES = (
     "Without network access, either point the study at photos already on disk with "
     "`snakemake --config data_source=PATH` (PATH: a local folder with one subfolder per class, "
     "e.g. a copy of flower_photos/), or run it on the small generated set with "
-    "`snakemake --config data_source=synthetic`."
+    "`snakemake --config data_source=synthetic` (backbone models then need local weights: "
+    "models.<arch>.weights: PATH), or run the offline smoke study, which needs nothing: "
+    "`snakemake --cores 2 --configfile config/smoke.yaml`."
 )
 
 

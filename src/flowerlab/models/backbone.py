@@ -1,8 +1,9 @@
 """Pretrained Keras Applications backbones: where their weights come from, and their input scale.
 
 `weights` (config key `models.<arch>.weights`) is one of
-- `"imagenet"`: Keras downloads the file once into `$KERAS_HOME/models` (default `~/.keras`)
-  and reuses it; offline with nothing cached is a `DownloadError` that names the alternative;
+- `"imagenet"`: in the workflow, the `fetch_weights` rule fetches Keras' file into
+  resources/weights/ (`flowerlab fetch-weights`) and the training gets that path; called
+  directly, Keras downloads the file into `$KERAS_HOME/models` (default `~/.keras`);
 - `"none"`: random initialisation (tests, or training from scratch);
 - the path of a local `.h5` / `.weights.h5` file saved from the same backbone without its top.
 """
@@ -77,11 +78,10 @@ def _is_download_failure(error: BaseException) -> bool:
 
 def _download_error(arch: str, error: BaseException) -> DownloadError:
     return DownloadError(
-        f"could not download the ImageNet weights of the {arch} backbone ({error}); "
-        f"offline with nothing cached in $KERAS_HOME/models (default ~/.keras/models)? "
-        f"Set 'weights: PATH' (config key '{weights_key(arch)}') to a local no-top .h5 "
-        "weights file, e.g. mobilenet_v2_1.0_224_no_top.h5, or 'weights: none' for random "
-        "weights; or download once with network access so Keras caches the file."
+        f"could not download the ImageNet weights of the {arch} backbone ({error}); offline? "
+        f"Set '{weights_key(arch)}: PATH' to a local .h5 file of the backbone's ImageNet weights "
+        "without its top (e.g. mobilenet_v2_1.0_224_no_top.h5), or fetch them once with network "
+        "access, or leave the architecture out of 'study'."
     )
 
 
@@ -132,3 +132,56 @@ def unit_to_symmetric_range() -> keras.layers.Layer:
     x / 127.5 - 1 on [0, 255], the same map).
     """
     return keras.layers.Rescaling(scale=2.0, offset=-1.0, name="to_symmetric_range")
+
+
+def fetch_imagenet_weights(arch: str, image_size: int, dest: str | Path, base_url: str) -> Path:
+    """Fetch the ImageNet file Keras publishes for `arch`'s backbone at `image_size` into `dest`.
+
+    keras.utils.get_file does the transfer (progress bar, and Keras' pinned md5 where Keras
+    pins one) into a temporary folder beside `dest`; the file must then load into the backbone
+    (every layer name and shape), and only then is it renamed to `dest`: a killed or wrong
+    download never sits under the output's name. Its sha256 goes into the log (and, through
+    the training, into training.json).
+    """
+    from flowerlab.filesystem import cleanup_on_error, remove_path, sha256_file, temporary_dir_beside
+    from flowerlab.models.registry import get_spec
+
+    weights = get_spec(arch).imagenet
+    if weights is None:
+        raise ConfigError(f"{arch} has no ImageNet weights file (it takes no backbone weights)")
+    dest = Path(dest)
+    url = weights.url_for(image_size, base_url)
+    staging = temporary_dir_beside(dest)
+    with cleanup_on_error(staging):
+        try:
+            fetched = Path(keras.utils.get_file(dest.name, url, file_hash=weights.md5, cache_dir=str(staging),
+                                                cache_subdir=""))
+        except Exception as error:  # get_file raises a bare Exception around the URL error
+            if _is_download_failure(error):
+                raise _download_error(arch, error) from error
+            raise DownloadError(f"cannot fetch {url}: {_first_line(error)}") from error
+        factory = getattr(keras.applications, weights.application)
+        load_backbone(factory, arch=arch, image_size=image_size, weights=str(fetched))  # the file fits
+        digest = sha256_file(fetched)
+        fetched.replace(dest)
+    remove_path(staging)
+    logger.info("%s: ImageNet weights %s verified (%s), sha256 %s", arch, dest,
+                "md5 pinned by Keras" if weights.md5 else "loads into the backbone; Keras pins no hash", digest)
+    return dest
+
+
+def cli(argv: list[str]) -> int:
+    """`flowerlab fetch-weights --arch A --image-size N --base-url URL --dest FILE`."""
+    import argparse
+
+    from flowerlab.console import configure_logging, positive_int, run_command
+
+    parser = argparse.ArgumentParser(prog=f"flowerlab {argv[0]}",
+                                     description="Fetch a backbone's ImageNet weights file and check that it fits.")
+    parser.add_argument("--arch", required=True, help="a backbone architecture (mobilenet_v2, xception, ...)")
+    parser.add_argument("--image-size", required=True, type=positive_int, help="the model's input size in pixels")
+    parser.add_argument("--base-url", required=True, help="Keras' weights store or a mirror (config key weights_url)")
+    parser.add_argument("--dest", required=True, type=Path, help="resources/weights/FILE.h5")
+    args = parser.parse_args(argv[1:])
+    configure_logging()
+    return run_command(argv[0], lambda: fetch_imagenet_weights(args.arch, args.image_size, args.dest, args.base_url))

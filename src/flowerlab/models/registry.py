@@ -34,6 +34,41 @@ class CourseFigures:
 
 
 @dataclass(frozen=True)
+class ImageNetWeights:
+    """The ImageNet weights file Keras publishes for a backbone without its classifier.
+
+    Keras picks the file by input size for some backbones (MobileNetV2 has one per trained
+    resolution); `file_for` makes the same pick, so `weights: imagenet` fetched by the workflow
+    is the very file `keras.applications` would download itself.
+    """
+
+    application: str  # the keras.applications factory the file is for
+    path: str  # below Keras' weights store (config key weights_url); "{size}": the trained resolution
+    md5: str | None = None  # the hash Keras pins in its source; None where Keras pins none
+    sizes: tuple[int, ...] = ()  # resolutions with a file of their own
+    fallback_size: int = 224  # Keras' choice for any other input size
+
+    def file_for(self, image_size: int) -> str:
+        size = image_size if image_size in self.sizes else self.fallback_size
+        return self.path.format(size=size).rsplit("/", 1)[-1]
+
+    def url_for(self, image_size: int, base_url: str) -> str:
+        size = image_size if image_size in self.sizes else self.fallback_size
+        return base_url.rstrip("/") + "/" + self.path.format(size=size)
+
+
+MOBILENET_V2_IMAGENET = ImageNetWeights(
+    "MobileNetV2",
+    "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
+    sizes=(96, 128, 160, 192, 224),
+)
+XCEPTION_IMAGENET = ImageNetWeights(
+    "Xception",
+    "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5", md5="b0042744bf5b25fce3cb969f33bebb97"
+)
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """What the pipeline needs to know about an architecture besides its layers."""
 
@@ -60,6 +95,7 @@ class ArchSpec:
     # frozen in the model itself: its output then never changes during training.
     frozen_backbone_features: bool = False
     course: CourseFigures | None = None  # None: an architecture beyond the course
+    imagenet: ImageNetWeights | None = None  # the file behind `weights: imagenet`
 
     @property
     def in_course(self) -> bool:
@@ -95,6 +131,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             needs_pretrained_weights=True,
             frozen_backbone_features=True,
             course=CourseFigures(2_488_389, 230_405, 0.8641),  # 10 epochs, on a GPU
+            imagenet=MOBILENET_V2_IMAGENET,
         ),
         ArchSpec(
             name="convnet",
@@ -123,6 +160,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             uses_backbone_weights=True,
             min_image_size=32,
             needs_pretrained_weights=True,
+            imagenet=MOBILENET_V2_IMAGENET,
         ),
         ArchSpec(
             name="xception",
@@ -132,6 +170,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             default_image_size=331,  # the course's size for it
             min_image_size=71,  # keras.applications.Xception refuses smaller inputs
             course=CourseFigures(20_871_725, 20_817_197, 0.9676),  # 12 epochs at 331 px
+            imagenet=XCEPTION_IMAGENET,
         ),
     )
 }

@@ -305,9 +305,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="TensorFlow op determinism and ordered input pipeline (bit-identical CPU reruns)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for TensorFlow and tf.data (default: TensorFlow's choice)")
+    parser.add_argument("--weights", default=None,
+                        help="backbone weights file (overrides the hparams' weights; the workflow passes the "
+                             "fetched ImageNet file or the configured local one)")
     parser.add_argument("--log-every-epoch", action="store_true",
                         help="one log line per epoch even on a terminal (always on when stderr is not one)")
     return parser
+
+
+def with_weights(hparams: dict[str, Any], weights: str | None) -> dict[str, Any]:
+    return hparams if weights is None else {**hparams, "weights": weights}
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
@@ -316,7 +323,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         raise DataError(f"manifest {args.manifest} not found: run `flowerlab tfrecords` (or snakemake) first")
     return TrainSettings(
         arch=args.arch, manifest=args.manifest, out_dir=args.out_dir, checkpoint_dir=args.checkpoint_dir,
-        hparams=parse_hparams(args.hparams), accelerator=args.accelerator, seed=args.seed,
+        hparams=with_weights(parse_hparams(args.hparams), args.weights), accelerator=args.accelerator, seed=args.seed,
         deterministic=args.deterministic, threads=args.threads, log_every_epoch=args.log_every_epoch,
     )
 
