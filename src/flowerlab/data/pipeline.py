@@ -227,6 +227,24 @@ def _validate_modes(*, training: bool, repeat: bool, keys: bool, first_epoch: in
         raise ConfigError(f"input pipeline: repeat=True needs epochs > first_epoch ({first_epoch}), got {epochs}")
 
 
+def model_input(images: tf.Tensor, *, image_size: int, target_size: int | None, already_float: bool = False) -> tf.Tensor:
+    """A batch of decoded record images (uint8, S x S) -> what the model sees: float in [0, 1],
+    resized to `target_size` when the model's input differs from the records."""
+    if not already_float:
+        images = _to_unit_float(images)
+    if target_size is not None and target_size != image_size:
+        # Bilinear weights are convex (no antialiasing kernel): values stay within [0, 1].
+        images = tf.image.resize(images, [target_size, target_size], method="bilinear")
+    return images
+
+
+def decode_photos(jpegs: Sequence[bytes], *, image_size: int, target_size: int | None) -> tf.Tensor:
+    """Photos encoded as the TFRecords hold them (flowerlab.data.images.prepare_photo) -> the
+    batch a model sees, through the same decode, scaling and resizing as training and evaluation."""
+    images = tf.stack([tf.io.decode_jpeg(jpeg, channels=3) for jpeg in jpegs])
+    return model_input(images, image_size=image_size, target_size=target_size)
+
+
 def _batch_finisher(*, image_size: int, target_size: int | None, num_classes: int, static_batch: int | None,
                     already_float: bool) -> Any:
     """The last step of every batch: to float in [0, 1] (unless augmentation already did it per
@@ -235,11 +253,7 @@ def _batch_finisher(*, image_size: int, target_size: int | None, num_classes: in
 
     def finish_batch(images: tf.Tensor, labels: tf.Tensor, *record_keys: Any) -> tuple[Any, ...]:
         # Converting a whole batch at once is much cheaper than one small op per image.
-        if not already_float:
-            images = _to_unit_float(images)
-        if target_size is not None and target_size != image_size:
-            # Bilinear weights are convex (no antialiasing kernel): values stay within [0, 1].
-            images = tf.image.resize(images, [target_size, target_size], method="bilinear")
+        images = model_input(images, image_size=image_size, target_size=target_size, already_float=already_float)
         images = tf.ensure_shape(images, [static_batch, size, size, 3])
         labels = tf.ensure_shape(labels, [static_batch, num_classes])
         return (images, labels, *record_keys)
