@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import default_photos, default_weights, make_quick_data, run_script
+from common import PRECISION_CACHE, default_photos, default_weights, make_quick_data, run_script
 
 from flowerlab.console import positive_int
 
@@ -97,8 +97,8 @@ def fused_adam(manifest: Path, archs: list[str], steps: int) -> list[dict]:
     from flowerlab import devices
     from flowerlab.data.manifest import load_manifest
     from flowerlab.models.build import build_model
-    from flowerlab.models.registry import get_spec
     from flowerlab.training.optimizers import FusedAdam
+    from flowerlab.training.precision import ProbeSetup, choose_precision
     from flowerlab.training.setup import plan_batches
 
     data = load_manifest(manifest)
@@ -107,7 +107,9 @@ def fused_adam(manifest: Path, archs: list[str], steps: int) -> list[dict]:
         batch = {"dense": 32, "convnet": 32, "squeezenet": 64}[arch]
         images = keras.random.uniform((batch, data["image_size"], data["image_size"], 3), seed=1)
         labels = keras.ops.one_hot(keras.ops.arange(batch) % data["num_classes"], data["num_classes"])
-        devices.apply_precision(devices.resolve_precision("auto", "cpu", cpu_precision=get_spec(arch).cpu_precision))
+        probe = ProbeSetup(arch, {"learning_rate": 1e-3}, data["image_size"], data["num_classes"], batch,
+                           cached_features=False, threads=None)
+        devices.apply_precision(choose_precision("auto", "cpu", probe, cache_dir=PRECISION_CACHE).policy)
         seconds = {}
         for name, optimizer in (("fused", FusedAdam), ("keras", keras.optimizers.Adam)):
             model = build_model(arch, num_classes=data["num_classes"], image_size=data["image_size"])

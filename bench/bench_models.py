@@ -3,8 +3,9 @@
 Three comparisons decide defaults in flowerlab.models, flowerlab.devices and flowerlab.training.stage:
 
   precision  each architecture (--archs; convnet and squeezenet by default) in float32 (the
-             baseline) vs mixed_bfloat16: decides what precision "auto" picks on a CPU with
-             native bfloat16 (ArchSpec.cpu_precision, flowerlab.devices.resolve_precision).
+             baseline) vs mixed_bfloat16, then what `precision: auto`'s short probe
+             (flowerlab.training.precision) picks for it, as a fraction of the faster policy's
+             throughput measured here at length: auto must come within 5% of the faster.
   batchnorm  squeezenet with keras.layers.BatchNormalization (the baseline) vs the fused-kernel
              FusedBatchNormalization (flowerlab.models.layers): decides squeezenet's default.
   optimizer  each architecture with keras.optimizers.Adam (the baseline) vs the study's
@@ -143,6 +144,31 @@ def result_rows(compare: str, configs: list[Config], batch_size: int) -> list[di
     return rows
 
 
+def auto_rows(measured: list[dict[str, object]], args: argparse.Namespace, num_classes: int) -> list[dict[str, object]]:
+    """What precision auto's probe picks per architecture (measured afresh, no cache), and the
+    picked policy's long-measured throughput over the faster policy's."""
+    from flowerlab.training.precision import ProbeSetup, choose_cpu_precision, measure_training_speed
+
+    rows = []
+    for arch in args.archs:
+        rates = {row["policy"]: float(row["images_per_second"]) for row in measured if row["arch"] == arch}
+        setup = ProbeSetup(arch, {"learning_rate": 1e-3}, args.image_size, num_classes, args.batch_size,
+                           cached_features=False, threads=args.threads or None)
+        choice = choose_cpu_precision(setup, cache_dir=None, cpu_model="", tensorflow="", measure=measure_training_speed)
+        rows.append({"comparison": "auto", "configuration": f"{arch} auto", "arch": arch, "policy": choice.policy,
+                     "images_per_second": rates[choice.policy],
+                     "auto_vs_faster": round(rates[choice.policy] / max(rates.values()), 3),
+                     "probe_images_per_second": choice.images_per_second})
+    return rows
+
+
+def print_auto(rows: list[dict[str, object]]) -> None:
+    print(f"{'architecture':<24} {'auto picks':<16} {'of the faster':>13}")
+    for row in rows:
+        verdict = "ok" if float(row["auto_vs_faster"]) >= 0.95 else "MORE THAN 5% SLOWER"
+        print(f"{row['arch']:<24} {row['policy']:<16} {float(row['auto_vs_faster']):>12.1%}  {verdict}", flush=True)
+
+
 def print_rows(rows: list[dict[str, object]]) -> None:
     print(f"{'configuration':<36} {'steps':>5} {'s/step':>8} {'images/s':>9} {'vs baseline':>11}")
     for row in rows:
@@ -211,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"## {compare}")
         rows += (compared := result_rows(compare, configs, args.batch_size))
         print_rows(compared)
+        if compare == "precision":
+            rows += (picks := auto_rows(compared, args, num_classes))
+            print_auto(picks)
     if args.out:
-        write_csv(args.out, rows)
+        write_csv(args.out, rows, columns=list(dict.fromkeys(key for row in rows for key in row)))
         print(f"wrote {args.out}")
     return 0
 

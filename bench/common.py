@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_PHOTOS = SHARED_DATA / "flower_photos"
 DEFAULT_WEIGHTS = SHARED_DATA / "weights" / "mobilenet_v2_1.0_224_no_top.h5"
+PRECISION_CACHE = REPO_ROOT / "resources" / "precision"  # where the workflow's trainings cache precision probes
 VALIDATION_SPLIT = 0.19  # the course's VALIDATION_SPLIT
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import PRECISION_CACHE
 from plain_keras import LEARNING_RATE
 from steps import BenchSettings, Side
 
@@ -52,8 +53,13 @@ def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], dev
                                      "learning_rate": LEARNING_RATE, "augment": False,
                                      "precision": settings.precision})
     plan = setup.load_data_plan(manifest_path, manifest, setup.model_image_size(hparams, spec.default_image_size))
-    precision = devices.apply_precision(
-        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
+    from flowerlab.training.precision import ProbeSetup, choose_precision
+
+    probe = ProbeSetup(arch, hparams, plan.image_size, plan.num_classes, settings.batch_size,
+                       cached_features=frozen_backbone.image_path_reason(spec, hparams, device.kind) is None,
+                       threads=settings.threads)
+    precision = devices.apply_precision(  # as `flowerlab train` in the workflow: the same cache
+        choose_precision(hparams["precision"], device.kind, probe, cache_dir=PRECISION_CACHE).policy)
     batching = setup.plan_batches(arch, settings.batch_size, device.kind, device.replicas, plan.train_records)
     run = setup.TrainSettings(arch=arch, manifest=manifest_path, out_dir=scratch / arch,
                               checkpoint_dir=scratch / f"{arch}-checkpoints", hparams=hparams,

@@ -32,12 +32,9 @@ def test_quick_study_reports_its_stages_wall_time_and_models(repo_root: Path, tm
     # The wall time of the run holds every job's time (they ran one after another inside it).
     assert float(by_kind["wall"]["seconds"]) >= float(by_kind["total"]["seconds"]) > 0
     model_lines = [line for line in done.stdout.splitlines() if line.startswith("dense ")]
-    # precision "auto" picks by the CPU (bfloat16 where it has AMX): expect this machine's choice.
-    from flowerlab import devices
-    from flowerlab.models.registry import get_spec
-
-    expected = devices.resolve_precision("auto", "cpu", cpu_precision=get_spec("dense").cpu_precision)
-    assert len(model_lines) == 1 and expected in model_lines[0].split() and "cpu" in model_lines[0]
+    # precision "auto" is measured on the machine (flowerlab.training.precision): either policy.
+    assert len(model_lines) == 1 and "cpu" in model_lines[0]
+    assert {"float32", "mixed_bfloat16"} & set(model_lines[0].split())
     assert "study wall time" in done.stdout
 
 

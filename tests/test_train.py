@@ -149,17 +149,37 @@ def test_mixed_precision_and_a_model_input_larger_than_the_records(manifest: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("arch", "expected"), [("dense", "float32"), ("convnet", "mixed_bfloat16")])
-def test_auto_precision_follows_the_architectures_cpu_preference(arch: str, expected: str, manifest: Path,
-                                                                 tmp_path: Path, monkeypatch) -> None:
-    """On an AVX512_BF16 CPU without AMX only some models gain from bfloat16 (bench_models)."""
+@pytest.mark.parametrize(("faster", "flags"), [("mixed_bfloat16", "amx_bf16"), ("float32", "avx512_bf16"),
+                                               ("float32", None)])
+def test_auto_precision_trains_in_what_the_probe_measured_faster(faster: str, flags: str | None, manifest: Path,
+                                                                  tmp_path: Path, monkeypatch) -> None:
+    """A CPU with or without AMX / AVX512_BF16, simulated through the detection hook; the probe's
+    measurement is simulated too, and cached for the next training."""
     from flowerlab import devices
-    from flowerlab.models.registry import ARCHITECTURES
+    from flowerlab.training import precision
 
-    monkeypatch.setattr(devices, "cpu_bfloat16_kind", lambda flags=None: "avx512_bf16")
-    assert ARCHITECTURES[arch].cpu_precision == expected
-    run = setup.TrainSettings(**{**settings(manifest, tmp_path, epochs=1, precision="auto").__dict__, "arch": arch})
-    assert stage.train(run)["precision"] == expected
+    monkeypatch.setattr(devices, "cpu_flags", lambda cpuinfo=None: frozenset({flags} if flags else set()))
+    measured: list[str] = []
+
+    def probe(policy: str, probe_setup: precision.ProbeSetup) -> float:
+        measured.append(policy)
+        return 100.0 if policy == faster else 60.0
+
+    monkeypatch.setattr(precision, "measure_training_speed", probe)
+    base = settings(manifest, tmp_path, epochs=1, precision="auto").__dict__
+    run = setup.TrainSettings(**{**base, "arch": "convnet", "precision_cache": tmp_path / "precision"})
+    record = stage.train(run)
+    assert record["precision"] == faster
+    choice = record["precision_choice"]
+    if flags is None:
+        assert measured == [] and "without native bfloat16" in choice["reason"]
+    else:
+        assert measured == ["float32", "mixed_bfloat16"] and choice["images_per_second"][faster] == 100.0
+        assert "measured now" in choice["reason"] and Path(choice["cache"]).is_file()
+        measured.clear()
+        again = stage.train(setup.TrainSettings(**{**run.__dict__, "out_dir": tmp_path / "again",
+                                                   "checkpoint_dir": tmp_path / "again-checkpoints"}))
+        assert measured == [] and again["precision"] == faster and "measured before" in again["precision_choice"]["reason"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tfrecords": ("flowerlab.data.tfrecords", "split, resize and write sharded TFRecords"),
     "train": ("flowerlab.training.stage", "train one architecture (resumable)"),
     "evaluate": ("flowerlab.evaluation.stage", "evaluate one trained model on the validation split"),
+    "predict": ("flowerlab.evaluation.predict", "classify photos with a trained model (top-k classes, CSV or JSON)"),
     "collect": ("flowerlab.evaluation.collect", "gather every evaluation into one metrics table"),
     "render": ("flowerlab.reporting.render", "execute the report notebook (papermill) and export its HTML"),
     "publish": ("flowerlab.reporting.landing", "write the report's landing page"),

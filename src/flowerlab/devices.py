@@ -4,8 +4,8 @@ Call order matters, because TensorFlow fixes these when its runtime initialises 
 
     configure_threads(threads)            # before anything else touches TensorFlow
     device = select_strategy(accelerator) # hides GPUs for "cpu", memory growth for GPUs
-    policy = resolve_precision(requested, device.kind,
-                               cpu_precision=ARCHITECTURES[arch].cpu_precision)
+    policy = choose_precision(...).policy # flowerlab.training.precision: resolve_precision, or
+                                          # a measurement on a CPU with native bfloat16
     apply_precision(policy)               # before the model's layers are created
     with device.strategy.scope():
         model = build_model(...)
@@ -275,32 +275,21 @@ def cpu_has_native_bfloat16(flags: Iterable[str] | None = None) -> bool:
     return cpu_bfloat16_kind(flags) is not None
 
 
-def resolve_precision(
-    requested: str,
-    kind: str,
-    *,
-    cpu_precision: str = "mixed_bfloat16",
-    cpu_flags: Iterable[str] | None = None,
-) -> str:
-    """The Keras dtype policy for `requested` ("auto" or a policy name) on a `kind` device.
+def resolve_precision(requested: str, kind: str, *, cpu_flags: Iterable[str] | None = None) -> str | None:
+    """The Keras dtype policy for `requested` ("auto" or a policy name) on a `kind` device, or
+    None where only a measurement can tell: "auto" on a CPU with native bfloat16.
 
-    auto: mixed_bfloat16 on TPU (native), mixed_float16 on GPU (tensor cores). On a CPU it
-    depends on how the CPU computes bfloat16 (`cpu_flags`, read from /proc/cpuinfo when None):
-    - AMX: mixed_bfloat16 (bench/bench_models.py --compare precision on an Intel Xeon with AMX
-      measured convnet 2.9x and squeezenet 1.5x faster than float32);
-    - AVX512_BF16 only: `cpu_precision`, the architecture's measured preference
-      (ArchSpec.cpu_precision: bench/bench_models.py on an AMD EPYC found convnet 3.2x and
-      squeezenet 1.8x faster in bfloat16; dense and MobileNetV2 were 0.86-1.0x);
-    - neither: float32 (bfloat16 would be emulated, slower).
-    An explicit policy is honoured; mixed_float16 on a TPU is refused (TPUs have no float16).
+    auto: mixed_bfloat16 on TPU (native), mixed_float16 on GPU (tensor cores); on a CPU
+    without native bfloat16 (no AVX512_BF16, no AMX in `cpu_flags`, read from /proc/cpuinfo
+    when None) float32, as bfloat16 would be emulated. On a CPU with it, whether bfloat16 pays
+    depends on the CPU and the model: flowerlab.training.precision measures it. An explicit
+    policy is honoured; mixed_float16 on a TPU is refused (TPUs have no float16).
     """
     if requested not in PRECISIONS:
         raise ConfigError(
             f"precision {requested!r} is not one of {', '.join(PRECISIONS)} "
             "(config key models.<arch>.precision)"
         )
-    if cpu_precision not in ("float32", "mixed_bfloat16"):
-        raise ValueError(f"cpu_precision must be float32 or mixed_bfloat16, got {cpu_precision!r}")
     if kind not in ("tpu", "gpu", "cpu"):
         raise ValueError(f"device kind must be tpu, gpu or cpu, got {kind!r}")
     if requested == "mixed_float16" and kind == "tpu":
@@ -315,12 +304,16 @@ def resolve_precision(
         return "mixed_bfloat16"
     if kind == "gpu":
         return "mixed_float16"
-    bfloat16 = cpu_bfloat16_kind(cpu_flags)
-    if bfloat16 == "amx":
-        return "mixed_bfloat16"
-    if bfloat16 == "avx512_bf16":
-        return cpu_precision
-    return "float32"
+    return None if cpu_has_native_bfloat16(cpu_flags) else "float32"
+
+
+def auto_precision_reason(kind: str, cpu_flags: Iterable[str] | None = None) -> str:
+    """Why `resolve_precision("auto", kind)` chose without measuring (training.json)."""
+    if kind == "tpu":
+        return "auto on a TPU: bfloat16 is its native format"
+    if kind == "gpu":
+        return "auto on a GPU: float16 runs on its tensor cores"
+    return "auto on a CPU without native bfloat16 (no AVX512_BF16, no AMX): bfloat16 would be emulated"
 
 
 def apply_precision(policy: str) -> str:

@@ -53,6 +53,8 @@ rule train_model:
         seed=config["seed"],
         deterministic="--deterministic" if config["deterministic"] else "",
         checkpoints="results/checkpoints/{arch}",
+        # precision auto on a CPU: measured once per machine and architecture, kept here
+        precision_cache="resources/precision",
         out_dir="results/models/{arch}",
         cpus=lambda wildcards, threads: machine_threads(threads),
         weights=lambda wildcards, input: weights_option(input.weights),
@@ -61,5 +63,5 @@ rule train_model:
         " --out-dir {params.out_dir:q} --checkpoint-dir {params.checkpoints:q}"
         " --hparams {params.hparams:q} --accelerator {params.accelerator}"
         " --seed {params.seed} {params.deterministic} --threads {params.cpus}"
-        " {params.weights}"
+        " {params.weights} --precision-cache {params.precision_cache:q}"
         " 2>&1 | tee {log:q}"

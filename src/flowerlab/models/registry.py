@@ -78,14 +78,6 @@ class ArchSpec:
     uses_backbone_weights: bool  # takes weights: imagenet | none | PATH
     default_image_size: int | None = None  # None: the TFRecords' size
     min_image_size: int = 1  # smaller inputs leave an empty feature map or are refused by Keras
-    # What precision "auto" picks on a CPU whose bfloat16 is AVX512_BF16 only (no AMX): the
-    # faster of float32 and mixed_bfloat16 in training steps measured by bench/bench_models.py
-    # on an AMD EPYC (Zen 4). convnet gained 3.2x and squeezenet 1.8x (once its batch norms
-    # upcast where bfloat16 is slow: flowerlab.models.layers); dense 0.86x, frozen MobileNetV2
-    # 1.0x, fine-tuned MobileNetV2 0.88x; xception was not measured (too slow for this
-    # machine) and follows MobileNetV2, its closest relative (separable convs).
-    # See flowerlab.devices.resolve_precision for TPUs, GPUs and AMX CPUs.
-    cpu_precision: str = "float32"
     # Random backbone weights leave it at chance (MobileNetV2: its frozen batch norms shrink a
     # random network's features to ~1e-12); building it with weights "none" logs a warning.
     needs_pretrained_weights: bool = False
@@ -139,7 +131,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             description="7 convolutions, 4 max-pools, global pooling (course notebook 07 solution)",
             uses_backbone_weights=False,
             min_image_size=16,  # four 2x2 poolings: the last feature map must not be empty
-            cpu_precision="mixed_bfloat16",
             course=CourseFigures(293_233, 293_233, 0.7043),  # 20 epochs
         ),
         ArchSpec(
@@ -148,9 +139,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             description="SqueezeNet-style fire modules with batch norm (course notebook 07)",
             uses_backbone_weights=False,
             min_image_size=16,  # four 2x2 poolings
-            # 43.5 -> 77.3 images/s once FusedBatchNormalization upcast its 24-channel batch
-            # norms (bfloat16 was 0.87x float32 before; see flowerlab.models.layers).
-            cpu_precision="mixed_bfloat16",
             course=CourseFigures(120_613, 119_301, 0.8101),  # 35 epochs
         ),
         ArchSpec(

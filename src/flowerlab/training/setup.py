@@ -77,6 +77,7 @@ class TrainSettings:
     deterministic: bool = schema.default("deterministic")
     threads: int | None = None  # None: leave TensorFlow's thread pools as they are
     log_every_epoch: bool = False
+    precision_cache: Path | None = None  # where precision probes are cached; None: probe, keep nothing
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class Run:
     weights_sha256: str | None
     device: Any  # flowerlab.devices.DeviceInfo
     precision: str
+    precision_choice: dict[str, Any]  # what was chosen and why (flowerlab.training.precision)
     batching: Batching
     schedule: Callable[[int], float]
     code: CodeVersion  # of the training code and the architecture's module
@@ -112,6 +113,7 @@ def prepare_run(settings: TrainSettings) -> Run:
     from flowerlab.data import records
     from flowerlab.models.registry import get_spec
     from flowerlab.training import frozen_backbone
+    from flowerlab.training.precision import ProbeSetup, choose_precision
     from flowerlab.training.schedules import schedule_function
 
     spec = get_spec(settings.arch)  # ConfigError for an unknown architecture
@@ -121,10 +123,13 @@ def prepare_run(settings: TrainSettings) -> Run:
     weights_sha256 = weights_identity(weights)
     records.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
     device = devices.select_strategy(settings.accelerator)
-    # "auto" on a CPU with AVX512_BF16 but no AMX follows the architecture's measured preference.
-    precision = devices.apply_precision(
-        devices.resolve_precision(hparams["precision"], device.kind, cpu_precision=spec.cpu_precision))
-    seed_everything(settings.seed, settings.deterministic)
+    reason = frozen_backbone.image_path_reason(spec, hparams, device.kind)
+    choice = choose_precision(hparams["precision"], device.kind, ProbeSetup(
+        settings.arch, hparams, plan.image_size, plan.num_classes, int(hparams["batch_size"]),
+        cached_features=reason is None, threads=settings.threads), cache_dir=settings.precision_cache)
+    precision = devices.apply_precision(choice.policy)
+    logger.info("%s: precision %s: %s", settings.arch, precision, choice.reason)
+    seed_everything(settings.seed, settings.deterministic)  # after the probe: it draws no training numbers
     batching = plan_batches(settings.arch, int(hparams["batch_size"]), device.kind, device.replicas,
                             plan.train_records)
     inputs = checkpoints.fingerprint_inputs(
@@ -133,10 +138,9 @@ def prepare_run(settings: TrainSettings) -> Run:
         replicas=device.replicas, precision=precision, code=code.sha256,
     )
     fingerprint = checkpoints.fingerprint(inputs)
-    reason = frozen_backbone.image_path_reason(spec, hparams, device.kind)
     # The cached path keeps no checkpoints (its head trains in seconds), so it never resumes one.
     resume = None if reason is None else checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
-    return Run(settings, manifest, spec, plan, weights, weights_sha256, device, precision, batching,
+    return Run(settings, manifest, spec, plan, weights, weights_sha256, device, precision, choice.to_json(), batching,
                schedule_function(hparams, replicas=device.replicas), code, inputs, fingerprint, reason, resume,
                start_session(resume, int(hparams["epochs"])))
 
@@ -226,6 +230,8 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         record["train_images_per_second"] = cache_record["amortised_images_per_second"]
         record["train_images_per_second_epochs"] = list(range(1, run.epochs + 1))
     record["feature_cache"] = cache_record
+    record["classes"] = list(run.manifest["classes"])
+    record["precision_choice"] = run.precision_choice  # the model's outputs, in order (flowerlab predict)
     write_outputs(run.settings.out_dir, model, rows, record)
     checkpoints.remove_checkpoints(run.settings.checkpoint_dir)
     return record
@@ -308,6 +314,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None,
                         help="backbone weights file (overrides the hparams' weights; the workflow passes the "
                              "fetched ImageNet file or the configured local one)")
+    parser.add_argument("--precision-cache", type=Path, default=None,
+                        help="folder for the measurements behind precision auto on a CPU (the workflow: "
+                             "resources/precision); default: measure and keep nothing")
     parser.add_argument("--log-every-epoch", action="store_true",
                         help="one log line per epoch even on a terminal (always on when stderr is not one)")
     return parser
@@ -325,6 +334,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         arch=args.arch, manifest=args.manifest, out_dir=args.out_dir, checkpoint_dir=args.checkpoint_dir,
         hparams=with_weights(parse_hparams(args.hparams), args.weights), accelerator=args.accelerator, seed=args.seed,
         deterministic=args.deterministic, threads=args.threads, log_every_epoch=args.log_every_epoch,
+        precision_cache=args.precision_cache,
     )
 
 
