@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from chromium_page import assert_page_loads_in_the_browser, screenshot
 from workflow_runs import SMOKE, copy_workflow, planned_jobs, snakemake
@@ -116,6 +119,47 @@ def test_editing_the_report_notebook_reruns_only_the_report(smoke_study):
         assert planned_jobs(smoke_study, *SMOKE) == {"render_report": 1, "publish_report": 1}
     finally:
         notebook.write_bytes(original)
+
+
+def validation_predictions(study: Path, arch: str, rows: int = 6) -> list[dict]:
+    lines = (study / "results" / "evaluation" / arch / "predictions.csv").read_text(encoding="utf-8").splitlines()
+    return list(csv.DictReader(lines))[:rows]
+
+
+def test_predict_on_a_validation_photo_gives_the_evaluations_prediction(smoke_study):
+    photos = smoke_study / "resources" / "synthetic_photos"
+    for arch in ("dense", "convnet", "squeezenet"):
+        expected = validation_predictions(smoke_study, arch)
+        out = smoke_study / f"predict-{arch}.json"
+        result = subprocess.run(
+            ["flowerlab", "predict", "--model", str(smoke_study / "results" / "models" / arch / "model.keras"),
+             "--top-k", "3", "--format", "json", "--out", str(out), *(str(photos / row["source"]) for row in expected)],
+            capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(smoke_study / "src")})
+        assert result.returncode == 0, result.stderr[-3000:]
+        for row, predicted in zip(expected, json.loads(out.read_text()), strict=True):
+            assert predicted["error"] is None and predicted["top"][0]["class"] == row["predicted_class"], arch
+            for entry in predicted["top"]:
+                assert entry["probability"] == pytest.approx(float(row[f"prob_{entry['class']}"]), abs=2e-6), arch
+
+
+def test_published_models_open_without_flowerlab_and_predict_as_evaluated(smoke_study, tmp_path):
+    from portable import predict_without_flowerlab
+
+    from flowerlab.data.images import prepare_photo
+    from flowerlab.data.pipeline import decode_photos
+
+    photos = smoke_study / "resources" / "synthetic_photos"
+    models, images, expected = {}, {}, {}
+    for arch in ("dense", "convnet", "squeezenet"):
+        rows = validation_predictions(smoke_study, arch)
+        models[arch] = smoke_study / "results" / "models" / arch / "model.keras"
+        jpegs = [prepare_photo(photos / row["source"], 64, 95) for row in rows]
+        images[arch] = decode_photos(jpegs, image_size=64, target_size=None).numpy()
+        classes = [name[len("prob_"):] for name in rows[0] if name.startswith("prob_")]
+        expected[arch] = [[float(row[f"prob_{c}"]) for c in classes] for row in rows]
+    loaded = predict_without_flowerlab(models, images, tmp_path)
+    for arch, probabilities in expected.items():
+        np.testing.assert_allclose(loaded[arch], probabilities, atol=2e-6, err_msg=arch)
 
 
 @contextlib.contextmanager
