@@ -34,7 +34,7 @@ include: "workflow/rules/report.smk"
 # A run that must download what it cannot reach stops here, before any job, naming the
 # settings that make it work offline (flowerlab.config.check_downloads).
 onstart:
-    check_downloads(config)
+    check_downloads(config, planned_outputs())
 
 
 rule all:

@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 from photo_factory import jpeg_bytes
 
+from flowerlab.cli import code_version
+
 KILL_WAIT_S = 60  # generous: the machine is shared; a healthy run reaches its kill point in seconds
 
 
@@ -346,6 +348,7 @@ def test_training_and_evaluation_records_rerun_to_identical_results(restore_tens
     assert record["manifest_sha256"] == manifest_sha256
     assert record["data_settings"] == manifest["settings"] and set(record["data_settings"]) == DATA_SETTINGS
     assert len(record["code_version"]["commit"]) == 40 and isinstance(record["code_version"]["dirty"], bool)
+    assert record["code_version"]["fingerprint"] == code_version("train", "dense").sha256
     assert {"python", "tensorflow", "keras", "numpy", "flowerlab"} <= set(record["versions"])
     assert record["device"]["kind"] == "cpu" and record["device"]["name"] and record["device"]["replicas"] == 1
 
@@ -371,7 +374,8 @@ def test_training_and_evaluation_records_rerun_to_identical_results(restore_tens
     assert metrics["inputs"]["manifest_sha256"] == manifest_sha256
     assert metrics["eval_batch_size"] == 4 and metrics["latency_runs"] == 2
     assert metrics["accelerator_requested"] == "cpu" and metrics["device"]["kind"] == "cpu"
-    assert set(metrics["code_version"]) == {"commit", "dirty"} and "tensorflow" in metrics["versions"]
+    assert set(metrics["code_version"]) == {"commit", "dirty", "fingerprint"} and "tensorflow" in metrics["versions"]
+    assert metrics["code_version"]["fingerprint"] == code_version("evaluate").sha256
     for key in ("hparams", "seed", "deterministic", "precision", "device", "data_settings", "weights",
                 "weights_sha256", "accelerator_requested", "threads", "manifest_sha256", "code_version",
                 "versions"):

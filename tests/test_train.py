@@ -13,6 +13,7 @@ import h5py
 import pytest
 from synthetic_records import write_dataset
 
+from flowerlab.cli import code_version
 from flowerlab.errors import ConfigError
 from flowerlab.training import records, setup, stage
 from flowerlab.training.schedules import learning_rate_at
@@ -66,7 +67,9 @@ def test_two_epochs_write_the_documented_outputs(two_epoch_run, manifest: Path) 
     assert record["precision"] == "float32" and record["deterministic"] is True
     assert {"python", "tensorflow", "keras", "numpy"} <= record["versions"].keys()
     assert record["versions"]["tensorflow"].startswith("2.")
-    assert set(record["code_version"]) == {"commit", "dirty"}
+    assert set(record["code_version"]) == {"commit", "dirty", "fingerprint", "modules"}
+    assert record["code_version"]["fingerprint"] == code_version("train", "dense").sha256
+    assert "flowerlab.models.dense" in record["code_version"]["modules"]
     assert record["parameters"] == {"total": 16 * 16 * 3 * 500 + 500 + 500 * 50 + 50 + 50 * 3 + 3,
                                     "trainable": 16 * 16 * 3 * 500 + 500 + 500 * 50 + 50 + 50 * 3 + 3}
     assert record["resumed_from_epoch"] == 0

@@ -127,3 +127,13 @@ def test_fetch_weights_checks_the_file_fits_and_writes_it_atomically(tmp_path) -
     with pytest.raises(DownloadError, match=r"models\.mobilenet_v2\.weights: PATH"):
         fetch_imagenet_weights("mobilenet_v2", 96, dest, CLOSED_PORT)
     assert list(dest.parent.iterdir()) == []
+
+
+def test_a_run_that_needs_no_download_is_not_stopped_offline(tmp_path) -> None:
+    """Only the downloads of the jobs that will run count: the data stage alone needs no weights."""
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "results/data/manifest.json", "--cores", "1", "--config", "data_source=synthetic",
+                       "study=[mobilenet_v2]", "synthetic={images_per_class: 4}", "data={image_size: 32, shards: 2}",
+                       f"weights_url={CLOSED_PORT}", timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (workdir / "results" / "data" / "manifest.json").is_file() and not (workdir / "resources" / "weights").exists()

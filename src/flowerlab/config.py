@@ -16,6 +16,7 @@ This module never imports TensorFlow: parsing the workflow must stay cheap.
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -296,16 +297,18 @@ def weights_file(config: dict, arch: str) -> str | None:
     return str(Path(weights).expanduser().resolve())
 
 
-def missing_downloads(config: dict) -> list[tuple[str, str]]:
-    """[(url, what to set instead)] for each file this run would download and has not yet."""
+def missing_downloads(config: dict, planned: Collection[str] | None = None) -> list[tuple[str, str]]:
+    """[(url, what to set instead)] for each file this run would download and has not yet;
+    with `planned` (the outputs of the jobs the run will execute), only those among them."""
     missing = []
+    wanted = (lambda path: True) if planned is None else (lambda path: path in planned)
     if config["data_source"] == "official" and not Path(PHOTOS_ARCHIVE).is_file() \
-            and not Path(photos_dir(config)).is_dir():
+            and not Path(photos_dir(config)).is_dir() and wanted(PHOTOS_ARCHIVE):
         missing.append((config["download"]["url"], "data_source: PATH (a folder with one subfolder per class) or data_source: synthetic"))
     users: dict[str, list[str]] = {}
     for arch in config["study"]:
         path = weights_file(config, arch)
-        if path is not None and path.startswith(WEIGHTS_DIR) and not Path(path).is_file():
+        if path is not None and path.startswith(WEIGHTS_DIR) and not Path(path).is_file() and wanted(path):
             users.setdefault(path, []).append(arch)
     for path, archs in users.items():
         url = imagenet_weights_files(config)[path][1]
@@ -328,10 +331,12 @@ def unreachable(url: str, timeout: float = REACHABLE_TIMEOUT_S) -> str | None:
         return str(getattr(error, "reason", error))
 
 
-def check_downloads(config: dict) -> None:
-    """Stop a run at its start, before any job, when it needs a download it cannot make: one
-    message naming, for each, the setting that makes the run work without it."""
-    problems = [(url, setting, why) for url, setting in missing_downloads(config) if (why := unreachable(url))]
+def check_downloads(config: dict, planned: Collection[str] | None = None) -> None:
+    """Stop a run at its start, before any job, when it needs a download it cannot make (among
+    the `planned` outputs, when given): one message naming, for each, the setting that makes
+    the run work without it."""
+    problems = [(url, setting, why) for url, setting in missing_downloads(config, planned)
+                if (why := unreachable(url))]
     if problems:
         lines = [f"  - {url} ({why}): set {setting}" for url, setting, why in problems]
         raise ConfigError(

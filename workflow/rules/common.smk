@@ -75,6 +75,11 @@ def weights_input(wildcards):
     return [] if path is None else [path]
 
 
+def planned_outputs():
+    """The files the jobs of this run will write (from Snakemake's DAG, once it is built)."""
+    return {str(path) for job in workflow.dag.needrun_jobs() for path in job.output}
+
+
 def weights_option(weights):
     return f"--weights {shlex.quote(str(weights[0]))}" if weights else ""
 
