@@ -313,3 +313,15 @@ def test_inter_op_threads_stay_small(threads: int, inter: int) -> None:
 def test_configure_threads_refuses_nonsense(threads: object) -> None:
     with pytest.raises(ConfigError, match="positive integer"):
         configure_threads(threads)  # type: ignore[arg-type]
+
+
+def test_a_jobs_threads_are_capped_where_it_runs_not_where_the_workflow_was_parsed(monkeypatch) -> None:
+    from flowerlab import console
+
+    monkeypatch.setattr(console.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert console.usable_cpus() == 4 and console.thread_count("8") == 4 and console.thread_count("3") == 3
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")  # a SLURM allocation smaller than the affinity
+    assert console.usable_cpus() == 2 and console.thread_count("8") == 2
+    with pytest.raises(Exception, match="must be at least 1"):
+        console.thread_count("0")

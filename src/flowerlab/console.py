@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,27 @@ def configure_logging(verbose: bool = False) -> None:
         )
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on, as the machine that runs the job sees it: its CPU
+    affinity (what a cpuset or a batch system's cgroup allows), and no more than SLURM's CPUs
+    per task where SLURM says (with `task/none` SLURM confines nothing itself). Never the CPU
+    count of the host that parsed the workflow, which on a cluster is the login node."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if allocated.isdigit() and int(allocated) > 0:
+        count = min(count, int(allocated))
+    return max(1, count)
+
+
+def thread_count(text: str) -> int:
+    """argparse type of --threads: a positive integer, capped at the CPUs this job may use (a
+    rule asks for its `threads`, and --cores may exceed the CPUs of a small machine)."""
+    return min(positive_int(text), usable_cpus())
 
 
 def positive_int(text: str) -> int:

@@ -41,6 +41,8 @@ FIGURES = "results/figures"
 NOTEBOOKS = Path(workflow.basedir) / "workflow" / "notebooks"
 REPORT_NOTEBOOK = str(NOTEBOOKS / "report.ipynb")
 REPORT_TEMPLATE = str(NOTEBOOKS / "report.html.j2")
+# Only for commands that run no job (--report, --dag): a job's threads are capped where it runs,
+# at the CPUs it may use there (flowerlab.console.usable_cpus), never at this host's count.
 CPUS = os.cpu_count() or 1
 
 
@@ -52,11 +54,6 @@ def run_cores():
         return workflow.cores
     except WorkflowError:
         return CPUS
-
-
-def machine_threads(threads):
-    """Threads a job may really use: --cores may exceed the CPUs of a small machine."""
-    return max(1, min(int(threads), CPUS))
 
 
 def photos_input(wildcards=None):

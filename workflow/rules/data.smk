@@ -68,11 +68,10 @@ rule make_inventory:
         code=code("inventory"),
         root=PHOTOS,
         max_pixels=config["data"]["max_pixels"],
-        cpus=lambda wildcards, threads: machine_threads(threads),
     shell:
         "flowerlab inventory --root {params.root:q} --out-csv {output.csv:q}"
         " --out-json {output.summary:q} --max-pixels {params.max_pixels}"
-        " --threads {params.cpus} 2>&1 | tee {log:q}"
+        " --threads {threads} 2>&1 | tee {log:q}"
 
 
 rule make_tfrecords:
@@ -98,11 +97,10 @@ rule make_tfrecords:
         fraction=config["data"]["validation_fraction"],
         shards=config["data"]["shards"],
         seed=config["data"]["seed"],
-        cpus=lambda wildcards, threads: machine_threads(threads),
     shell:
         "flowerlab tfrecords --root {params.root:q} --inventory {input.inventory:q}"
         " --inventory-json {input.inventory_summary:q}"
         " --out-dir {output.shards:q} --manifest {output.manifest:q}"
         " --image-size {params.image_size} --jpeg-quality {params.quality}"
         " --validation-fraction {params.fraction} --shards {params.shards}"
-        " --seed {params.seed} --threads {params.cpus} 2>&1 | tee {log:q}"
+        " --seed {params.seed} --threads {threads} 2>&1 | tee {log:q}"

@@ -25,13 +25,12 @@ rule evaluate_model:
         batch_size=config["evaluation"]["batch_size"],
         latency_runs=config["evaluation"]["latency_runs"],
         accelerator=config["accelerator"],
-        cpus=lambda wildcards, threads: machine_threads(threads),
     shell:
         "flowerlab evaluate --arch {wildcards.arch} --model {input.model:q}"
         " --training-json {input.record:q} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --batch-size {params.batch_size}"
         " --latency-runs {params.latency_runs} --accelerator {params.accelerator}"
-        " --threads {params.cpus} 2>&1 | tee {log:q}"
+        " --threads {threads} 2>&1 | tee {log:q}"
 
 
 rule collect_metrics:

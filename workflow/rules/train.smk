@@ -25,7 +25,7 @@ rule fetch_weights:
 
 # One model per architecture of the study. Each training claims all of the run's cores
 # (threads: run_cores()), so trainings run one after another, each with the whole machine,
-# instead of oversubscribing it; TensorFlow gets at most the machine's CPU count.
+# instead of oversubscribing it; the job caps TensorFlow's threads at the CPUs it may use.
 
 
 rule train_model:
@@ -56,12 +56,11 @@ rule train_model:
         # precision auto on a CPU: measured once per machine and architecture, kept here
         precision_cache="resources/precision",
         out_dir="results/models/{arch}",
-        cpus=lambda wildcards, threads: machine_threads(threads),
         weights=lambda wildcards, input: weights_option(input.weights),
     shell:
         "flowerlab train --arch {wildcards.arch} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --checkpoint-dir {params.checkpoints:q}"
         " --hparams {params.hparams:q} --accelerator {params.accelerator}"
-        " --seed {params.seed} {params.deterministic} --threads {params.cpus}"
+        " --seed {params.seed} {params.deterministic} --threads {threads}"
         " {params.weights} --precision-cache {params.precision_cache:q}"
         " 2>&1 | tee {log:q}"

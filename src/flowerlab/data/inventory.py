@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowerlab import filesystem, schema
-from flowerlab.console import configure_logging, positive_int, progress, run_command
+from flowerlab.console import configure_logging, positive_int, progress, run_command, thread_count
 from flowerlab.data.splits import MIN_KEPT_PER_CLASS
 from flowerlab.data.walk import FoundFile, display_path, walk_root
 from flowerlab.data.workers import running_pool
@@ -374,7 +374,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--out-json", required=True, type=Path, help="counts, classes and warnings")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         help="larger images are skipped as too_large (default %(default)s)")
-    parser.add_argument("--threads", type=positive_int, default=1, help="worker processes")
+    parser.add_argument("--threads", type=thread_count, default=1, help="worker processes")
     args = parser.parse_args(argv[1:])
     configure_logging()
     return run_command(argv[0], lambda: make_inventory(args.root, args.out_csv, args.out_json, args.max_pixels, args.threads))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import filesystem, schema
-from flowerlab.console import configure_logging, positive_int, progress, run_command
+from flowerlab.console import configure_logging, positive_int, progress, run_command, thread_count
 from flowerlab.data import tfrecord_io
 from flowerlab.data.inventory import KEPT, read_inventory_csv
 from flowerlab.data.manifest import manifest_for
@@ -356,7 +356,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="shard files across both splits")
     parser.add_argument("--seed", type=int, default=schema.default("data", "seed"),
                         help="decides the split and the record order")
-    parser.add_argument("--threads", type=positive_int, default=1, help="worker processes")
+    parser.add_argument("--threads", type=thread_count, default=1, help="worker processes")
     parser.add_argument("--chunksize", type=positive_int, default=DEFAULT_CHUNKSIZE,
                         help="photos per worker task (default %(default)s)")
     return parser

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from flowerlab import filesystem, schema
-from flowerlab.console import configure_logging, positive_int, run_command
+from flowerlab.console import configure_logging, positive_int, run_command, thread_count
 from flowerlab.data.manifest import load_manifest
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.evaluation.cost import make_forward, measure_costs
@@ -306,7 +306,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=None,
         help="CPU threads for TensorFlow (default: TensorFlow's choice, all cores)",
     )

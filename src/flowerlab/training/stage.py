@@ -36,7 +36,7 @@ from typing import Any
 
 from flowerlab import code_fingerprint, schema
 from flowerlab.code_fingerprint import CodeVersion
-from flowerlab.console import configure_logging, positive_int, run_command
+from flowerlab.console import configure_logging, run_command, thread_count
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.training import checkpoints
 from flowerlab.training.records import Session, check_history, start_session, training_record, write_outputs
@@ -309,7 +309,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=schema.default("seed"), help="weights, shuffling and augmentation")
     parser.add_argument("--deterministic", action="store_true",
                         help="TensorFlow op determinism and ordered input pipeline (bit-identical CPU reruns)")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="CPU threads for TensorFlow and tf.data (default: TensorFlow's choice)")
     parser.add_argument("--weights", default=None,
                         help="backbone weights file (overrides the hparams' weights; the workflow passes the "
