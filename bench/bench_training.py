@@ -52,7 +52,6 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,17 +161,13 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
     return measurement
 
 
-def peak_dtypes(archs: Sequence[str], device_kind: str, requested: str) -> list[str]:
-    """float32 and bfloat16 always (both are reported); float16 too when a model will use it."""
+def peak_dtypes(device_kind: str, requested: str) -> list[str]:
+    """float32 and bfloat16 always (both are reported); float16 too when the models will use it
+    (the policy is the same for every architecture, or measured: float32 or bfloat16)."""
     from flowerlab import devices
 
-    dtypes = ["float32", "bfloat16"]
-    for _ in archs:
-        # None: auto on a CPU with native bfloat16, measured: float32 or bfloat16, both listed.
-        policy = devices.resolve_precision(requested, device_kind) or "float32"
-        if COMPUTE_DTYPES[policy] not in dtypes:
-            dtypes.append(COMPUTE_DTYPES[policy])
-    return dtypes
+    policy = devices.resolve_precision(requested, device_kind) or "float32"
+    return list(dict.fromkeys(["float32", "bfloat16", COMPUTE_DTYPES[policy]]))
 
 
 def prepare_inputs(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path, dict[str, Any], str]:
@@ -214,7 +209,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  cache_epochs=args.cache_epochs)
         device = devices.select_strategy(args.accelerator)
         size = args.matmul_size or (8192 if device.kind == "gpu" else 2048)
-        dtypes = peak_dtypes(args.archs, device.kind, args.precision)
+        dtypes = peak_dtypes(device.kind, args.precision)
         first_peaks = measure_peaks(dtypes, size=size, seconds=args.matmul_seconds)
         load_average = round(os.getloadavg()[0], 2)
         results: list[Measurement | tuple[str, str]] = []

@@ -101,19 +101,23 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@functools.cache  # one walk of the package per process, however many stages are fingerprinted
+def _data_files_by_package() -> dict[Path, tuple[Path, ...]]:
+    """Each package folder's files other than Python (templates): those beside its
+    `__init__.py` and in its folders that are not packages themselves."""
+    found: dict[Path, list[Path]] = {}
+    for path in sorted(module_path(PACKAGE).parent.rglob("*")):
+        if path.is_file() and path.suffix not in (".py", ".pyc", ".typed") and path.name not in NOT_CODE \
+                and "__pycache__" not in path.parts:
+            package = next(folder for folder in path.parents if (folder / "__init__.py").is_file())
+            found.setdefault(package, []).append(path)
+    return {package: tuple(paths) for package, paths in found.items()}
+
+
 def package_data_files(modules: Iterable[str]) -> list[Path]:
-    """Files other than Python that the modules' packages ship (templates, the config schema):
-    those beside a package's `__init__.py` and in its folders that are not packages."""
-    folders = {module_path(m).parent for m in modules}
-    found: set[Path] = set()
-    for folder in folders:
-        for path in folder.rglob("*"):
-            inside_subpackage = any((parent / "__init__.py").is_file() for parent in path.parents
-                                    if parent != folder and folder in parent.parents)
-            if path.is_file() and path.suffix not in (".py", ".pyc", ".typed") and path.name not in NOT_CODE \
-                    and "__pycache__" not in path.parts and not inside_subpackage:
-                found.add(path)
-    return sorted(found)
+    """The data files of the modules' packages (see _data_files_by_package)."""
+    by_package = _data_files_by_package()
+    return sorted({path for folder in {module_path(m).parent for m in modules} for path in by_package.get(folder, ())})
 
 
 def notebook_imports(path: Path) -> list[str]:
@@ -121,6 +125,7 @@ def notebook_imports(path: Path) -> list[str]:
     cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
     source = "\n".join("".join(cell.get("source", "")) for cell in cells if cell.get("cell_type") == "code")
     lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # IPython magics
+    known = _import_graph().modules
     modules: set[str] = set()
     for node in ast.walk(ast.parse("\n".join(lines))):
         if isinstance(node, ast.Import):
@@ -128,7 +133,6 @@ def notebook_imports(path: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.add(node.module)
             # `from flowerlab.reporting import figures` imports a module, not a name.
-            known = _import_graph().modules
             modules |= {f"{node.module}.{alias.name}" for alias in node.names} & known
     return sorted(m for m in modules if m == PACKAGE or m.startswith(PACKAGE + "."))
 

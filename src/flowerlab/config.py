@@ -16,7 +16,8 @@ This module never imports TensorFlow: parsing the workflow must stay cheap.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,7 @@ def check(config: dict) -> None:
             if required not in hparams:
                 problems.append(f"config key 'models.{arch}.{required}': missing")
         if arch in BACKBONE_ARCHS:
-            problem = _check_weights(arch, str(hparams.get("weights", "imagenet")))
+            problem = _check_weights(arch, model_weights(hparams, True))
             if problem:
                 problems.append(problem)
     if problems:
@@ -258,7 +259,7 @@ def cli(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Downloads: what a run fetches, and a check at its start that it can
+# An architecture's input size and weights, and the downloads a run needs
 
 
 WEIGHTS_DIR = "resources/weights"
@@ -266,54 +267,78 @@ PHOTOS_ARCHIVE = "resources/flower_photos.tgz"
 REACHABLE_TIMEOUT_S = 10.0
 
 
-def model_image_size(config: dict, arch: str) -> int:
-    """The input size of `arch` in this study: its own image_size, else the architecture's
-    default (xception: 331), else the TFRecords' size."""
-    return int(config["models"][arch].get("image_size") or get_spec(arch).default_image_size
+def model_image_size(hparams: Mapping[str, Any], default_image_size: int | None) -> int | None:
+    """hparams.image_size, else the architecture's own default (xception: 331), else None
+    (= the TFRecords' size)."""
+    return hparams.get("image_size") or default_image_size
+
+
+def model_weights(hparams: Mapping[str, Any], uses_backbone_weights: bool) -> str:
+    """hparams.weights, else ImageNet for backbone models, else none."""
+    return str(hparams.get("weights") or ("imagenet" if uses_backbone_weights else "none"))
+
+
+def study_image_size(config: dict, arch: str) -> int:
+    """The input size of `arch` in this study (the TFRecords' size unless it has its own)."""
+    return int(model_image_size(config["models"][arch], get_spec(arch).default_image_size)
                or config["data"]["image_size"])
 
 
-def imagenet_weights_files(config: dict) -> dict[str, tuple[str, str, int]]:
-    """{resources/weights/FILE: (arch, url, image size)} for every studied architecture whose
-    weights are `imagenet` (two architectures of one backbone share one file)."""
-    files: dict[str, tuple[str, str, int]] = {}
+@dataclass(frozen=True)
+class WeightsDownload:
+    """An ImageNet weights file the study fetches, and the architectures that start from it."""
+
+    url: str
+    image_size: int
+    archs: tuple[str, ...]
+
+
+def imagenet_weights_path(config: dict, arch: str) -> str:
+    """resources/weights/FILE: the file Keras would pick for `arch`'s input size."""
+    return f"{WEIGHTS_DIR}/{get_spec(arch).imagenet.file_for(study_image_size(config, arch))}"
+
+
+def imagenet_weights_files(config: dict) -> dict[str, WeightsDownload]:
+    """{resources/weights/FILE: its download} for the studied architectures with weights
+    `imagenet` (two architectures of one backbone at one size share one file)."""
+    files: dict[str, WeightsDownload] = {}
     for arch in config["study"]:
         spec = get_spec(arch)
-        if spec.imagenet is None or config["models"][arch].get("weights", "imagenet") != "imagenet":
+        if spec.imagenet is None or model_weights(config["models"][arch], True) != "imagenet":
             continue
-        size = model_image_size(config, arch)
-        path = f"{WEIGHTS_DIR}/{spec.imagenet.file_for(size)}"
-        files.setdefault(path, (arch, spec.imagenet.url_for(size, config["weights_url"]), size))
+        path, size = imagenet_weights_path(config, arch), study_image_size(config, arch)
+        known = files.get(path)
+        files[path] = WeightsDownload(spec.imagenet.url_for(size, config["weights_url"]), size,
+                                      (*known.archs, arch) if known else (arch,))
     return files
 
 
 def weights_file(config: dict, arch: str) -> str | None:
     """The weights file `arch` trains from: the fetched ImageNet file, a local file, or None."""
-    weights = str(config["models"][arch].get("weights", "imagenet" if arch in BACKBONE_ARCHS else "none"))
-    if arch not in BACKBONE_ARCHS or weights == "none":
+    if arch not in BACKBONE_ARCHS:
+        return None
+    weights = model_weights(config["models"][arch], True)
+    if weights == "none":
         return None
     if weights == "imagenet":
-        return f"{WEIGHTS_DIR}/{get_spec(arch).imagenet.file_for(model_image_size(config, arch))}"
+        return imagenet_weights_path(config, arch)
     return str(Path(weights).expanduser().resolve())
 
 
 def missing_downloads(config: dict, planned: Collection[str] | None = None) -> list[tuple[str, str]]:
     """[(url, what to set instead)] for each file this run would download and has not yet;
     with `planned` (the outputs of the jobs the run will execute), only those among them."""
+    def needed(path: str) -> bool:
+        return not Path(path).is_file() and (planned is None or path in planned)
+
     missing = []
-    wanted = (lambda path: True) if planned is None else (lambda path: path in planned)
-    if config["data_source"] == "official" and not Path(PHOTOS_ARCHIVE).is_file() \
-            and not Path(photos_dir(config)).is_dir() and wanted(PHOTOS_ARCHIVE):
-        missing.append((config["download"]["url"], "data_source: PATH (a folder with one subfolder per class) or data_source: synthetic"))
-    users: dict[str, list[str]] = {}
-    for arch in config["study"]:
-        path = weights_file(config, arch)
-        if path is not None and path.startswith(WEIGHTS_DIR) and not Path(path).is_file() and wanted(path):
-            users.setdefault(path, []).append(arch)
-    for path, archs in users.items():
-        url = imagenet_weights_files(config)[path][1]
-        missing.append((url, " and ".join(f"models.{arch}.weights: PATH" for arch in archs)
-                        + " (a local .h5 of the backbone's ImageNet weights without its top)"))
+    if config["data_source"] == "official" and not Path(photos_dir(config)).is_dir() and needed(PHOTOS_ARCHIVE):
+        missing.append((config["download"]["url"],
+                        "data_source: PATH (a folder with one subfolder per class) or data_source: synthetic"))
+    for path, download in imagenet_weights_files(config).items():
+        if needed(path):
+            missing.append((download.url, " and ".join(f"models.{arch}.weights: PATH" for arch in download.archs)
+                            + " (a local .h5 of the backbone's ImageNet weights without its top)"))
     return missing
 
 

@@ -307,7 +307,7 @@ def resolve_precision(requested: str, kind: str, *, cpu_flags: Iterable[str] | N
     return None if cpu_has_native_bfloat16(cpu_flags) else "float32"
 
 
-def auto_precision_reason(kind: str, cpu_flags: Iterable[str] | None = None) -> str:
+def auto_precision_reason(kind: str) -> str:
     """Why `resolve_precision("auto", kind)` chose without measuring (training.json)."""
     if kind == "tpu":
         return "auto on a TPU: bfloat16 is its native format"

@@ -15,8 +15,8 @@ rule fetch_weights:
     conda:
         "../../environment.yml"
     params:
-        arch=lambda wildcards, output: WEIGHTS_FILES[output[0]][0],
-        size=lambda wildcards, output: WEIGHTS_FILES[output[0]][2],
+        arch=lambda wildcards, output: WEIGHTS_FILES[output[0]].archs[0],
+        size=lambda wildcards, output: WEIGHTS_FILES[output[0]].image_size,
         url=config["weights_url"],
     shell:
         "flowerlab fetch-weights --arch {params.arch} --image-size {params.size}"

@@ -140,8 +140,9 @@ def predict(model_path: Path, paths: Sequence[Path], *, training_json: Path | No
     if not files:
         raise DataError("no photos to predict: the paths name no files")
     model = load_model(model_path)
-    predictions = predict_files(model, files, card, min(top_k, len(card.classes)))
-    text = as_json(predictions) if output_format == "json" else as_csv(predictions, min(top_k, len(card.classes)))
+    top_k = min(top_k, len(card.classes))
+    predictions = predict_files(model, files, card, top_k)
+    text = as_json(predictions) if output_format == "json" else as_csv(predictions, top_k)
     if out is None:
         sys.stdout.write(text)
     else:

@@ -48,13 +48,15 @@ class ImageNetWeights:
     sizes: tuple[int, ...] = ()  # resolutions with a file of their own
     fallback_size: int = 224  # Keras' choice for any other input size
 
+    def path_for(self, image_size: int) -> str:
+        """The file's path below the store for a model of `image_size` px."""
+        return self.path.format(size=image_size if image_size in self.sizes else self.fallback_size)
+
     def file_for(self, image_size: int) -> str:
-        size = image_size if image_size in self.sizes else self.fallback_size
-        return self.path.format(size=size).rsplit("/", 1)[-1]
+        return self.path_for(image_size).rsplit("/", 1)[-1]
 
     def url_for(self, image_size: int, base_url: str) -> str:
-        size = image_size if image_size in self.sizes else self.fallback_size
-        return base_url.rstrip("/") + "/" + self.path.format(size=size)
+        return base_url.rstrip("/") + "/" + self.path_for(image_size)
 
 
 MOBILENET_V2_IMAGENET = ImageNetWeights(

@@ -101,7 +101,7 @@ def choose_cpu_precision(setup: ProbeSetup, *, cache_dir: Path | None, cpu_model
     policy = faster(measured)
     if path is not None:
         filesystem.write_json(path, {"format": CACHE_FORMAT, "cpu": cpu_model, "tensorflow": tensorflow,
-                                     "setup": {**asdict(setup), "hparams": dict(setup.hparams)},
+                                     "setup": asdict(setup),
                                      "images_per_second": measured, "chosen": policy,
                                      "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return PrecisionChoice(policy, f"faster on this machine ({_describe(measured)}; measured now)", measured,

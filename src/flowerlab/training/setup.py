@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import schema
+from flowerlab.config import model_image_size, model_weights  # noqa: F401 (the training's, defined with the config's)
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.filesystem import sha256_file
 
@@ -112,17 +113,6 @@ def load_data_plan(manifest_path: Path, manifest: Mapping[str, Any], image_size:
             "records; both splits need records to train and validate"
         )
     return plan
-
-
-def model_image_size(hparams: Mapping[str, Any], default_image_size: int | None) -> int | None:
-    """hparams.image_size, else the architecture's own default (xception: 331), else None
-    (= the TFRecords' size)."""
-    return hparams.get("image_size") or default_image_size
-
-
-def model_weights(hparams: Mapping[str, Any], uses_backbone_weights: bool) -> str:
-    """hparams.weights, else ImageNet for backbone models (as the config's check assumes)."""
-    return str(hparams.get("weights") or ("imagenet" if uses_backbone_weights else "none"))
 
 
 def weights_identity(weights: str) -> str | None:

@@ -230,8 +230,8 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         record["train_images_per_second"] = cache_record["amortised_images_per_second"]
         record["train_images_per_second_epochs"] = list(range(1, run.epochs + 1))
     record["feature_cache"] = cache_record
-    record["classes"] = list(run.manifest["classes"])
-    record["precision_choice"] = run.precision_choice  # the model's outputs, in order (flowerlab predict)
+    record["classes"] = list(run.manifest["classes"])  # the model's outputs, in order (flowerlab predict)
+    record["precision_choice"] = run.precision_choice
     write_outputs(run.settings.out_dir, model, rows, record)
     checkpoints.remove_checkpoints(run.settings.checkpoint_dir)
     return record
