@@ -6,7 +6,7 @@
 #
 # Stages (one rule file each, logic in src/flowerlab; docs/architecture.md has the files between them):
 #   data.smk      photos -> inventory -> TFRecords
-#   train.smk     one model per architecture in config["study"]
+#   train.smk     one model per architecture in config["study"] and seed in config["seeds"]
 #   evaluate.smk  validation metrics and cost figures, collected into results/metrics.csv
 #   report.smk    papermill report notebook, figures, results/report/index.html
 
@@ -23,6 +23,8 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     arch="|".join(sorted(config["models"])),
+    replicate=REPLICATE_PATTERN,
+    split=r"\d+",
 
 
 include: "workflow/rules/data.smk"

@@ -4,7 +4,7 @@ stage's seconds and each model's training throughput.
     python bench/bench_full_study.py --accelerator gpu                          # the default study
     python bench/bench_full_study.py --accelerator gpu --cores 16 --config data_source=/data/flower_photos
     python bench/bench_full_study.py --fresh ...      # move earlier results/, benchmarks/, logs/ aside first
-    python bench/bench_full_study.py --quick          # CI: the synthetic smoke study (dense only), CPU
+    python bench/bench_full_study.py --quick          # CI: the synthetic smoke study (dense, one seed), CPU
 
 In --workdir (the repository by default) it
 
@@ -56,7 +56,7 @@ OUTPUT_FOLDERS = ("results", "benchmarks", "logs")  # what a study writes (resou
 # Not the study's outputs, though inside results/: git's README, and the benchmarks' figures (bench/),
 # which the report shows beside the study's own times when they are there.
 KEPT = {"results": ("README.md", "bench")}
-QUICK_CONFIG = ["study=[dense]", "models={dense: {epochs: 1}}"]
+QUICK_CONFIG = ["study=[dense]", "models={dense: {epochs: 1}}", "seeds=[1]"]
 
 
 def is_kept(folder_name: str, relative: Path) -> bool:
@@ -104,15 +104,15 @@ def copy_workflow(dest: Path) -> Path:
 
 
 def model_rows(workdir: Path) -> list[dict[str, str]]:
-    """Per trained model, from the study's results/metrics.csv (the report's table)."""
+    """Per trained model (architecture and replicate), from the study's results/metrics.csv."""
     with open(workdir / "results" / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def print_models(rows: list[dict[str, str]]) -> None:
-    print(f"\n{'model':<24}{'train images/s':>15}{'precision':>17}{'train s':>9}{'val acc':>9}  device")
+    print(f"\n{'model':<30}{'train images/s':>15}{'precision':>17}{'train s':>9}{'val acc':>9}  device")
     for row in rows:
-        print(f"{row['arch']:<24}{float(row['train_images_per_s']):>15.1f}{row['precision']:>17}"
+        print(f"{row['arch'] + ' ' + row['replicate']:<30}{float(row['train_images_per_s']):>15.1f}{row['precision']:>17}"
               f"{float(row['training_seconds']):>9.0f}{float(row['val_accuracy']):>9.4f}  {row['training_device']}",
               flush=True)
 

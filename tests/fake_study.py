@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -169,9 +170,10 @@ def tiny_model(arch: str, num_classes: int, size: int, seed: int):
 
 
 def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int = 3, seed: int = 1) -> None:
-    """model.keras, history.csv and training.json of one architecture."""
+    """model.keras, history.csv and training.json of one run (architecture and seed), in
+    models_dir/{arch}/seed-{seed}/."""
     manifest = json.loads(manifest_path.read_text())
-    folder = models_dir / arch
+    folder = models_dir / arch / f"seed-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     model = tiny_model(arch, manifest["num_classes"], manifest["image_size"], seed)
     model.save(folder / "model.keras")
@@ -221,13 +223,18 @@ def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int
 BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
-def write_benchmarks(benchmarks: Path, archs: list[str]) -> dict[str, float]:
-    """The Snakemake benchmark files of a study of `archs` (flowerlab.reporting.timings' layout), as the
-    rules' `benchmark:` directive writes them; returns {file: seconds}."""
+def runs_of(archs: list[str], seeds: Sequence[int] = (1,)) -> list[tuple[str, str]]:
+    """(arch, replicate name) of a study of `archs` with `seeds`, in the workflow's order."""
+    return [(arch, f"seed-{seed}") for arch in archs for seed in seeds]
+
+
+def write_benchmarks(benchmarks: Path, archs: list[str], seeds: Sequence[int] = (1,)) -> dict[str, float]:
+    """The Snakemake benchmark files of a study of `archs` x `seeds` (flowerlab.reporting.timings'
+    layout), as the rules' `benchmark:` directive writes them; returns {file: seconds}."""
     from flowerlab.reporting.timings import study_benchmark_files
 
     seconds = {}
-    for index, name in enumerate(study_benchmark_files(archs)):
+    for index, name in enumerate(study_benchmark_files(runs_of(archs, seeds))):
         wall = 1.5 + 10.0 * index
         path = benchmarks / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,13 +260,15 @@ def write_training_benchmark(bench_dir: Path, archs: list[str]) -> Path:
     return path
 
 
-def make_fake_study(results: Path, archs: list[str]) -> Path:
-    """results/data/* and results/models/{arch}/* for `archs`, and the jobs' benchmark files in
-    benchmarks/ beside results/ (as in a workflow's folder); returns `results`."""
+def make_fake_study(results: Path, archs: list[str], seeds: Sequence[int] = (1,)) -> Path:
+    """results/data/* and results/models/{arch}/seed-{seed}/* for `archs` x `seeds`, and the jobs'
+    benchmark files in benchmarks/ beside results/ (as in a workflow's folder); returns `results`.
+    Architectures train for different numbers of epochs (3, 4, ...), their runs alike."""
     write_data(results / "data")
-    for seed, arch in enumerate(archs, start=1):
-        write_model(results / "models", arch, results / "data" / "manifest.json", epochs=3 + seed, seed=seed)
-    write_benchmarks(results.parent / "benchmarks", archs)
+    for index, arch in enumerate(archs, start=1):
+        for seed in seeds:
+            write_model(results / "models", arch, results / "data" / "manifest.json", epochs=3 + index, seed=seed)
+    write_benchmarks(results.parent / "benchmarks", archs, seeds)
     return results
 
 
@@ -272,25 +281,32 @@ NOTEBOOK = REPO_ROOT / "workflow" / "notebooks" / "report.ipynb"
 HTML_TEMPLATE = REPO_ROOT / "workflow" / "notebooks" / "report.html.j2"
 
 
-def evaluate_and_collect(results: Path, archs: list[str]) -> None:
-    """results/evaluation/{arch}/ and results/metrics.csv/.json (in this process, TF default threads)."""
+def evaluate_and_collect(results: Path, archs: list[str], seeds: Sequence[int] = (1,)) -> None:
+    """results/evaluation/{arch}/seed-{seed}/ and the tables of results/ (metrics.csv, ...), in
+    this process, TF default threads."""
     from flowerlab.evaluation import collect, stage
 
-    for arch in archs:
+    runs = runs_of(archs, seeds)
+    for arch, replicate in runs:
         stage.evaluate(
             arch=arch,
-            model_path=results / "models" / arch / "model.keras",
-            training_json=results / "models" / arch / "training.json",
+            model_path=results / "models" / arch / replicate / "model.keras",
+            training_json=results / "models" / arch / replicate / "training.json",
             manifest_path=results / "data" / "manifest.json",
-            out_dir=results / "evaluation" / arch,
+            out_dir=results / "evaluation" / arch / replicate,
             batch_size=4,
             latency_runs=3,
         )
-    collect.collect(
-        [results / "evaluation" / arch / "metrics.json" for arch in archs],
-        results / "metrics.csv",
-        results / "metrics.json",
-    )
+    collect.collect([results / "evaluation" / arch / replicate / "metrics.json" for arch, replicate in runs],
+                    collect_outputs(results))
+
+
+def collect_outputs(results: Path):
+    """Where the workflow's collect_metrics rule writes its tables, under `results`."""
+    from flowerlab.evaluation.collect import Outputs
+
+    return Outputs(results / "metrics.csv", results / "metrics.json", results / "architectures.csv",
+                   results / "comparisons.csv", results / "mcnemar.csv")
 
 
 def render_report(results: Path) -> Path:
@@ -314,14 +330,15 @@ def render_report(results: Path) -> Path:
         )
         == 0
     )
-    archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
+    runs = [line.split(",")[:2] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
     return landing.publish(
         figures_dir=results / "figures",
         metrics=results / "metrics.csv",
+        architectures=results / "architectures.csv",
         notebook_html=report_dir / "report.html",
         out=report_dir / "index.html",
         manifest=results / "data" / "manifest.json",
-        evaluations=[results / "evaluation" / arch / "metrics.json" for arch in archs],
+        evaluations=[results / "evaluation" / arch / replicate / "metrics.json" for arch, replicate in runs],
     )
 
 
@@ -330,11 +347,13 @@ def render_options(results: Path) -> list[str]:
     return ["--results-dir", str(results)]
 
 
-def make_fake_report(results: Path, archs: list[str], *, training_benchmark: bool = False) -> Path:
-    """A whole fake study, from data to the published landing page; returns index.html. With
-    `training_benchmark`, results/bench/training.csv exists too, as after `bench/run_all.py`."""
-    make_fake_study(results, archs)
+def make_fake_report(results: Path, archs: list[str], *, seeds: Sequence[int] = (1,),
+                     training_benchmark: bool = False) -> Path:
+    """A whole fake study of `archs` x `seeds`, from data to the published landing page; returns
+    index.html. With `training_benchmark`, results/bench/training.csv exists too, as after
+    `bench/run_all.py`."""
+    make_fake_study(results, archs, seeds)
     if training_benchmark:
         write_training_benchmark(results / "bench", archs)
-    evaluate_and_collect(results, archs)
+    evaluate_and_collect(results, archs, seeds)
     return render_report(results)

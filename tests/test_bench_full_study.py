@@ -26,12 +26,12 @@ def test_quick_study_reports_its_stages_wall_time_and_models(repo_root: Path, tm
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
     stages = {(row["rule"], row["wildcards"]) for row in rows if row["row"] == "stage"}
-    assert {("make_tfrecords", ""), ("train_model", "dense"), ("evaluate_model", "dense")} <= stages
+    assert {("make_tfrecords", ""), ("train_model", "dense/seed-1"), ("evaluate_model", "dense/seed-1")} <= stages
     by_kind = {row["row"]: row for row in rows}
     assert "accelerator=cpu" in by_kind["wall"]["rule"]
     # The wall time of the run holds every job's time (they ran one after another inside it).
     assert float(by_kind["wall"]["seconds"]) >= float(by_kind["total"]["seconds"]) > 0
-    model_lines = [line for line in done.stdout.splitlines() if line.startswith("dense ")]
+    model_lines = [line for line in done.stdout.splitlines() if line.startswith("dense seed-1 ")]
     # config/smoke.yaml sets float32 (auto would be measured on the machine and could be either).
     assert len(model_lines) == 1 and "cpu" in model_lines[0] and "float32" in model_lines[0].split()
     assert "study wall time" in done.stdout

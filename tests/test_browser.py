@@ -20,29 +20,35 @@ from flowerlab.reporting import captions
 
 pytestmark = pytest.mark.browser
 
-# Every figure: the fake study has a training benchmark (results/bench/training.csv) too.
-DRAWN_FIGURES = len(captions.FIGURES)
+# With three seeds and a training benchmark (results/bench/training.csv): every figure. With one
+# seed and no benchmark: all but the optional ones (the probability of improvement, the benchmark).
+STUDIES = {"three seeds": ("two_architecture_report", len(captions.FIGURES)),
+           "one seed": ("one_seed_report", len(captions.FIGURES) - len(captions.OPTIONAL_FIGURES))}
 
 
-@pytest.fixture(scope="module")
-def fake_report(two_architecture_report: Path) -> Path:
-    return two_architecture_report
+@pytest.fixture(scope="module", params=list(STUDIES))
+def fake_report(request: pytest.FixtureRequest) -> tuple[Path, int]:
+    """(the published index.html, the figures it must show) of a fake study with 3 seeds, and with 1."""
+    fixture, figures = STUDIES[request.param]
+    return request.getfixturevalue(fixture), figures
 
 
 @pytest.mark.slow
 def test_landing_page_images_and_links_work_in_chromium(
-    chromium: Path, fake_report: Path, tmp_path: Path, artifacts_dir: Path
+    chromium: Path, fake_report: tuple[Path, int], tmp_path: Path, artifacts_dir: Path
 ) -> None:
-    seen = assert_page_loads_in_the_browser(chromium, fake_report, tmp_path)
-    assert len(seen["images"]) == DRAWN_FIGURES
-    assert "report.html" in seen["links"] and "../metrics.csv" in seen["links"]
-    screenshot(chromium, fake_report, artifacts_dir / "report.png", tmp_path / "profile-shot")
+    page, figures = fake_report
+    seen = assert_page_loads_in_the_browser(chromium, page, tmp_path)
+    assert len(seen["images"]) == figures
+    assert {"report.html", "../metrics.csv", "../architectures.csv"} <= set(seen["links"])
+    screenshot(chromium, page, artifacts_dir / f"report-{figures}-figures.png", tmp_path / "profile-shot")
 
 
 @pytest.mark.slow
-def test_notebook_html_images_load_in_chromium(chromium: Path, fake_report: Path, tmp_path: Path) -> None:
-    seen = assert_page_loads_in_the_browser(chromium, fake_report.parent / "report.html", tmp_path)
-    assert len(seen["images"]) == DRAWN_FIGURES
+def test_notebook_html_images_load_in_chromium(chromium: Path, fake_report: tuple[Path, int], tmp_path: Path) -> None:
+    page, figures = fake_report
+    seen = assert_page_loads_in_the_browser(chromium, page.parent / "report.html", tmp_path)
+    assert len(seen["images"]) == figures
 
 
 def test_the_workflow_report_in_this_checkout(

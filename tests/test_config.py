@@ -11,8 +11,8 @@ import yaml
 from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
-from flowerlab.config import prepare_config
-from flowerlab.errors import ConfigError
+from flowerlab.config import prepare_config, resolved_config
+from flowerlab.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,14 +150,14 @@ def test_the_commands_take_their_defaults_from_the_schema():
     defaults = {
         ("data", "seed"): schema.default("data", "seed"),
         ("evaluation", "batch_size"): schema.default("evaluation", "batch_size"),
-        ("seed",): schema.default("seed"),
+        ("seeds",): schema.default("seeds"),
     }
-    assert defaults[("data", "seed")] == 35155 and defaults[("seed",)] == 42
+    assert defaults[("data", "seed")] == 35155 and defaults[("seeds",)] == [1, 2, 3]
     assert parser.get_default("seed") == defaults[("data", "seed")]
     required = ["--arch", "a", "--model", "m", "--training-json", "t", "--manifest", "x", "--out-dir", "o"]
     assert evaluation.build_parser("e").parse_args(required).batch_size == defaults[("evaluation", "batch_size")]
     train_required = ["--arch", "a", "--manifest", "x", "--out-dir", "o", "--checkpoint-dir", "c", "--hparams", "{}"]
-    assert training.build_parser("t").parse_args(train_required).seed == defaults[("seed",)]
+    assert training.build_parser("t").parse_args(train_required).seed == defaults[("seeds",)][0]
 
 
 def test_a_key_without_a_default_says_so():
@@ -165,3 +165,19 @@ def test_a_key_without_a_default_says_so():
 
     with pytest.raises(KeyError, match="no default"):
         schema.default("hparams", "epochs")
+
+
+def test_seeds_make_the_replicates_crossed_with_repeated_splits():
+    from flowerlab.config import hparams_for, study_replicates, study_runs
+    from flowerlab.replicates import Replicate, parse
+
+    config = resolved_config([REPO / "config" / "config.yaml"])
+    assert study_replicates(config, "convnet") == [Replicate(1), Replicate(2), Replicate(3)]
+    config["models"]["convnet"]["seeds"] = [7]
+    config["data"]["split_seeds"] = [5, 6]
+    assert [rep.name for rep in study_replicates(config, "convnet")] == ["split-5-seed-7", "split-6-seed-7"]
+    assert len(study_runs(config)) == 2 + 2 * 3 * (len(config["study"]) - 1)
+    assert "seeds" not in hparams_for(config, "convnet")  # a model's seeds name runs, not a recipe
+    assert parse("split-5-seed-7") == Replicate(7, 5) and parse("seed-3") == Replicate(3)
+    with pytest.raises(DataError, match="not a replicate name"):
+        parse("seed-x")

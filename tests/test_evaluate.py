@@ -144,8 +144,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_evaluation(results: Path, out_dir: Path, **overrides) -> dict:
     arguments = {
         "arch": "convnet",
-        "model_path": results / "models/convnet/model.keras",
-        "training_json": results / "models/convnet/training.json",
+        "model_path": results / "models/convnet/seed-1/model.keras",
+        "training_json": results / "models/convnet/seed-1/training.json",
         "manifest_path": results / "data/manifest.json",
         "out_dir": out_dir,
         "batch_size": 4,
@@ -185,13 +185,13 @@ def test_metrics_json_has_the_contract_keys(evaluated: Path) -> None:
     assert metrics["classes"] == fake_study.CLASSES
     assert metrics["images"] == len(fake_study.CLASSES) * fake_study.VALIDATION_PER_CLASS
     assert np.sum(metrics["confusion_matrix"]) == metrics["images"]
-    assert metrics["model_bytes"] == (evaluated.parent.parent / "models/convnet/model.keras").stat().st_size
+    assert metrics["model_bytes"] == (evaluated.parent.parent / "models/convnet/seed-1/model.keras").stat().st_size
     assert metrics["inference_images_per_second"] > 0
     assert 0 < metrics["latency_ms_median"] <= metrics["latency_ms_p95"]
     assert metrics["eval_batch_size"] == 4
     assert metrics["device"]["kind"] == "cpu"
     # the training figures come from training.json
-    record = json.loads((evaluated.parent.parent / "models/convnet/training.json").read_text())
+    record = json.loads((evaluated.parent.parent / "models/convnet/seed-1/training.json").read_text())
     assert metrics["training"]["wall_seconds"] == record["wall_seconds"]
     assert metrics["training"]["train_images_per_second"] == record["train_images_per_second"]
     assert metrics["training"]["epochs"] == record["epochs"]
@@ -202,7 +202,7 @@ def test_parameters_and_flops_are_those_of_the_model(evaluated: Path) -> None:
     import keras
 
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    model = keras.saving.load_model(evaluated.parent.parent / "models/convnet/model.keras")
+    model = keras.saving.load_model(evaluated.parent.parent / "models/convnet/seed-1/model.keras")
     assert metrics["parameters_total"] == model.count_params()
     size = fake_study.IMAGE_SIZE
     convolutions = size * size * 4 * 27 * 2 + (size // 2) ** 2 * 6 * 36 * 2
@@ -231,7 +231,7 @@ def test_predictions_csv_agrees_with_the_model_and_the_metrics(evaluated: Path) 
     assert metrics["accuracy"] == pytest.approx(correct / len(rows))
 
     # The loss equals what Keras computes on the same images (decoded independently here).
-    model = keras.saving.load_model(evaluated.parent.parent / "models/convnet/model.keras")
+    model = keras.saving.load_model(evaluated.parent.parent / "models/convnet/seed-1/model.keras")
     shard = next((evaluated.parent.parent / "data/tfrecords").glob("validation-*.tfrec"))
     images, labels = [], []
     for record in tf.data.TFRecordDataset(str(shard)):
@@ -251,7 +251,7 @@ def test_predictions_csv_agrees_with_the_model_and_the_metrics(evaluated: Path) 
 
 @pytest.mark.slow
 def test_evaluation_refuses_a_model_trained_on_another_manifest(study: Path, tmp_path: Path) -> None:
-    record = json.loads((study / "models/convnet/training.json").read_text())
+    record = json.loads((study / "models/convnet/seed-1/training.json").read_text())
     record["manifest_sha256"] = "0" * 64
     other = tmp_path / "training.json"
     other.write_text(json.dumps(record))
@@ -282,7 +282,7 @@ def copy_data_without_shards(study: Path, target: Path) -> tuple[Path, Path]:
     record that does not pin the manifest's checksum."""
     (target / "data/tfrecords").mkdir(parents=True)
     (target / "data/manifest.json").write_text((study / "data/manifest.json").read_text())
-    record = json.loads((study / "models/convnet/training.json").read_text())
+    record = json.loads((study / "models/convnet/seed-1/training.json").read_text())
     record.pop("manifest_sha256")
     (target / "training.json").write_text(json.dumps(record))
     return target / "data/manifest.json", target / "training.json"
@@ -335,7 +335,7 @@ def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_p
         "--arch",
         "convnet",
         "--training-json",
-        str(study / "models/convnet/training.json"),
+        str(study / "models/convnet/seed-1/training.json"),
         "--manifest",
         str(study / "data/manifest.json"),
         "--out-dir",
@@ -350,7 +350,7 @@ def test_cli_writes_outputs_and_reports_bad_input_in_one_line(study: Path, tmp_p
         "1",
     ]
     done = subprocess.run(
-        [*base, "--model", str(study / "models/convnet/model.keras")],
+        [*base, "--model", str(study / "models/convnet/seed-1/model.keras")],
         env=env,
         capture_output=True,
         text=True,

@@ -265,15 +265,16 @@ def publish_arguments(fake_results: Path, tmp_path: Path) -> list[str]:
     from flowerlab.reporting import figures, plotting, results
 
     figures_dir = tmp_path / "figures"
-    figure = figures.accuracy_vs_parameters(results.load_metrics(fake_results / "metrics.csv"))
+    figure = figures.accuracy_vs_parameters(results.load_metrics(fake_results / "metrics.csv"),
+                                            results.load_architectures(fake_results / "architectures.csv"))
     plotting.save_figure(figure, "accuracy_vs_parameters", "Accuracy against parameters.", figures_dir)
     notebook_html = tmp_path / "report" / "report.html"
     notebook_html.parent.mkdir()
     notebook_html.write_text("<html><body>the report notebook</body></html>\n")
     return ["publish", "--figures", str(figures_dir), "--metrics", str(fake_results / "metrics.csv"),
-            "--notebook-html", str(notebook_html), "--out", str(notebook_html.with_name("index.html")),
+            "--architectures", str(fake_results / "architectures.csv"), "--notebook-html", str(notebook_html), "--out", str(notebook_html.with_name("index.html")),
             "--manifest", str(fake_results / "data" / "manifest.json"),
-            "--evaluations", str(fake_results / "evaluation" / "dense" / "metrics.json")]
+            "--evaluations", str(fake_results / "evaluation" / "dense" / "seed-1" / "metrics.json")]
 
 
 @pytest.mark.slow

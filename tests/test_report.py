@@ -30,31 +30,54 @@ from flowerlab.reporting import (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def metrics_table(archs: list[str]) -> pd.DataFrame:
-    """A metrics.csv-like table with plausible figures for `archs`."""
+def metrics_table(archs: list[str], seeds: tuple[int, ...] = (1,)) -> pd.DataFrame:
+    """A metrics.csv-like table (one row per run) with plausible figures for `archs` x `seeds`."""
+    from flowerlab.evaluation import statistics
+
     rows = []
     for index, arch in enumerate(archs):
-        rows.append(
-            {
-                "arch": arch,
-                "val_accuracy": 0.6 + 0.05 * index,
-                "course_val_accuracy": {"convnet": 0.7043, "squeezenet": 0.8101}.get(arch, np.nan),
-                "parameters": 10 ** (4 + index),
-                "trainable_parameters": 10 ** (4 + index),
-                "gflops_per_image": 0.5 + index,
-                "train_images_per_s": 100.0 / (index + 1),
-                "inference_images_per_s": 900.0 / (index + 1),
-                "eval_batch_size": 64,
-                "latency_ms_median": 3.0,
-                "latency_ms_p95": 4.0,
-                "training_seconds": 60.0 * 10**index,
-                "epochs": 10,
-                "device": "cpu: AMD EPYC",
-                "training_device": "cpu: AMD EPYC",
-                "precision": "float32",
-            }
-        )
+        for seed in seeds:
+            accuracy = 0.6 + 0.05 * index + 0.01 * (seed - 1)
+            low, high = statistics.wilson(round(accuracy * 200), 200)
+            rows.append(
+                {
+                    "arch": arch,
+                    "replicate": f"seed-{seed}",
+                    "seed": seed,
+                    "split_seed": 35155,
+                    "val_accuracy": accuracy,
+                    "val_accuracy_ci_low": low,
+                    "val_accuracy_ci_high": high,
+                    "course_val_accuracy": {"convnet": 0.7043, "squeezenet": 0.8101}.get(arch),
+                    "val_macro_f1": accuracy - 0.02,
+                    "parameters": 10 ** (4 + index),
+                    "trainable_parameters": 10 ** (4 + index),
+                    "gflops_per_image": 0.5 + index,
+                    "image_size": 192,
+                    "model_mb": 1.0,
+                    "train_images_per_s": 100.0 / (index + 1) + seed,
+                    "inference_images_per_s": 900.0 / (index + 1) + seed,
+                    "eval_batch_size": 64,
+                    "latency_ms_median": 3.0,
+                    "latency_ms_p95": 4.0,
+                    "training_seconds": 60.0 * 10**index + seed,
+                    "epochs": 10,
+                    "device": "cpu: AMD EPYC",
+                    "training_device": "cpu: AMD EPYC",
+                    "precision": "float32",
+                    "training_code": "ab12ab12ab12",
+                }
+            )
     return pd.DataFrame(rows)
+
+
+def architectures_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """architectures.csv for a metrics table, as flowerlab collect summarises it."""
+    from flowerlab.evaluation import summaries
+
+    runs = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in metrics.to_dict("records")]
+    return pd.DataFrame(summaries.architecture_rows(runs), columns=list(summaries.ARCHITECTURE_COLUMNS))
 
 
 def history(epochs: int) -> pd.DataFrame:
@@ -70,6 +93,13 @@ def history(epochs: int) -> pd.DataFrame:
     )
 
 
+def histories(epochs: dict[str, int], seeds: tuple[int, ...] = (1,)) -> pd.DataFrame:
+    """Every run's history in one long table, as results.load_histories returns it."""
+    return pd.concat([history(count).assign(arch=arch, replicate=f"seed-{seed}", val_accuracy=lambda f, s=seed:
+                                            f["val_accuracy"] - 0.01 * s)
+                      for arch, count in epochs.items() for seed in seeds], ignore_index=True)
+
+
 def evaluation(matrix: list[list[int]]) -> dict:
     matrix = np.asarray(matrix)
     return {
@@ -79,28 +109,68 @@ def evaluation(matrix: list[list[int]]) -> dict:
     }
 
 
+def scatter_points(ax) -> int:
+    from matplotlib.collections import PathCollection
+
+    return sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+
+
 # ------------------------------------------------------------------------------------------
 # Figure functions
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("seeds", [(1,), (1, 2, 3)])
 @pytest.mark.parametrize("archs", [["convnet"], ["dense", "convnet", "squeezenet"]])
-def test_comparison_figures_draw_one_labelled_point_or_bar_per_architecture(archs: list[str]) -> None:
-    metrics = metrics_table(archs)
+def test_comparison_figures_draw_every_run_and_each_architectures_mean(archs: list[str], seeds) -> None:
+    metrics = metrics_table(archs, seeds)
+    architectures = architectures_table(metrics)
+    with_course = int(architectures["course_val_accuracy"].notna().sum())
     for function in (figures.accuracy_vs_parameters, figures.accuracy_vs_training_time):
-        figure = function(metrics)
+        figure = function(metrics, architectures)
         ax = figure.axes[0]
-        labels = [text.get_text() for text in ax.texts]
-        assert labels == archs
+        assert [text.get_text() for text in ax.texts] == archs  # one label per architecture, at its mean
         assert ax.get_xscale() == "log"
-        # one filled point per architecture, one hollow course marker per architecture the course trained
-        offsets = [collection.get_offsets() for collection in ax.collections]
-        assert sum(len(o) for o in offsets) == len(archs) + metrics["course_val_accuracy"].notna().sum()
+        # a dot per run, a hollow course marker per architecture the course trained
+        assert scatter_points(ax) == len(metrics) + with_course
+        means = [line for line in ax.lines if line.get_marker() == "s"]
+        assert len(means) == len(archs)
     figure = figures.throughput(metrics)
     training, inference = figure.axes[:2]
     assert [t.get_text() for t in training.get_yticklabels()] == archs
     assert len(training.patches) == len(inference.patches) == len(archs)
+    assert scatter_points(training) == len(metrics)
     assert "AMD EPYC" in training.get_title() and "batch 64" in inference.get_title()
+
+
+@pytest.mark.parametrize("seeds", [(1,), (1, 2, 3)])
+def test_accuracy_intervals_show_each_run_with_its_wilson_interval_and_the_mean(seeds) -> None:
+    metrics = metrics_table(["dense", "convnet"], seeds)
+    architectures = architectures_table(metrics)
+    figure = figures.accuracy_intervals(metrics, architectures)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dense", "convnet"]
+    run_markers = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(run_markers) == len(metrics)
+    # the wide band of the t-interval only where there are replicates
+    bands = [line for line in ax.lines if line.get_linewidth() == 5]
+    assert len(bands) == (2 if len(seeds) > 1 else 0)
+    assert scatter_points(ax) == 1  # the course's convnet
+    assert f"{len(seeds)} run" in ax.get_title()
+
+
+def test_probability_of_improvement_is_a_heatmap_of_every_pair() -> None:
+    from flowerlab.evaluation import summaries
+
+    metrics = metrics_table(["dense", "convnet", "squeezenet"], (1, 2, 3))
+    comparisons = pd.DataFrame(summaries.comparison_rows(metrics.to_dict("records"), []))
+    figure = figures.probability_of_improvement(comparisons, ["dense", "convnet", "squeezenet"])
+    ax = figure.axes[0]
+    values = [t.get_text() for t in ax.texts]
+    assert values.count("1.00") == 3 and values.count("0.00") == 3  # accuracy rises with the architecture
+    one_seed = pd.DataFrame(summaries.comparison_rows(metrics_table(["dense", "convnet"]).to_dict("records"), []))
+    with pytest.raises(DataError, match="at least two runs"):
+        figures.probability_of_improvement(one_seed, ["dense", "convnet"])
 
 
 def test_throughput_marks_a_missing_measurement_instead_of_failing() -> None:
@@ -110,29 +180,37 @@ def test_throughput_marks_a_missing_measurement_instead_of_failing() -> None:
     assert " not measured" in texts
 
 
-def test_learning_curves_one_column_per_architecture() -> None:
-    figure = figures.learning_curves({"dense": history(3), "convnet": history(5)})
+def test_learning_curves_one_column_per_architecture_with_a_band_across_runs() -> None:
+    from matplotlib.collections import PolyCollection
+
+    figure = figures.learning_curves(histories({"dense": 3, "convnet": 5}, seeds=(1, 2, 3)))
     assert len(figure.axes) == 4
-    assert [ax.get_title() for ax in figure.axes[:2]] == ["dense", "convnet"]
-    assert len(figure.axes[1].lines) == 3  # train, validation, the course's accuracy for convnet
-    assert len(figures.learning_curves({"dense": history(1)}).axes) == 2
-    with pytest.raises(DataError, match="lacks the column"):
-        figures.learning_curves({"dense": history(2).drop(columns=["val_loss"])})
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["dense (3 runs)", "convnet (3 runs)"]
+    assert len(figure.axes[1].lines) == 3  # train, validation (means), the course's accuracy for convnet
+    assert sum(isinstance(c, PolyCollection) for c in figure.axes[0].collections) == 2  # the two bands
+    single = figures.learning_curves(histories({"dense": 1}))
+    assert len(single.axes) == 2 and single.axes[0].get_title() == "dense (1 run)"
+    with pytest.raises(DataError, match="lack the column"):
+        figures.learning_curves(histories({"dense": 2}).drop(columns=["val_loss"]))
 
 
-def test_confusion_matrices_are_row_normalised_with_class_names() -> None:
+def test_confusion_matrices_are_row_normalised_with_class_names_and_runs_pooled() -> None:
     matrix = [[2, 1, 0], [0, 3, 0], [0, 0, 0]]  # tulips absent: a row of zeros, not NaN
     np.testing.assert_allclose(
         figures.row_normalised(np.array(matrix)), [[2 / 3, 1 / 3, 0], [0, 1, 0], [0, 0, 0]]
     )
     figure = figures.confusion_matrices(
-        {"convnet": evaluation(matrix), "dense": evaluation(np.eye(3, dtype=int))}
+        {("convnet", "seed-1"): evaluation(matrix), ("dense", "seed-1"): evaluation(np.eye(3, dtype=int))}
     )
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["daisy", "roses", "tulips"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["daisy", "roses", "tulips"]
     assert [t.get_text() for t in ax.texts][:3] == ["67", "33", "0"]
     assert "convnet: 83.3% correct" in ax.get_title()
+    pooled = figures.confusion_matrices({("convnet", "seed-1"): evaluation(matrix),
+                                         ("convnet", "seed-2"): evaluation([[3, 0, 0], [0, 3, 0], [0, 0, 0]])})
+    assert len([a for a in pooled.axes if a.get_visible()]) == 1
+    assert "convnet: 91.7% correct, 2 runs pooled" in pooled.axes[0].get_title()  # (5 + 6) of 12
 
 
 def predictions_table(count: int, wrong: int) -> pd.DataFrame:
@@ -195,12 +273,13 @@ def test_data_overview_with_and_without_skipped_files() -> None:
 
 
 def test_save_figure_writes_png_svg_and_the_caption_atomically(tmp_path: Path) -> None:
-    figure = figures.accuracy_vs_parameters(metrics_table(["convnet"]))
+    metrics = metrics_table(["convnet"])
+    figure = figures.accuracy_vs_parameters(metrics, architectures_table(metrics))
     paths = plotting.save_figure(figure, "accuracy_vs_parameters", "A  caption\non two lines.", tmp_path)
     assert paths["png"].read_bytes().startswith(PNG_SIGNATURE)
     assert b"<svg" in paths["svg"].read_bytes()[:500]
     plotting.save_figure(
-        figures.learning_curves({"convnet": history(2)}), "learning_curves", "Curves.", tmp_path
+        figures.learning_curves(histories({"convnet": 2})), "learning_curves", "Curves.", tmp_path
     )
     plotting.save_figure(figure, "accuracy_vs_parameters", "Replaced.", tmp_path)
     captions = json.loads((tmp_path / "captions.json").read_text())
@@ -234,16 +313,21 @@ def test_every_figure_has_a_one_line_caption_naming_the_devices() -> None:
 def test_study_time_draws_every_job_and_stage_with_the_total(tmp_path: Path) -> None:
     from flowerlab.reporting import timings
 
-    seconds = fake_study.write_benchmarks(tmp_path / "benchmarks", ["dense", "convnet"])
-    jobs = timings.read_study_jobs(tmp_path / "benchmarks", ["dense", "convnet"])
+    seconds = fake_study.write_benchmarks(tmp_path / "benchmarks", ["dense", "convnet"], seeds=(1, 2))
+    jobs = timings.read_study_jobs(tmp_path / "benchmarks", fake_study.runs_of(["dense", "convnet"], (1, 2)))
     figure = time_figures.study_time(jobs)
-    per_job, per_stage = figure.axes
+    per_job, per_stage, scale = figure.axes
     assert [tick.get_text() for tick in per_job.get_yticklabels()] == [job.label for job in jobs]
-    assert len(per_job.patches) == len(seconds) == 6
+    assert len(per_job.patches) == len(seconds) == 10
     assert sorted(round(bar.get_width(), 3) for bar in per_job.patches) == sorted(seconds.values())
     assert [tick.get_text() for tick in per_stage.get_yticklabels()] == [
         "make_inventory", "make_tfrecords", "train_model", "evaluate_model"]
     total = sum(seconds.values())
+    assert [tick.get_text() for tick in scale.get_yticklabels()] == ["sum of the jobs", "this run (span)",
+                                                                    "critical path"]
+    widths = [bar.get_width() for bar in scale.patches]
+    assert widths[0] == pytest.approx(total) and widths[2] == pytest.approx(timings.critical_path_seconds(jobs))
+    assert widths[2] < widths[0]  # four independent runs: the critical path holds one of them
     assert tables.format_seconds(total) in figure.get_suptitle()
     assert tables.format_seconds(total) in captions.figure_caption("study_time", study_seconds=total)
     with pytest.raises(DataError, match="no job"):
@@ -284,10 +368,11 @@ def test_forget_figure_removes_a_stale_optional_figure(tmp_path: Path) -> None:
 def test_figures_refuse_an_empty_study() -> None:
     with pytest.raises(DataError, match="no architecture"):
         figures.accuracy_vs_parameters(
-            metrics_table([]).reindex(columns=["arch", "val_accuracy", "parameters"])
+            metrics_table([]).reindex(columns=["arch", "val_accuracy", "parameters"]),
+            architectures_table(metrics_table(["dense"])),
         )
     with pytest.raises(DataError, match="no training history"):
-        figures.learning_curves({})
+        figures.learning_curves(pd.DataFrame())
 
 
 # ------------------------------------------------------------------------------------------
@@ -296,25 +381,45 @@ def test_figures_refuse_an_empty_study() -> None:
 
 
 def test_summary_table_formats_figures_for_readers() -> None:
-    table = tables.summary_table(metrics_table(["dense", "convnet"]))
+    table = tables.summary_table(architectures_table(metrics_table(["dense", "convnet"], (1, 2, 3))))
     assert list(table.columns) == [
         "architecture",
-        "validation accuracy",
+        "runs",
+        "validation accuracy, mean (95% CI)",
+        "macro-F1, mean (95% CI)",
         "course's accuracy",
+        "course's figure against ours",
+        "P(run beats course)",
         "parameters",
         "GFLOPs / image",
         "training images/s",
         "inference images/s",
-        "training time",
+        "training time per run",
         "epochs",
         "device",
+        "training code",
     ]  # one device column: training and inference agree
     convnet = table.iloc[1]
-    assert convnet["validation accuracy"] == "65.0%" and convnet["course's accuracy"] == "70.4%"
-    assert table.iloc[0]["course's accuracy"] == "–"
-    assert convnet["parameters"] == "100k" and convnet["training time"] == "10.0 min"
-    different = metrics_table(["dense"]).assign(training_device="gpu: NVIDIA H100")
+    # 0.65, 0.66, 0.67: mean 66.0%, t-interval 66 +- 4.303 x 0.01 / sqrt(3) x sqrt(3) = 63.5-68.5
+    assert convnet["validation accuracy, mean (95% CI)"] == "66.0% (63.5–68.5%)"
+    assert convnet["course's accuracy"] == "70.4%" and convnet["course's figure against ours"] == "above"
+    assert convnet["P(run beats course)"] == "0.00" and convnet["runs"] == "3"
+    assert table.iloc[0]["course's accuracy"] == "–" and table.iloc[0]["P(run beats course)"] == "–"
+    assert convnet["parameters"] == "100k" and convnet["training time per run"] == "10.0 min"
+    one_run = tables.summary_table(architectures_table(metrics_table(["convnet"])))
+    assert one_run.iloc[0]["validation accuracy, mean (95% CI)"] == "60.0%"  # no interval from one run
+    different = architectures_table(metrics_table(["dense"]).assign(training_device="gpu: NVIDIA H100"))
     assert "device (training)" in tables.summary_table(different).columns
+
+
+def test_runs_and_mcnemar_tables_for_readers() -> None:
+    runs = tables.runs_table(metrics_table(["convnet"], (1, 2)))
+    assert list(runs["replicate"]) == ["seed-1", "seed-2"]
+    assert runs.iloc[0]["validation accuracy (95% Wilson CI)"] == "60.0% (53.1–66.5%)"  # 120 of 200 photos
+    mcnemar = pd.DataFrame([{"arch_a": "dense", "arch_b": "convnet", "replicate": "seed-1", "a_accuracy": 0.5,
+                             "b_accuracy": 0.7, "a_only": 2, "b_only": 12, "p_value": 0.0129, "p_value_holm": 0.0387}])
+    row = tables.mcnemar_table(mcnemar).iloc[0]
+    assert (row["only A right"], row["only B right"], row["p (Holm)"]) == (2, 12, "0.0387")
 
 
 @pytest.mark.parametrize(
@@ -363,16 +468,13 @@ def two_architectures(two_architecture_report: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_architecture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fake_study.make_fake_report(tmp_path_factory.mktemp("one") / "results", ["squeezenet"])
+def one_seed(one_seed_report: Path) -> Path:
+    return one_seed_report
 
 
-def expected_figures(with_training_benchmark: bool) -> list[str]:
-    return [
-        name
-        for name in captions.FIGURES
-        if with_training_benchmark or name not in captions.OPTIONAL_FIGURES
-    ]
+def expected_figures(replicated: bool) -> list[str]:
+    """Every figure of a replicated study with a training benchmark; the others lack both optional ones."""
+    return [name for name in captions.FIGURES if replicated or name not in captions.OPTIONAL_FIGURES]
 
 
 def assert_every_figure_written(figures_dir: Path, expected: list[str]) -> None:
@@ -386,11 +488,11 @@ def assert_every_figure_written(figures_dir: Path, expected: list[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["two_architectures", "one_architecture"])
+@pytest.mark.parametrize("study", ["two_architectures", "one_seed"])
 def test_notebook_executes_and_writes_every_figure(study: str, request: pytest.FixtureRequest) -> None:
     index = request.getfixturevalue(study)
     results = index.parent.parent
-    expected = expected_figures(with_training_benchmark=study == "two_architectures")
+    expected = expected_figures(replicated=study == "two_architectures")
     assert_every_figure_written(results / "figures", expected)
     assert not (results / "figures" / "training_benchmark.png").exists() or "training_benchmark" in expected
     executed = json.loads((results / "report" / "report.ipynb").read_text())
@@ -425,22 +527,39 @@ def notebook_outputs(executed: Path) -> str:
 
 @pytest.mark.slow
 def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
-    two_architectures: Path, one_architecture: Path
+    two_architectures: Path, one_seed: Path
 ) -> None:
     from flowerlab.reporting import timings
 
     shown = {}
-    for name, index in (("two", two_architectures), ("one", one_architecture)):
+    for name, index in (("two", two_architectures), ("one", one_seed)):
         results = index.parent.parent
         assert "Time and benchmarks" in (results / "report" / "report.html").read_text()
         shown[name] = notebook_outputs(results / "report" / "report.ipynb")
-        archs = [line.split(",")[0] for line in (results / "metrics.csv").read_text().splitlines()[1:]]
-        jobs = timings.read_study_jobs(results.parent / "benchmarks", archs)
+        runs = [tuple(line.split(",")[:2]) for line in (results / "metrics.csv").read_text().splitlines()[1:]]
+        jobs = timings.read_study_jobs(results.parent / "benchmarks", runs)
         assert tables.format_seconds(timings.total_seconds(jobs)) in shown[name]
-        assert "total (sum of the jobs)" in shown[name] and "train_model " + archs[0] in shown[name]
+        assert "total (sum of the jobs)" in shown[name] and "critical path" in shown[name]
+        assert f"train_model {runs[0][0]}/{runs[0][1]}" in shown[name]
     assert "From the last benchmark run (training.csv written " in shown["two"]
     assert "not from this study run" in shown["two"] and "No training benchmark in" not in shown["two"]
     assert "No training benchmark in" in shown["one"] and "From the last benchmark run" not in shown["one"]
+
+
+@pytest.mark.slow
+def test_report_shows_the_statistics_with_replicates_and_says_what_one_seed_lacks(
+    two_architectures: Path, one_seed: Path
+) -> None:
+    replicated = notebook_outputs(two_architectures.parent / "report.ipynb")
+    single = notebook_outputs(one_seed.parent / "report.ipynb")
+    assert "validation accuracy, mean (95% CI)" in replicated and "validation accuracy, mean (95% CI)" in single
+    assert "only A right" in replicated and "p (Holm)" in replicated  # McNemar, per seed
+    assert replicated.count("seed-3") >= 2  # the runs table and the McNemar table
+    assert "needs two architectures with at least two runs each" in single
+    assert "only A right" in single  # one seed still pairs the two runs on the same photos
+    page = one_seed.read_text()
+    assert "one run each: replicates (seeds) are needed" in page
+    assert "each trained 3 times" in two_architectures.read_text()
 
 
 @pytest.mark.slow
@@ -449,7 +568,7 @@ def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> 
     found = report_checks.references(two_architectures)
     assert len(found.images) == len(captions.FIGURES)  # the training benchmark's figure included
     assert all(src.startswith("data:image/png;base64,") for src in found.images)
-    assert {"report.html", "../metrics.csv"} <= set(found.links)
+    assert {"report.html", "../metrics.csv", "../architectures.csv"} <= set(found.links)
     page = two_architectures.read_text()
     for text in (
         "dense",
@@ -458,6 +577,7 @@ def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> 
         "snakemake --report",
         "Training recipes",
         "image size",
+        "1, 2, 3",  # the seeds of each architecture
         "0123456789ab",
         "tensorflow",
     ):
@@ -476,6 +596,8 @@ def test_landing_page_links_the_snakemake_report_only_when_it_exists(
         str(results / "figures"),
         "--metrics",
         str(results / "metrics.csv"),
+        "--architectures",
+        str(results / "architectures.csv"),
         "--notebook-html",
         str(results / "report/report.html"),
         "--out",
@@ -498,6 +620,7 @@ def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path,
         landing.publish(
             figures_dir=figures_copy,
             metrics=results / "metrics.csv",
+            architectures=results / "architectures.csv",
             notebook_html=results / "report/report.html",
             out=tmp_path / "index.html",
         )
@@ -509,6 +632,8 @@ def test_publish_refuses_missing_inputs_without_writing(two_architectures: Path,
                 str(results / "figures"),
                 "--metrics",
                 str(tmp_path / "absent.csv"),
+                "--architectures",
+                str(results / "architectures.csv"),
                 "--notebook-html",
                 str(results / "report/report.html"),
                 "--out",
@@ -552,7 +677,7 @@ def test_snakemake_report_captions_render_as_snakemake_renders_them(repo_root: P
     # what the workflow hands Snakemake: config.yaml with the schema's defaults (common.smk)
     config = prepare_config(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()))
     folder = repo_root / "workflow" / "report"
-    for name in ("metrics", "report_notebook", "landing_page"):
+    for name in ("metrics", "architectures", "report_notebook", "landing_page"):
         body = render_caption(folder / f"{name}.rst", config)
         assert "<p>" in body and "{{" not in body, name
     assert "batch 64" in render_caption(folder / "metrics.rst", config).replace("\n", " ")
@@ -644,19 +769,20 @@ def test_study_time_rows_give_each_job_the_total_the_span_and_the_course_subtota
                    file=f"{rule}/{wildcards}.tsv", ended=ended)
 
     jobs = [job("make_tfrecords", "", 4.0, 104.0)] + [
-        job("train_model", arch, 100.0, 204.0 + 100 * index)
+        job("train_model", f"{arch}/seed-1", 100.0, 204.0 + 100 * index)
         for index, arch in enumerate(["dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune"])
     ]
     archs = ["dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune"]
     rows = tables.study_time_rows(jobs, archs)
-    assert [row["job"] for row in rows[:2]] == ["make_tfrecords", "train_model dense"]
+    assert [row["job"] for row in rows[:2]] == ["make_tfrecords", "train_model dense/seed-1"]
     assert rows[1]["max RSS (MB)"] == 100.0 and rows[1]["wall time"] == "100 s"
     summaries = {row["job"]: row["seconds"] for row in rows[len(jobs):]}
     assert summaries == {
         "total (sum of the jobs)": 504.0,
         "span (first start to last end)": 504.0,  # 100 -> 604
+        "critical path (the longest chain of dependent jobs)": 104.0,  # the data, then one training
         "the course's four architectures (data, their training and evaluation)": 404.0,
     }
     # No subtotal when the study is the course's four alone, or lacks one of them.
-    assert len(tables.study_time_rows(jobs[:5], archs[:4])) == 5 + 2
-    assert len(tables.study_time_rows(jobs[:4], archs[:3])) == 4 + 2
+    assert len(tables.study_time_rows(jobs[:5], archs[:4])) == 5 + 3
+    assert len(tables.study_time_rows(jobs[:4], archs[:3])) == 4 + 3

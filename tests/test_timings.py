@@ -44,27 +44,44 @@ def test_reads_rule_wildcards_and_repeats(tmp_path: Path) -> None:
 
 def test_a_study_reads_only_its_own_jobs_in_stage_order(tmp_path: Path) -> None:
     folder = tmp_path / "benchmarks"
-    seconds = {"make_inventory.tsv": 1.0, "make_tfrecords.tsv": 3.0, "train_model/dense.tsv": 40.0,
-               "train_model/convnet.tsv": 100.0, "evaluate_model/dense.tsv": 5.0,
-               "evaluate_model/convnet.tsv": 7.0}
+    seconds = {"make_inventory.tsv": 1.0, "make_tfrecords.tsv": 3.0, "train_model/dense/seed-1.tsv": 40.0,
+               "train_model/convnet/seed-1.tsv": 100.0, "evaluate_model/dense/seed-1.tsv": 5.0,
+               "evaluate_model/convnet/seed-1.tsv": 7.0}
     for index, (name, value) in enumerate(seconds.items()):
         write_benchmark(folder, name, value, ended=1_000_000 + 200 * index)
-    write_benchmark(folder, "train_model/xception.tsv", 999.0)  # an earlier study's: not this one's
-    assert timings.study_benchmark_files(["dense", "convnet"]) == [
-        "make_inventory.tsv", "make_tfrecords.tsv", "train_model/dense.tsv", "train_model/convnet.tsv",
-        "evaluate_model/dense.tsv", "evaluate_model/convnet.tsv"]
-    jobs = timings.read_study_jobs(folder, ["dense", "convnet"])
-    assert [job.file for job in jobs] == timings.study_benchmark_files(["dense", "convnet"])
+    write_benchmark(folder, "train_model/xception/seed-1.tsv", 999.0)  # an earlier study's: not this one's
+    runs = [("dense", "seed-1"), ("convnet", "seed-1")]
+    assert timings.study_benchmark_files(runs) == list(seconds)
+    jobs = timings.read_study_jobs(folder, runs)
+    assert [job.file for job in jobs] == timings.study_benchmark_files(runs)
     assert timings.total_seconds(jobs) == pytest.approx(156.0)
     assert timings.seconds_per_stage(jobs) == {"make_inventory": 1.0, "make_tfrecords": 3.0,
                                                "train_model": 140.0, "evaluate_model": 12.0}
     # first start: 1_000_000 - 1; last end: 1_000_000 + 1000
     assert timings.span_seconds(jobs) == pytest.approx(1001.0)
+    # the data, then convnet's training and evaluation: the longest chain
+    assert timings.critical_path_seconds(jobs) == pytest.approx(1.0 + 3.0 + 100.0 + 7.0)
     assert len(timings.read_jobs(folder)) == 7  # the whole folder, for bench_study
-    assert timings.read_jobs(folder)[0].wildcards == "xception"  # slowest first
-    with pytest.raises(DataError, match=r"train_model/squeezenet\.tsv"):
-        timings.read_study_jobs(folder, ["squeezenet"])
+    assert timings.read_jobs(folder)[0].wildcards == "xception/seed-1"  # slowest first
+    with pytest.raises(DataError, match=r"train_model/squeezenet/seed-1\.tsv"):
+        timings.read_study_jobs(folder, [("squeezenet", "seed-1")])
     # dense and convnet are course architectures, xception is not; the data stages count too.
     assert [job.file for job in timings.course_jobs(timings.read_jobs(folder))] == [
-        "train_model/convnet.tsv", "train_model/dense.tsv", "evaluate_model/convnet.tsv",
-        "evaluate_model/dense.tsv", "make_tfrecords.tsv", "make_inventory.tsv"]
+        "train_model/convnet/seed-1.tsv", "train_model/dense/seed-1.tsv", "evaluate_model/convnet/seed-1.tsv",
+        "evaluate_model/dense/seed-1.tsv", "make_tfrecords.tsv", "make_inventory.tsv"]
+
+
+def test_repeated_splits_have_their_own_tfrecords_jobs_on_the_critical_path(tmp_path: Path) -> None:
+    folder = tmp_path / "benchmarks"
+    runs = [("dense", "split-5-seed-1"), ("dense", "split-6-seed-1")]
+    assert timings.study_benchmark_files(runs) == [
+        "make_inventory.tsv", "make_tfrecords/split-5.tsv", "make_tfrecords/split-6.tsv",
+        "train_model/dense/split-5-seed-1.tsv", "train_model/dense/split-6-seed-1.tsv",
+        "evaluate_model/dense/split-5-seed-1.tsv", "evaluate_model/dense/split-6-seed-1.tsv"]
+    values = [2.0, 30.0, 5.0, 10.0, 20.0, 1.0, 1.0]
+    for name, value in zip(timings.study_benchmark_files(runs), values, strict=True):
+        write_benchmark(folder, name, value)
+    jobs = timings.read_study_jobs(folder, runs)
+    # split 5's chain: 2 + 30 + 10 + 1 = 43; split 6's: 2 + 5 + 20 + 1 = 28
+    assert timings.critical_path_seconds(jobs) == pytest.approx(43.0)
+    assert timings.total_seconds(jobs) == pytest.approx(69.0)

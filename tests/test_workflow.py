@@ -1,7 +1,7 @@
 """End to end: the whole workflow on synthetic data, reruns only what is stale.
 
-One smoke study (config/smoke.yaml: 3 classes, 64 px, three small architectures) runs once per
-module in a copy of the workflow; the tests then ask Snakemake (dry runs) what a change would
+One smoke study (config/smoke.yaml: 3 classes, 64 px, three small architectures, two seeds each)
+runs once per module in a copy of the workflow; the tests then ask Snakemake (dry runs) what a change would
 rerun. Real-data tests build the data stage from the real photos.
 """
 
@@ -40,11 +40,21 @@ def test_smoke_study_builds_every_stage(smoke_study):
     assert len(manifest["shards"]) == 4
     assert sum(s["records"] for s in manifest["shards"]) == summary["kept"]
     for arch in ("dense", "convnet", "squeezenet"):
-        for name in ("model.keras", "history.csv", "training.json"):
-            assert (results / "models" / arch / name).stat().st_size > 0
-        assert (results / "evaluation" / arch / "metrics.json").is_file()
+        for seed in (1, 2):
+            run = f"{arch}/seed-{seed}"
+            for name in ("model.keras", "history.csv", "training.json"):
+                assert (results / "models" / run / name).stat().st_size > 0
+            assert json.loads((results / "models" / run / "training.json").read_text())["seed"] == seed
+            assert (results / "evaluation" / run / "metrics.json").is_file()
     metrics = list(csv.DictReader((results / "metrics.csv").read_text(encoding="utf-8").splitlines()))
-    assert sorted(row["arch"] for row in metrics) == ["convnet", "dense", "squeezenet"]
+    assert [(row["arch"], row["replicate"]) for row in metrics] == [
+        (arch, f"seed-{seed}") for arch in ("dense", "convnet", "squeezenet") for seed in (1, 2)]
+    architectures = list(csv.DictReader((results / "architectures.csv").read_text(encoding="utf-8").splitlines()))
+    assert [(row["arch"], row["runs"]) for row in architectures] == [("dense", "2"), ("convnet", "2"),
+                                                                     ("squeezenet", "2")]
+    assert all(row["val_accuracy_ci_low"] and row["val_accuracy_sd"] for row in architectures)
+    mcnemar = list(csv.DictReader((results / "mcnemar.csv").read_text(encoding="utf-8").splitlines()))
+    assert len(mcnemar) == 3 * 2  # three pairs of architectures, on each of the two seeds' photos
     assert (results / "report" / "index.html").stat().st_size > 0
     assert (results / "report" / "report.html").stat().st_size > 0
     assert list((results / "figures").glob("*.png")) and list((results / "figures").glob("*.svg"))
@@ -62,7 +72,7 @@ def test_the_smoke_studys_published_report_works_in_chromium(smoke_study, chromi
     from flowerlab.reporting.captions import FIGURES, OPTIONAL_FIGURES
 
     # every figure, each decoded with a non-zero size; no bench/ results here, so not the benchmark's
-    assert len(seen["images"]) == len(FIGURES) - len(OPTIONAL_FIGURES) == 8
+    assert len(seen["images"]) == len(FIGURES) - (len(OPTIONAL_FIGURES) - 1) == 10
     screenshot(chromium, page, artifacts_dir / "smoke-report.png", tmp_path / "profile-shot")
 
 
@@ -94,19 +104,55 @@ def test_changing_shards_reruns_the_tfrecords_and_what_depends_on_them(smoke_stu
     jobs = planned_jobs(smoke_study, *SMOKE, "--config", "data={shards: 5}")
     assert "make_inventory" not in jobs and "make_synthetic_photos" not in jobs
     assert jobs["make_tfrecords"] == 1
-    assert jobs["train_model"] == 3 and jobs["evaluate_model"] == 3
+    assert jobs["train_model"] == 6 and jobs["evaluate_model"] == 6
     assert {"collect_metrics", "render_report", "publish_report"} <= set(jobs)
 
 
 def test_changing_one_models_hyperparameter_reruns_that_model_and_the_report_only(smoke_study):
     jobs = planned_jobs(smoke_study, *SMOKE, "--config", "models={convnet: {epochs: 4}}")
     assert jobs == {
-        "train_model": 1, "evaluate_model": 1, "collect_metrics": 1,
+        "train_model": 2, "evaluate_model": 2, "collect_metrics": 1,
         "render_report": 1, "publish_report": 1,
     }
     result = snakemake(smoke_study, "-n", "--cores", "2", *SMOKE, "--config", "models={convnet: {epochs: 4}}")
-    assert "results/models/convnet/model.keras" in result.stdout + result.stderr
-    assert "results/models/dense/model.keras" not in result.stdout + result.stderr
+    assert "results/models/convnet/seed-1/model.keras" in result.stdout + result.stderr
+    assert "results/models/dense/seed-1/model.keras" not in result.stdout + result.stderr
+
+
+def planned_outputs(workdir: Path, *args: str) -> set[str]:
+    """The output files a run would write, from `snakemake --summary`'s plan column."""
+    result = snakemake(workdir, "--summary", *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    header = result.stdout.index("output_file\t")
+    rows = csv.DictReader(result.stdout[header:].splitlines(), delimiter="\t")
+    return {row["output_file"] for row in rows if row["plan"] != "no update"}
+
+
+def test_adding_a_seed_runs_only_that_seeds_jobs_and_the_tables(smoke_study):
+    args = (*SMOKE, "--config", "seeds=[1, 2, 3]")
+    assert planned_jobs(smoke_study, *args) == {
+        "train_model": 3, "evaluate_model": 3, "collect_metrics": 1, "render_report": 1, "publish_report": 1,
+    }
+    models = {path for path in planned_outputs(smoke_study, *args) if path.endswith("model.keras")}
+    assert models == {f"results/models/{arch}/seed-3/model.keras" for arch in ("dense", "convnet", "squeezenet")}
+
+
+def test_removing_a_seed_reruns_only_the_tables_and_the_report(smoke_study):
+    assert planned_jobs(smoke_study, *SMOKE, "--config", "seeds=[2]") == {
+        "collect_metrics": 1, "render_report": 1, "publish_report": 1}
+    # one model's own seeds: a third convnet, the others as they are
+    assert planned_jobs(smoke_study, *SMOKE, "--config", "models={convnet: {seeds: [1, 2, 3]}}") == {
+        "train_model": 1, "evaluate_model": 1, "collect_metrics": 1, "render_report": 1, "publish_report": 1}
+
+
+def test_repeated_splits_make_their_own_tfrecords_for_every_replicate(smoke_study):
+    args = (*SMOKE, "--config", "data={split_seeds: [5, 6]}", "seeds=[1]")
+    assert planned_jobs(smoke_study, *args) == {
+        "make_split_tfrecords": 2, "train_model": 6, "evaluate_model": 6, "collect_metrics": 1,
+        "render_report": 1, "publish_report": 1}
+    planned = planned_outputs(smoke_study, *args)
+    assert {"results/data/split-5/manifest.json", "results/data/split-6/manifest.json",
+            "results/models/dense/split-5-seed-1/model.keras"} <= planned
 
 
 def test_editing_the_report_notebook_reruns_only_the_report(smoke_study):
@@ -122,7 +168,8 @@ def test_editing_the_report_notebook_reruns_only_the_report(smoke_study):
 
 
 def validation_predictions(study: Path, arch: str, rows: int = 6) -> list[dict]:
-    lines = (study / "results" / "evaluation" / arch / "predictions.csv").read_text(encoding="utf-8").splitlines()
+    lines = (study / "results" / "evaluation" / arch / "seed-1" / "predictions.csv").read_text(
+        encoding="utf-8").splitlines()
     return list(csv.DictReader(lines))[:rows]
 
 
@@ -132,7 +179,7 @@ def test_predict_on_a_validation_photo_gives_the_evaluations_prediction(smoke_st
         expected = validation_predictions(smoke_study, arch)
         out = smoke_study / f"predict-{arch}.json"
         result = subprocess.run(
-            ["flowerlab", "predict", "--model", str(smoke_study / "results" / "models" / arch / "model.keras"),
+            ["flowerlab", "predict", "--model", str(smoke_study / "results" / "models" / arch / "seed-1" / "model.keras"),
              "--top-k", "3", "--format", "json", "--out", str(out), *(str(photos / row["source"]) for row in expected)],
             capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(smoke_study / "src")})
         assert result.returncode == 0, result.stderr[-3000:]
@@ -152,7 +199,7 @@ def test_published_models_open_without_flowerlab_and_predict_as_evaluated(smoke_
     models, images, expected = {}, {}, {}
     for arch in ("dense", "convnet", "squeezenet"):
         rows = validation_predictions(smoke_study, arch)
-        models[arch] = smoke_study / "results" / "models" / arch / "model.keras"
+        models[arch] = smoke_study / "results" / "models" / arch / "seed-1" / "model.keras"
         jpegs = [prepare_photo(photos / row["source"], 64, 95) for row in rows]
         images[arch] = decode_photos(jpegs, image_size=64, target_size=None).numpy()
         classes = [name[len("prob_"):] for name in rows[0] if name.startswith("prob_")]
@@ -177,19 +224,19 @@ def test_editing_one_models_code_reruns_that_model_and_the_report_only(smoke_stu
     convnet = smoke_study / "src" / "flowerlab" / "models" / "convnet.py"
     with edited(convnet, lambda text: text + "\nKERNEL_NOTE = 'a change to what the module does'\n"):
         assert planned_jobs(smoke_study, *SMOKE) == {
-            "train_model": 1, "evaluate_model": 1, "collect_metrics": 1, "render_report": 1, "publish_report": 1,
+            "train_model": 2, "evaluate_model": 2, "collect_metrics": 1, "render_report": 1, "publish_report": 1,
         }
         result = snakemake(smoke_study, "-n", "--cores", "2", *SMOKE)
-        assert "results/models/convnet/model.keras" in result.stdout
-        assert "results/models/dense/model.keras" not in result.stdout
-        assert "results/models/squeezenet/model.keras" not in result.stdout
+        assert "results/models/convnet/seed-1/model.keras" in result.stdout
+        assert "results/models/dense/seed-1/model.keras" not in result.stdout
+        assert "results/models/squeezenet/seed-1/model.keras" not in result.stdout
 
 
 def test_editing_shared_training_code_reruns_every_training(smoke_study):
     schedules = smoke_study / "src" / "flowerlab" / "training" / "schedules.py"
     with edited(schedules, lambda text: text + "\nWARMUP_NOTE = 1\n"):
         jobs = planned_jobs(smoke_study, *SMOKE)
-    assert jobs == {"train_model": 3, "evaluate_model": 3, "collect_metrics": 1, "render_report": 1,
+    assert jobs == {"train_model": 6, "evaluate_model": 6, "collect_metrics": 1, "render_report": 1,
                     "publish_report": 1}
 
 

@@ -43,7 +43,8 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 
     From `snakemake --summary`, a tab-separated table with one row per output file and a `plan`
     column; each job writes its own log file, so the pending jobs of a rule are its distinct log
-    files among the rows planned for update (a missing output has no recorded log: its own name).
+    files among the rows planned for update. A missing output has no recorded log: it counts by
+    its folder, which in this workflow holds the outputs of one job (results/models/{arch}/{replicate}/).
     """
     result = snakemake(workdir, "--summary", *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -53,5 +54,5 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     for row in rows:
         if row["plan"] != "no update" and row["rule"] != "all":
             log = row["log-file(s)"]
-            jobs[row["rule"]].add(log if log not in ("", "-") else row["output_file"])
+            jobs[row["rule"]].add(log if log not in ("", "-") else str(Path(row["output_file"]).parent))
     return {rule: len(keys) for rule, keys in jobs.items()}

@@ -25,6 +25,7 @@ import yaml
 
 from flowerlab.errors import ConfigError
 from flowerlab.models.registry import ARCH_NAMES, BACKBONE_ARCHS, HDF5_SIGNATURE, get_spec
+from flowerlab.replicates import Replicate, replicates
 from flowerlab.schema import REQUIRED_HPARAMS, SCHEMA_PATH, read_schema, resolve
 
 SPECIAL_SOURCES = ("official", "synthetic")
@@ -210,8 +211,20 @@ def prepare_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
 
 
 def hparams_for(config: dict, arch: str) -> dict:
-    """One architecture's hyperparameters, defaults included, as a plain sorted dict."""
-    return dict(sorted(config["models"][arch].items()))
+    """One architecture's hyperparameters, defaults included, as a plain sorted dict. Its seeds
+    are not among them: they name its replicates, and adding one must not retrain the others."""
+    return dict(sorted((key, value) for key, value in config["models"][arch].items() if key != "seeds"))
+
+
+def study_replicates(config: dict, arch: str) -> list[Replicate]:
+    """An architecture's replicates: its own `seeds` or the study's, crossed with `data.split_seeds`."""
+    seeds = config["models"][arch].get("seeds") or config["seeds"]
+    return replicates(seeds, config["data"]["split_seeds"])
+
+
+def study_runs(config: dict) -> list[tuple[str, Replicate]]:
+    """Every (architecture, replicate) the study trains and evaluates, in study order."""
+    return [(arch, replicate) for arch in config["study"] for replicate in study_replicates(config, arch)]
 
 
 def photos_dir(config: dict) -> str:

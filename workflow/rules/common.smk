@@ -16,8 +16,11 @@ from flowerlab.config import (
     imagenet_weights_files,
     photos_dir,
     prepare_config,
+    study_runs,
     weights_file,
 )
+from flowerlab.replicates import NAME_PATTERN as REPLICATE_PATTERN
+from flowerlab.replicates import parse as parse_replicate
 
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
 # a bad setting stops here with one message naming the key, before any job runs.
@@ -26,14 +29,18 @@ prepare_config(
 )
 
 STUDY = config["study"]
+# Every (architecture, replicate) trained and evaluated: results/models/{arch}/{replicate}/.
+RUNS = study_runs(config)
+SPLIT_SEEDS = config["data"]["split_seeds"]
 PHOTOS = photos_dir(config)
 DATA = "results/data"
-MANIFEST = f"{DATA}/manifest.json"
-TFRECORDS = f"{DATA}/tfrecords"
 INVENTORY_CSV = f"{DATA}/inventory.csv"
 INVENTORY_JSON = f"{DATA}/inventory.json"
 METRICS_CSV = "results/metrics.csv"
 METRICS_JSON = "results/metrics.json"
+ARCHITECTURES_CSV = "results/architectures.csv"
+COMPARISONS_CSV = "results/comparisons.csv"
+MCNEMAR_CSV = "results/mcnemar.csv"
 REPORT_DIR = "results/report"
 REPORT_INDEX = f"{REPORT_DIR}/index.html"
 FIGURES = "results/figures"
@@ -54,6 +61,27 @@ def run_cores():
         return workflow.cores
     except WorkflowError:
         return CPUS
+
+
+def split_dir(split=None):
+    """The TFRecords and manifest of one split: data.seed's in results/data/, each of
+    data.split_seeds' in results/data/split-{seed}/."""
+    return DATA if split is None else f"{DATA}/split-{split}"
+
+
+# The split the report's data figures show: the study's one split, or the first repeated one.
+REPORT_DATA = split_dir(SPLIT_SEEDS[0] if SPLIT_SEEDS else None)
+
+
+def replicate_data(wildcards):
+    """A replicate's manifest and TFRecords: those of its split."""
+    folder = split_dir(parse_replicate(wildcards.replicate).split)
+    return {"manifest": f"{folder}/manifest.json", "shards": f"{folder}/tfrecords"}
+
+
+def run_files(pattern):
+    """`pattern` ({arch}, {replicate}) for every run of the study, in study order."""
+    return [pattern.format(arch=arch, replicate=rep.name) for arch, rep in RUNS]
 
 
 def photos_input(wildcards=None):

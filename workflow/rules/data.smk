@@ -80,8 +80,8 @@ rule make_tfrecords:
         inventory=INVENTORY_CSV,
         inventory_summary=INVENTORY_JSON,
     output:
-        shards=directory(TFRECORDS),
-        manifest=MANIFEST,
+        shards=directory(f"{DATA}/tfrecords"),
+        manifest=f"{DATA}/manifest.json",
     log:
         "logs/make_tfrecords.log",
     benchmark:
@@ -96,7 +96,8 @@ rule make_tfrecords:
         quality=config["data"]["jpeg_quality"],
         fraction=config["data"]["validation_fraction"],
         shards=config["data"]["shards"],
-        seed=config["data"]["seed"],
+        # data.seed, or the split seed of a repeated split (rule make_split_tfrecords)
+        seed=lambda wildcards: int(wildcards.get("split", config["data"]["seed"])),
     shell:
         "flowerlab tfrecords --root {params.root:q} --inventory {input.inventory:q}"
         " --inventory-json {input.inventory_summary:q}"
@@ -104,3 +105,15 @@ rule make_tfrecords:
         " --image-size {params.image_size} --jpeg-quality {params.quality}"
         " --validation-fraction {params.fraction} --shards {params.shards}"
         " --seed {params.seed} --threads {threads} 2>&1 | tee {log:q}"
+
+
+# data.split_seeds: one more train/validation split per seed, each with its own TFRecords, so
+# that the replicates also sample the data (results/data/split-{split}/).
+use rule make_tfrecords as make_split_tfrecords with:
+    output:
+        shards=directory(f"{DATA}/split-{{split}}/tfrecords"),
+        manifest=f"{DATA}/split-{{split}}/manifest.json",
+    log:
+        "logs/make_tfrecords/split-{split}.log",
+    benchmark:
+        "benchmarks/make_tfrecords/split-{split}.tsv"

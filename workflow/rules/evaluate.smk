@@ -1,19 +1,19 @@
-# Validation metrics and cost figures per model, then one tidy table for the whole study.
+# Validation metrics and cost figures per model and replicate, then the study's tables: one row
+# per run, one per architecture (mean and interval across replicates), and the comparisons.
 
 
 rule evaluate_model:
     input:
-        model="results/models/{arch}/model.keras",
-        record="results/models/{arch}/training.json",
-        manifest=MANIFEST,
-        shards=TFRECORDS,
+        unpack(replicate_data),
+        model="results/models/{arch}/{replicate}/model.keras",
+        record="results/models/{arch}/{replicate}/training.json",
     output:
-        metrics="results/evaluation/{arch}/metrics.json",
-        predictions="results/evaluation/{arch}/predictions.csv",
+        metrics="results/evaluation/{arch}/{replicate}/metrics.json",
+        predictions="results/evaluation/{arch}/{replicate}/predictions.csv",
     log:
-        "logs/evaluate_model/{arch}.log",
+        "logs/evaluate_model/{arch}/{replicate}.log",
     benchmark:
-        "benchmarks/evaluate_model/{arch}.tsv"
+        "benchmarks/evaluate_model/{arch}/{replicate}.tsv"
     conda:
         "../../environment.yml"
     threads: run_cores()
@@ -21,7 +21,7 @@ rule evaluate_model:
         accelerator=1,
     params:
         code=code("evaluate"),
-        out_dir="results/evaluation/{arch}",
+        out_dir="results/evaluation/{arch}/{replicate}",
         batch_size=config["evaluation"]["batch_size"],
         latency_runs=config["evaluation"]["latency_runs"],
         accelerator=config["accelerator"],
@@ -35,15 +35,24 @@ rule evaluate_model:
 
 rule collect_metrics:
     input:
-        expand("results/evaluation/{arch}/metrics.json", arch=STUDY),
+        evaluations=run_files("results/evaluation/{arch}/{replicate}/metrics.json"),
+        predictions=run_files("results/evaluation/{arch}/{replicate}/predictions.csv"),
     output:
         csv=report(
             METRICS_CSV,
             caption="../report/metrics.rst",
             category="4. Comparison",
-            labels={"table": "metrics per architecture"},
+            labels={"table": "metrics per run"},
         ),
         json=METRICS_JSON,
+        architectures=report(
+            ARCHITECTURES_CSV,
+            caption="../report/architectures.rst",
+            category="4. Comparison",
+            labels={"table": "metrics per architecture"},
+        ),
+        comparisons=COMPARISONS_CSV,
+        mcnemar=MCNEMAR_CSV,
     log:
         "logs/collect_metrics.log",
     conda:
@@ -51,5 +60,6 @@ rule collect_metrics:
     params:
         code=code("collect"),
     shell:
-        "flowerlab collect --evaluations {input:q} --out-csv {output.csv:q}"
-        " --out-json {output.json:q} 2>&1 | tee {log:q}"
+        "flowerlab collect --evaluations {input.evaluations:q} --out-csv {output.csv:q}"
+        " --out-json {output.json:q} --architectures {output.architectures:q}"
+        " --comparisons {output.comparisons:q} --mcnemar {output.mcnemar:q} 2>&1 | tee {log:q}"

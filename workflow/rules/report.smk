@@ -15,14 +15,20 @@ rule render_report:
         notebook=REPORT_NOTEBOOK,
         template=REPORT_TEMPLATE,
         metrics=METRICS_CSV,
-        histories=expand("results/models/{arch}/history.csv", arch=STUDY),
-        evaluations=expand("results/evaluation/{arch}/metrics.json", arch=STUDY),
-        predictions=expand("results/evaluation/{arch}/predictions.csv", arch=STUDY),
-        manifest=MANIFEST,
-        shards=TFRECORDS,
+        architectures=ARCHITECTURES_CSV,
+        comparisons=COMPARISONS_CSV,
+        mcnemar=MCNEMAR_CSV,
+        histories=run_files("results/models/{arch}/{replicate}/history.csv"),
+        evaluations=run_files("results/evaluation/{arch}/{replicate}/metrics.json"),
+        predictions=run_files("results/evaluation/{arch}/{replicate}/predictions.csv"),
+        manifest=f"{REPORT_DATA}/manifest.json",
+        shards=f"{REPORT_DATA}/tfrecords",
         inventory=INVENTORY_CSV,
         inventory_summary=INVENTORY_JSON,
-        benchmarks=[f"{BENCHMARKS}/{name}" for name in study_benchmark_files(STUDY)],
+        benchmarks=[
+            f"{BENCHMARKS}/{name}"
+            for name in study_benchmark_files([(arch, rep.name) for arch, rep in RUNS])
+        ],
     output:
         notebook=f"{REPORT_DIR}/report.ipynb",
         html=report(
@@ -52,7 +58,7 @@ rule render_report:
         # papermill executes into a temporary name; a killed run never leaves a finished-looking report.
         "flowerlab render --notebook {input.notebook:q} --template {input.template:q}"
         " --executed {output.notebook:q} --html {output.html:q}"
-        " --results-dir {params.results:q} --figures {output.figures:q}"
+        " --results-dir {params.results:q} --manifest {input.manifest:q} --figures {output.figures:q}"
         " --benchmarks-dir {params.benchmarks:q} --bench-dir {params.bench:q} 2>&1 | tee {log:q}"
 
 
@@ -60,9 +66,10 @@ rule publish_report:
     input:
         html=f"{REPORT_DIR}/report.html",
         metrics=METRICS_CSV,
+        architectures=ARCHITECTURES_CSV,
         figures=FIGURES,
-        manifest=MANIFEST,
-        evaluations=expand("results/evaluation/{arch}/metrics.json", arch=STUDY),
+        manifest=f"{REPORT_DATA}/manifest.json",
+        evaluations=run_files("results/evaluation/{arch}/{replicate}/metrics.json"),
     output:
         report(REPORT_INDEX, caption="../report/landing_page.rst", category="6. Report"),
     log:
@@ -73,5 +80,6 @@ rule publish_report:
         code=code("publish"),
     shell:
         "flowerlab publish --figures {input.figures:q} --metrics {input.metrics:q}"
+        " --architectures {input.architectures:q}"
         " --notebook-html {input.html:q} --manifest {input.manifest:q}"
         " --evaluations {input.evaluations:q} --out {output:q} 2>&1 | tee {log:q}"

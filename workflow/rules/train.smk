@@ -23,24 +23,23 @@ rule fetch_weights:
         " --base-url {params.url:q} --dest {output:q} 2>&1 | tee {log:q}"
 
 
-# One model per architecture of the study. Each training claims all of the run's cores
+# One model per architecture and replicate (seed) of the study. Each training claims all of the run's cores
 # (threads: run_cores()), so trainings run one after another, each with the whole machine,
 # instead of oversubscribing it; the job caps TensorFlow's threads at the CPUs it may use.
 
 
 rule train_model:
     input:
-        manifest=MANIFEST,
-        shards=TFRECORDS,
+        unpack(replicate_data),
         weights=weights_input,
     output:
-        model="results/models/{arch}/model.keras",
-        history="results/models/{arch}/history.csv",
-        record="results/models/{arch}/training.json",
+        model="results/models/{arch}/{replicate}/model.keras",
+        history="results/models/{arch}/{replicate}/history.csv",
+        record="results/models/{arch}/{replicate}/training.json",
     log:
-        "logs/train_model/{arch}.log",
+        "logs/train_model/{arch}/{replicate}.log",
     benchmark:
-        "benchmarks/train_model/{arch}.tsv"
+        "benchmarks/train_model/{arch}/{replicate}.tsv"
     conda:
         "../../environment.yml"
     threads: run_cores()
@@ -50,12 +49,12 @@ rule train_model:
         code=training_code,
         hparams=hparams_json,
         accelerator=config["accelerator"],
-        seed=config["seed"],
+        seed=lambda wildcards: parse_replicate(wildcards.replicate).seed,
         deterministic="--deterministic" if config["deterministic"] else "",
-        checkpoints="results/checkpoints/{arch}",
+        checkpoints="results/checkpoints/{arch}/{replicate}",
         # precision auto on a CPU: measured once per machine and architecture, kept here
         precision_cache="resources/precision",
-        out_dir="results/models/{arch}",
+        out_dir="results/models/{arch}/{replicate}",
         weights=lambda wildcards, input: weights_option(input.weights),
     shell:
         "flowerlab train --arch {wildcards.arch} --manifest {input.manifest:q}"

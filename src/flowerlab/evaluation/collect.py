@@ -1,9 +1,16 @@
-"""Gather every architecture's evaluation into one tidy table: results/metrics.csv and .json.
+"""Gather every run's evaluation into the study's tables.
 
-`flowerlab collect --evaluations results/evaluation/A/metrics.json ... --out-csv
-results/metrics.csv --out-json results/metrics.json` writes one row per architecture (in the
-order given), one column per figure, units in the column names. COLUMNS below says what each
-column means; metrics.json carries the same descriptions beside the rows.
+`flowerlab collect --evaluations results/evaluation/A/seed-1/metrics.json ... --out-csv
+results/metrics.csv --out-json results/metrics.json --architectures results/architectures.csv
+--comparisons results/comparisons.csv --mcnemar results/mcnemar.csv` writes
+- metrics.csv: one row per run (architecture and replicate, in the order given), one column per
+  figure, units in the column names, with the Wilson interval of each run's accuracy;
+- architectures.csv: one row per architecture, mean, SD and 95% interval across its replicates;
+- comparisons.csv: every ordered pair of architectures, the probability that one beats the other;
+- mcnemar.csv: every pair on every replicate both ran, the exact McNemar test on the same photos;
+- metrics.json: all four tables with a description of every column.
+Each evaluation's predictions.csv, beside its metrics.json, gives the per-photo correctness the
+McNemar tests compare. The statistics are `flowerlab.evaluation.statistics`'.
 
 The course's own validation accuracies (docs/course.md) sit beside ours for comparison;
 architectures the course did not train (dense, mobilenet_v2_finetune) have none (empty).
@@ -17,6 +24,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +32,10 @@ from flowerlab import filesystem
 from flowerlab.code_fingerprint import SHORT
 from flowerlab.console import configure_logging, run_command
 from flowerlab.errors import DataError
+from flowerlab.evaluation import statistics, summaries
 from flowerlab.filesystem import read_json
 from flowerlab.models.registry import course_val_accuracy
+from flowerlab.replicates import Replicate
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +43,12 @@ BYTES_PER_MB = 1_000_000  # model_mb is in megabytes (10^6 bytes), as file manag
 
 COLUMNS: dict[str, str] = {
     "arch": "architecture",
+    "replicate": "the run's replicate: seed-N, or split-M-seed-N when the split varies too",
+    "seed": "training seed (weights, shuffling, augmentation)",
+    "split_seed": "seed of the train/validation split (data.seed or one of data.split_seeds)",
     "val_accuracy": "accuracy of the trained model on the validation split (fraction)",
+    "val_accuracy_ci_low": "95% Wilson interval of that accuracy over the validation photos, lower end",
+    "val_accuracy_ci_high": "the same interval's upper end",
     "course_val_accuracy": "final validation accuracy the course's notebooks printed (docs/course.md); "
     "empty where the course did not train this architecture",
     "val_loss": "categorical cross-entropy on the validation split",
@@ -85,16 +100,35 @@ def _required(evaluation: dict[str, Any], key: str, source: str | os.PathLike[st
     return evaluation[key]
 
 
+def run_seeds(evaluation: dict[str, Any], source: str | os.PathLike[str]) -> tuple[int, int]:
+    """The run's training seed and split seed, from its evaluation's training and data records."""
+    seed = _nested(evaluation, "training", "seed")
+    split = _nested(evaluation, "data_settings", "seed")
+    if seed is None or split is None:
+        raise DataError(f"{source} names no training seed or split seed: rerun flowerlab evaluate")
+    return int(seed), int(split)
+
+
 def metrics_row(
-    evaluation: dict[str, Any], source: str | os.PathLike[str] = "metrics.json"
+    evaluation: dict[str, Any], source: str | os.PathLike[str] = "metrics.json", *, splits_vary: bool = False
 ) -> dict[str, Any]:
-    """One architecture's row of the table from its evaluation (metrics.json)."""
+    """One run's row of the table from its evaluation (metrics.json); `splits_vary`: the study
+    repeats its split, so the replicate is named by split and seed."""
     arch = _required(evaluation, "arch", source)
+    accuracy = _required(evaluation, "accuracy", source)
+    seed, split = run_seeds(evaluation, source)
+    images = evaluation.get("images")
+    low, high = statistics.wilson(round(accuracy * images), images) if images else (None, None)
     flops = evaluation.get("flops_per_image")
     model_bytes = evaluation.get("model_bytes")
     row = {
         "arch": arch,
-        "val_accuracy": _required(evaluation, "accuracy", source),
+        "replicate": Replicate(seed, split if splits_vary else None).name,
+        "seed": seed,
+        "split_seed": split,
+        "val_accuracy": accuracy,
+        "val_accuracy_ci_low": low,
+        "val_accuracy_ci_high": high,
         "course_val_accuracy": course_val_accuracy(arch),
         "val_loss": evaluation.get("loss"),
         "val_macro_f1": _nested(evaluation, "macro_average", "f1"),
@@ -122,16 +156,20 @@ def metrics_row(
 
 
 def collect_rows(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
-    """The table's rows, one per evaluation, in the given order; an architecture may appear once."""
+    """The runs' rows, one per evaluation, in the given order; a run (architecture, seed,
+    split) may appear once."""
     if not paths:
         raise DataError("no evaluation given: pass at least one metrics.json to --evaluations")
+    evaluations = [(read_json(path, "evaluation"), path) for path in paths]
+    splits = {run_seeds(evaluation, path)[1] for evaluation, path in evaluations}
     rows: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
-    for path in paths:
-        row = metrics_row(read_json(path, "evaluation"), path)
-        if row["arch"] in seen:
-            raise DataError(f"architecture {row['arch']!r} appears twice: {seen[row['arch']]} and {path}")
-        seen[row["arch"]] = str(path)
+    seen: dict[tuple[str, str], str] = {}
+    for evaluation, path in evaluations:
+        row = metrics_row(evaluation, path, splits_vary=len(splits) > 1)
+        key = (row["arch"], row["replicate"])
+        if key in seen:
+            raise DataError(f"{row['arch']} {row['replicate']} appears twice: {seen[key]} and {path}")
+        seen[key] = str(path)
         rows.append(row)
     return rows
 
@@ -147,30 +185,57 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
+def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
+              columns: dict[str, str] = COLUMNS) -> None:
     with filesystem.atomic_output(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         for row in rows:
-            writer.writerow([format_cell(row[column]) for column in COLUMNS])
+            writer.writerow([format_cell(row[column]) for column in columns])
 
 
-def write_json(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
-    clean = [
-        {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in row.items()}
-        for row in rows
-    ]
-    filesystem.write_json(path, {"format_version": 1, "columns": COLUMNS, "rows": clean})
+def _clean(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in row.items()}
+            for row in rows]
 
 
-def collect(
-    paths: Sequence[str | os.PathLike[str]], out_csv: str | os.PathLike[str], out_json: str | os.PathLike[str]
-) -> list[dict[str, Any]]:
-    rows = collect_rows(paths)
-    write_csv(out_csv, rows)
-    write_json(out_json, rows)
-    logger.info("collected %d architecture(s) into %s and %s", len(rows), out_csv, out_json)
-    return rows
+def write_json(path: str | os.PathLike[str], tables: dict[str, tuple[dict[str, str], Sequence[dict[str, Any]]]]
+               ) -> None:
+    """{"runs": {"columns": ..., "rows": ...}, "architectures": ..., ...} with format_version 2."""
+    filesystem.write_json(path, {"format_version": 2, **{
+        name: {"columns": columns, "rows": _clean(rows)} for name, (columns, rows) in tables.items()}})
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where collect writes its tables."""
+
+    runs_csv: Path
+    json: Path
+    architectures_csv: Path
+    comparisons_csv: Path
+    mcnemar_csv: Path
+
+
+def collect(paths: Sequence[str | os.PathLike[str]], outputs: Outputs) -> dict[str, list[dict[str, Any]]]:
+    """Every table of the study from its evaluations; returns them by name."""
+    runs = collect_rows(paths)
+    correctness = {(row["arch"], row["replicate"]): summaries.read_correctness(Path(path).with_name("predictions.csv"))
+                   for row, path in zip(runs, paths, strict=True)}
+    mcnemar = summaries.mcnemar_rows(runs, correctness)
+    tables = {
+        "runs": (COLUMNS, runs),
+        "architectures": (summaries.ARCHITECTURE_COLUMNS, summaries.architecture_rows(runs)),
+        "comparisons": (summaries.COMPARISON_COLUMNS, summaries.comparison_rows(runs, mcnemar)),
+        "mcnemar": (summaries.MCNEMAR_COLUMNS, mcnemar),
+    }
+    for name, path in (("runs", outputs.runs_csv), ("architectures", outputs.architectures_csv),
+                       ("comparisons", outputs.comparisons_csv), ("mcnemar", outputs.mcnemar_csv)):
+        write_csv(path, tables[name][1], tables[name][0])
+    write_json(outputs.json, tables)
+    logger.info("collected %d run(s) of %d architecture(s) into %s and its companions", len(runs),
+                len(tables["architectures"][1]), outputs.runs_csv)
+    return {name: rows for name, (_, rows) in tables.items()}
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -179,16 +244,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--evaluations",
         nargs="+",
         required=True,
-        help="metrics.json of each architecture, in the order the table lists them",
+        help="metrics.json of each run (its predictions.csv beside it), in the order the tables list them",
     )
-    parser.add_argument("--out-csv", required=True, help="results/metrics.csv")
-    parser.add_argument("--out-json", required=True, help="results/metrics.json")
+    parser.add_argument("--out-csv", required=True, type=Path, help="results/metrics.csv (one row per run)")
+    parser.add_argument("--out-json", required=True, type=Path, help="results/metrics.json (every table)")
+    parser.add_argument("--architectures", required=True, type=Path, help="results/architectures.csv")
+    parser.add_argument("--comparisons", required=True, type=Path, help="results/comparisons.csv")
+    parser.add_argument("--mcnemar", required=True, type=Path, help="results/mcnemar.csv")
     return parser
 
 
 def cli(argv: list[str]) -> int:
     args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
     configure_logging()
-    return run_command(
-        argv[0], lambda: collect([Path(p) for p in args.evaluations], args.out_csv, args.out_json)
-    )
+    outputs = Outputs(args.out_csv, args.out_json, args.architectures, args.comparisons, args.mcnemar)
+    return run_command(argv[0], lambda: collect([Path(p) for p in args.evaluations], outputs))

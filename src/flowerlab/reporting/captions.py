@@ -23,6 +23,8 @@ CAPTIONS_FILE = "captions.json"
 
 # The figures of the report, in reading order: file name -> what it shows.
 FIGURES: dict[str, str] = {
+    "accuracy_intervals": "Validation accuracy with its uncertainty",
+    "probability_of_improvement": "Probability that one architecture beats another",
     "accuracy_vs_parameters": "Validation accuracy against parameter count",
     "throughput": "Training and inference throughput",
     "accuracy_vs_training_time": "Validation accuracy against training wall time",
@@ -35,8 +37,9 @@ FIGURES: dict[str, str] = {
 }
 
 
-# Figures drawn only when their input exists (the benchmark run's CSV); the others always are.
-OPTIONAL_FIGURES = ("training_benchmark",)
+# Figures drawn only when their input exists (replicates to compare, the benchmark run's CSV);
+# the others always are.
+OPTIONAL_FIGURES = ("probability_of_improvement", "training_benchmark")
 
 
 
@@ -72,25 +75,39 @@ def figure_caption(
     )
     model = f"{gallery_arch} model" if gallery_arch else "model"
     captions = {
+        "accuracy_intervals": (
+            "Validation accuracy of every run with the 95% Wilson interval of its validation photos "
+            "(thin bars: the photos' sampling alone), and of each architecture the mean across its runs "
+            "(black tick) with the 95% Student-t interval of that mean (wide band: the replicates' "
+            "variation; none with one run); hollow diamonds are the accuracies the course's notebooks printed."
+        ),
+        "probability_of_improvement": (
+            "For each pair of architectures, the probability that a run of the row's architecture reaches a "
+            "higher validation accuracy than a run of the column's, over all pairs of their replicates "
+            "(the Mann-Whitney U statistic divided by the number of pairs; ties count one half)."
+        ),
         "accuracy_vs_parameters": (
-            "Validation accuracy of each architecture against its parameter count (log scale); "
-            "hollow diamonds are the accuracies the course's notebooks printed."
+            "Validation accuracy against parameter count (log scale): each run a faint dot, each "
+            "architecture's mean a square with the 95% interval across its runs; hollow diamonds are the "
+            "accuracies the course's notebooks printed."
         ),
         "throughput": (
             f"Training throughput (steady state, on {training_devices}) and inference throughput "
             f"(forward pass at the evaluation batch size, warm-up excluded, on {eval_devices}), "
-            "in images per second on a log scale."
+            "in images per second on a log scale: the bar is the mean across runs, the dots the runs."
         ),
         "accuracy_vs_training_time": (
-            f"Validation accuracy against training wall time (log scale) on {training_devices}."
+            f"Validation accuracy against training wall time (log scale) on {training_devices}: each run "
+            "a faint dot at its own time, each architecture's mean a square at its mean time."
         ),
         "learning_curves": (
-            "Training and validation accuracy (top) and loss (bottom) per epoch; the dotted line is "
-            "the course's final validation accuracy where it has one."
+            "Training and validation accuracy (top) and loss (bottom) per epoch: the line is the mean across "
+            "runs, the band their range (lowest to highest); the dotted line is the course's final "
+            "validation accuracy where it has one."
         ),
         "confusion_matrices": (
-            "Confusion matrices on the validation split, rows normalised: each cell is the "
-            "percentage of a true class predicted as the column's class."
+            "Confusion matrices on the validation split, each architecture's runs pooled, rows normalised: "
+            "each cell is the percentage of a true class predicted as the column's class."
         ),
         "prediction_gallery": (
             f"A sample of validation photos with the {model}'s prediction and its probability; "
@@ -103,7 +120,10 @@ def figure_caption(
         "study_time": (
             "Wall time of each job of this study and of each stage (the sum of its jobs), from the "
             "Snakemake benchmark files the jobs wrote (benchmarks/)"
-            + (f"; {format_seconds(study_seconds)} in all." if study_seconds is not None else ".")
+            + (f"; {format_seconds(study_seconds)} in all" if study_seconds is not None else "")
+            + ". Bottom right: the jobs one after another on one machine (their sum), this run's span, "
+            "and the critical path, the longest chain of jobs that depend on each other (data, then one "
+            "run's training and evaluation), which is what the study takes with a machine per run."
         ),
         "training_benchmark": (
             "Training images per second of the plain Keras code a user would write (the original JPEGs "

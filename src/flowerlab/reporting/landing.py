@@ -1,10 +1,11 @@
 """`flowerlab publish`: the report's landing page, from templates/landing.html.j2.
 
     flowerlab publish --figures results/figures --metrics results/metrics.csv \\
-        --notebook-html results/report/report.html --out results/report/index.html \\
+        --architectures results/architectures.csv --notebook-html results/report/report.html --out results/report/index.html \\
         [--manifest ...] [--evaluations ...]
 
-One self-contained HTML page: the summary table, every figure (embedded as base64 PNG, with a
+One self-contained HTML page: the summary table (one row per architecture, its replicates' mean
+and interval), every figure (embedded as base64 PNG, with a
 relative link to its SVG) with its caption, the study's settings, provenance, and relative links
 to the notebook, metrics.csv and the Snakemake report. It opens from disk with no server and
 loads nothing from the network. It is written atomically. The template is autoescaped, so a
@@ -31,8 +32,8 @@ from flowerlab.console import configure_logging, run_command
 from flowerlab.errors import DataError
 from flowerlab.filesystem import read_json
 from flowerlab.reporting.captions import load_captions
-from flowerlab.reporting.results import best_arch, load_metrics
-from flowerlab.reporting.tables import summary_table
+from flowerlab.reporting.results import best_arch, load_architectures
+from flowerlab.reporting.tables import format_percent_interval, summary_table
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +67,23 @@ def figure_entries(figures_dir: Path, page_dir: Path) -> list[dict[str, str]]:
     return entries
 
 
-def summary(metrics_path: Path) -> tuple[dict[str, Any], str]:
+def summary(architectures_path: Path) -> tuple[dict[str, Any], str]:
     """The summary table (columns, rows, text columns) and a one-sentence headline."""
-    metrics = load_metrics(metrics_path)
-    table = summary_table(metrics)
-    best = best_arch(metrics)
-    accuracy = float(metrics.loc[metrics["arch"] == best, "val_accuracy"].iloc[0])
+    architectures = load_architectures(architectures_path)
+    if architectures.empty:
+        raise DataError(f"{architectures_path} has no architecture; rerun flowerlab collect")
+    table = summary_table(architectures)
+    best = best_arch(architectures)
+    row = architectures.loc[architectures["arch"] == best].iloc[0]
+    runs = int(architectures["runs"].min())
+    accuracy = format_percent_interval(row["val_accuracy_mean"], row["val_accuracy_ci_low"],
+                                       row["val_accuracy_ci_high"])
+    count = len(architectures)
+    replicates = (f"each trained {runs} times (seeds), the intervals are 95% across runs"
+                  if runs > 1 else "one run each: replicates (seeds) are needed for intervals across runs")
     headline = (
-        f"{len(metrics)} architecture{'s' if len(metrics) != 1 else ''} compared; "
-        f"the best, {best}, classifies {accuracy:.1%} of the validation photos correctly."
+        f"{count} architecture{'s' if count != 1 else ''} compared, {replicates}; the best on average, "
+        f"{best}, classifies {accuracy} of the validation photos correctly."
     )
     columns = list(table.columns)
     text_columns = [column for column in columns if column.startswith("device")]
@@ -102,28 +111,32 @@ def plain(value: Any) -> Any:
 
 
 def read_evaluations(evaluation_paths: Sequence[Path]) -> list[tuple[str, dict[str, Any]]]:
-    """(architecture, its evaluation's metrics.json) in the order given, each file read once for the page."""
+    """(architecture, a run's evaluation metrics.json) in the order given, each file read once for the page."""
     pairs = []
     for path in evaluation_paths:
         evaluation = read_json(path, "evaluation")
-        pairs.append((evaluation.get("arch", path.parent.name), evaluation))
+        pairs.append((evaluation.get("arch", path.parent.parent.name), evaluation))
     return pairs
 
 
 def recipes(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Each architecture's training recipe (its hyperparameters, precision, seed)."""
-    rows, columns = [], ["architecture"]
+    """Each architecture's training recipe: its hyperparameters, precision and the seeds of its runs."""
+    rows: dict[str, dict[str, Any]] = {}
+    columns = ["architecture"]
     for arch, evaluation in evaluations:
         training = evaluation.get("training") or {}
-        row = {
-            "architecture": arch,
-            **{key.replace("_", " "): plain(value) for key, value in (training.get("hparams") or {}).items()},
-            "precision": training.get("precision"),
-            "seed": training.get("seed"),
-        }
-        rows.append(row)
-        columns += [key for key in row if key not in columns]
-    return {"columns": columns, "rows": rows, "text_columns": ["weights"]}
+        if arch not in rows:
+            rows[arch] = {
+                "architecture": arch,
+                **{key.replace("_", " "): plain(value) for key, value in (training.get("hparams") or {}).items()},
+                "precision": training.get("precision"),
+                "seeds": [],
+            }
+            columns += [key for key in rows[arch] if key not in columns]
+        rows[arch]["seeds"].append(str(training.get("seed")))
+    for row in rows.values():
+        row["seeds"] = ", ".join(row["seeds"])
+    return {"columns": columns, "rows": list(rows.values()), "text_columns": ["weights", "seeds"]}
 
 
 def training_code_label(version: dict[str, Any]) -> str:
@@ -146,10 +159,14 @@ def provenance_items(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> list[
         ("page generated", dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()),
         ("code version", f"{commit}{' (uncommitted changes)' if code.get('dirty') else ''}"),
     ]
-    trained = {arch: training_code_label((evaluation.get("training") or {}).get("code_version") or {})
-               for arch, evaluation in evaluations}
+    trained: dict[str, list[str]] = {}
+    for arch, evaluation in evaluations:
+        label = training_code_label((evaluation.get("training") or {}).get("code_version") or {})
+        if label and label not in trained.setdefault(arch, []):
+            trained[arch].append(label)
     if any(trained.values()):
-        items.append(("trained with code", "; ".join(f"{arch} {label}" for arch, label in trained.items() if label)))
+        items.append(("trained with code", "; ".join(f"{arch} {' and '.join(labels)}"
+                                                      for arch, labels in trained.items() if labels)))
     versions = provenance.library_versions(REPORTED_LIBRARIES)
     items.append(("libraries", ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items())))
     return items
@@ -159,6 +176,7 @@ def render_page(
     *,
     figures_dir: Path,
     metrics: Path,
+    architectures: Path,
     notebook_html: Path,
     out: Path,
     manifest: Path | None = None,
@@ -169,10 +187,11 @@ def render_page(
     """The landing page's HTML."""
     page_dir = out.parent
     snakemake_report = snakemake_report or page_dir / SNAKEMAKE_REPORT
-    links = [("The full report notebook", notebook_html), ("metrics.csv", metrics)]
+    links = [("The full report notebook", notebook_html), ("metrics.csv (one row per run)", metrics),
+             ("architectures.csv (one row per architecture)", architectures)]
     if snakemake_report.is_file():
         links.append(("Snakemake report (provenance of every file)", snakemake_report))
-    table, headline = summary(metrics)
+    table, headline = summary(architectures)
     read = read_evaluations(evaluations)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("flowerlab.reporting", "templates"),
@@ -197,6 +216,7 @@ def publish(
     *,
     figures_dir: str | os.PathLike[str],
     metrics: str | os.PathLike[str],
+    architectures: str | os.PathLike[str],
     notebook_html: str | os.PathLike[str],
     out: str | os.PathLike[str],
     manifest: str | os.PathLike[str] | None = None,
@@ -208,6 +228,7 @@ def publish(
     for path, what in (
         (figures_dir, "figures folder"),
         (metrics, "metrics table"),
+        (architectures, "architectures table"),
         (notebook_html, "report notebook HTML"),
     ):
         if not Path(path).exists():
@@ -215,6 +236,7 @@ def publish(
     page = render_page(
         figures_dir=Path(figures_dir),
         metrics=Path(metrics),
+        architectures=Path(architectures),
         notebook_html=Path(notebook_html),
         out=out,
         manifest=Path(manifest) if manifest else None,
@@ -229,7 +251,9 @@ def publish(
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--figures", required=True, help="results/figures (PNG, SVG and captions.json)")
-    parser.add_argument("--metrics", required=True, help="results/metrics.csv")
+    parser.add_argument("--metrics", required=True, help="results/metrics.csv (one row per run, linked)")
+    parser.add_argument("--architectures", required=True,
+                        help="results/architectures.csv (one row per architecture: the summary table)")
     parser.add_argument("--notebook-html", required=True, help="the executed report notebook as HTML")
     parser.add_argument("--out", required=True, help="the landing page, e.g. results/report/index.html")
     parser.add_argument("--manifest", help="results/data/manifest.json, for the data settings")
@@ -237,7 +261,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--evaluations",
         nargs="*",
         default=[],
-        help="results/evaluation/*/metrics.json, for the training recipes and provenance",
+        help="results/evaluation/*/*/metrics.json, for the training recipes and provenance",
     )
     parser.add_argument(
         "--snakemake-report",
@@ -254,6 +278,7 @@ def cli(argv: list[str]) -> int:
         lambda: publish(
             figures_dir=args.figures,
             metrics=args.metrics,
+            architectures=args.architectures,
             notebook_html=args.notebook_html,
             out=args.out,
             manifest=args.manifest,

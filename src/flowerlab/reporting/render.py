@@ -136,8 +136,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="the study's results; each path below defaults to its place in it",
     )
     parser.add_argument("--metrics", help="RESULTS/metrics.csv")
-    parser.add_argument("--models-dir", help="RESULTS/models ({arch}/history.csv)")
-    parser.add_argument("--evaluation-dir", help="RESULTS/evaluation ({arch}/metrics.json, predictions.csv)")
+    parser.add_argument("--models-dir", help="RESULTS/models ({arch}/{replicate}/history.csv)")
+    parser.add_argument("--evaluation-dir",
+                        help="RESULTS/evaluation ({arch}/{replicate}/metrics.json, predictions.csv)")
     parser.add_argument("--manifest", help="RESULTS/data/manifest.json")
     parser.add_argument("--inventory-csv", help="RESULTS/data/inventory.csv")
     parser.add_argument("--inventory-json", help="RESULTS/data/inventory.json")

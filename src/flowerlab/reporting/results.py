@@ -19,6 +19,9 @@ from flowerlab.filesystem import read_json
 # Where each input of the report sits inside a study's results folder (docs/architecture.md).
 STUDY_LAYOUT = {
     "metrics_csv": "metrics.csv",
+    "architectures_csv": "architectures.csv",
+    "comparisons_csv": "comparisons.csv",
+    "mcnemar_csv": "mcnemar.csv",
     "models_dir": "models",
     "evaluation_dir": "evaluation",
     "manifest": "data/manifest.json",
@@ -36,47 +39,77 @@ TRAINING_BENCHMARK_CSV = "training.csv"  # bench/bench_training.py --out's defau
 
 
 
-def load_metrics(path: str | os.PathLike[str]) -> Any:
-    """results/metrics.csv as a DataFrame, one row per evaluated architecture."""
+def _table(path: str | os.PathLike[str], what: str, required: Sequence[str]) -> Any:
     import pandas as pd
 
     if not Path(path).is_file():
-        raise DataError(f"metrics table not found: {path} (run flowerlab collect first)")
-    metrics = pd.read_csv(path)
-    if "arch" not in metrics.columns or metrics.empty:
-        raise DataError(f"{path} has no architecture rows; rerun flowerlab collect")
+        raise DataError(f"{what} not found: {path} (run flowerlab collect first)")
+    table = pd.read_csv(path)
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {missing}; rerun flowerlab collect")
+    return table
+
+
+def load_metrics(path: str | os.PathLike[str]) -> Any:
+    """results/metrics.csv as a DataFrame, one row per evaluated run (architecture, replicate)."""
+    metrics = _table(path, "metrics table", ["arch", "replicate"])
+    if metrics.empty:
+        raise DataError(f"{path} has no run; rerun flowerlab collect")
     return metrics
 
 
-def load_histories(models_dir: str | os.PathLike[str], archs: Sequence[str]) -> dict[str, Any]:
-    """{arch: models_dir/arch/history.csv as a DataFrame} for every architecture given."""
+def load_architectures(path: str | os.PathLike[str]) -> Any:
+    """results/architectures.csv: one row per architecture, its replicates summarised."""
+    return _table(path, "architectures table", ["arch", "runs", "val_accuracy_mean"])
+
+
+def load_comparisons(path: str | os.PathLike[str]) -> Any:
+    """results/comparisons.csv: P(A > B) per ordered pair of architectures."""
+    return _table(path, "comparisons table", ["arch_a", "arch_b", "p_a_beats_b"])
+
+
+def load_mcnemar(path: str | os.PathLike[str]) -> Any:
+    """results/mcnemar.csv: the McNemar test per pair of architectures and replicate."""
+    return _table(path, "McNemar table", ["arch_a", "arch_b", "replicate", "p_value"])
+
+
+def runs_of(metrics: Any) -> list[tuple[str, str]]:
+    """(arch, replicate) of every run in the metrics table, in its order."""
+    return list(zip(metrics["arch"], metrics["replicate"], strict=True))
+
+
+def load_histories(models_dir: str | os.PathLike[str], runs: Sequence[tuple[str, str]]) -> Any:
+    """Every run's models_dir/{arch}/{replicate}/history.csv in one long DataFrame, with `arch`
+    and `replicate` columns."""
     import pandas as pd
 
-    histories = {}
-    for arch in archs:
-        path = Path(models_dir) / arch / "history.csv"
+    frames = []
+    for arch, replicate in runs:
+        path = Path(models_dir) / arch / replicate / "history.csv"
         if not path.is_file():
-            raise DataError(f"training history of {arch} not found: {path} (train {arch} first)")
-        histories[arch] = pd.read_csv(path)
-    return histories
+            raise DataError(f"training history of {arch} {replicate} not found: {path} (train it first)")
+        frames.append(pd.read_csv(path).assign(arch=arch, replicate=replicate))
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_evaluations(
-    evaluation_dir: str | os.PathLike[str], archs: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """{arch: evaluation_dir/arch/metrics.json} for every architecture given."""
+    evaluation_dir: str | os.PathLike[str], runs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(arch, replicate): evaluation_dir/{arch}/{replicate}/metrics.json} for every run given."""
     return {
-        arch: read_json(Path(evaluation_dir) / arch / "metrics.json", f"evaluation of {arch}")
-        for arch in archs
+        (arch, replicate): read_json(Path(evaluation_dir) / arch / replicate / "metrics.json",
+                                     f"evaluation of {arch} {replicate}")
+        for arch, replicate in runs
     }
 
 
-def load_predictions(evaluation_dir: str | os.PathLike[str], arch: str) -> Any:
+def load_predictions(evaluation_dir: str | os.PathLike[str], arch: str, replicate: str) -> Any:
     import pandas as pd
 
-    path = Path(evaluation_dir) / arch / "predictions.csv"
+    path = Path(evaluation_dir) / arch / replicate / "predictions.csv"
     if not path.is_file():
-        raise DataError(f"predictions of {arch} not found: {path} (run flowerlab evaluate first)")
+        raise DataError(f"predictions of {arch} {replicate} not found: {path} (run flowerlab evaluate first)")
     return pd.read_csv(path)
 
 
@@ -129,7 +162,15 @@ def load_training_benchmark(bench_dir: str | os.PathLike[str]) -> tuple[Any, str
     return pd.read_csv(path), f"{path.name} written {written:%Y-%m-%d %H:%M} UTC"
 
 
-def best_arch(metrics: Any) -> str:
-    """The architecture with the highest validation accuracy (the first one on a tie)."""
-    return str(metrics.loc[metrics["val_accuracy"].idxmax(), "arch"])
+def best_arch(architectures: Any) -> str:
+    """The architecture with the highest mean validation accuracy (the first one on a tie)."""
+    return str(architectures.loc[architectures["val_accuracy_mean"].idxmax(), "arch"])
 
+
+def median_run(metrics: Any, arch: str) -> str:
+    """The replicate of `arch` whose accuracy is the median of its runs (the lower middle for an
+    even count): a typical run, not the luckiest."""
+    own = metrics[metrics["arch"] == arch].sort_values(["val_accuracy", "replicate"]).reset_index(drop=True)
+    if own.empty:
+        raise DataError(f"no run of {arch} in the metrics table")
+    return str(own.loc[(len(own) - 1) // 2, "replicate"])

@@ -11,22 +11,37 @@ from typing import Any
 
 from flowerlab.reporting import timings
 
-# The summary table: metrics.csv column -> heading shown to readers.
+# The summary table: architectures.csv column -> heading shown to readers.
 SUMMARY_COLUMNS: dict[str, str] = {
     "arch": "architecture",
-    "val_accuracy": "validation accuracy",
+    "runs": "runs",
+    "val_accuracy_mean": "validation accuracy, mean (95% CI)",
+    "val_macro_f1_mean": "macro-F1, mean (95% CI)",
     "course_val_accuracy": "course's accuracy",
+    "course_placement": "course's figure against ours",
+    "p_beats_course": "P(run beats course)",
     "parameters": "parameters",
     "gflops_per_image": "GFLOPs / image",
-    "train_images_per_s": "training images/s",
-    "inference_images_per_s": "inference images/s",
-    "training_seconds": "training time",
+    "train_images_per_s_mean": "training images/s",
+    "inference_images_per_s_mean": "inference images/s",
+    "training_seconds_mean": "training time per run",
     "epochs": "epochs",
     "device": "device (inference)",
     "training_device": "device (training)",
     "training_code": "training code",
 }
 
+# The per-run table: metrics.csv column -> heading.
+RUN_COLUMNS: dict[str, str] = {
+    "arch": "architecture",
+    "replicate": "replicate",
+    "val_accuracy": "validation accuracy (95% Wilson CI)",
+    "val_macro_f1": "macro-F1",
+    "best_val_accuracy": "best epoch's accuracy",
+    "train_images_per_s": "training images/s",
+    "training_seconds": "training time",
+    "precision": "precision",
+}
 
 
 def format_count(value: float) -> str:
@@ -60,7 +75,8 @@ def study_time_rows(jobs: Sequence[Any], archs: Sequence[str]) -> list[dict[str,
     rows = [{**summary(job.label, job.seconds), "max RSS (MB)": job.max_rss_mb, "CPU seconds": job.cpu_seconds}
             for job in jobs]
     rows += [summary("total (sum of the jobs)", timings.total_seconds(jobs)),
-             summary("span (first start to last end)", timings.span_seconds(jobs))]
+             summary("span (first start to last end)", timings.span_seconds(jobs)),
+             summary("critical path (the longest chain of dependent jobs)", timings.critical_path_seconds(jobs))]
     course = timings.course_jobs(jobs)
     if len(course) < len(jobs) and set(timings.COURSE_ARCHITECTURES) <= set(archs):
         rows.append(summary("the course's four architectures (data, their training and evaluation)",
@@ -72,38 +88,80 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
+def format_percent_interval(mean: Any, low: Any, high: Any) -> str:
+    """86.4% (84.1-88.5%), or 86.4% alone when there is no interval. Shown within 0-100%: a
+    t-interval of few runs can reach past either end (results/architectures.csv keeps its ends)."""
+    if _is_missing(mean):
+        return "–"
+    if _is_missing(low) or _is_missing(high):
+        return f"{float(mean):.1%}"
+    return f"{float(mean):.1%} ({max(0.0, float(low)) * 100:.1f}–{min(1.0, float(high)) * 100:.1f}%)"
+
+
 def format_cell(column: str, value: Any) -> str:
     """A figure as people read it: 86.4 %, 2.49 M, 12.5 min, 1,190."""
     if _is_missing(value):
         return "–"
-    if column in {"val_accuracy", "course_val_accuracy"}:
+    if column in {"val_accuracy", "course_val_accuracy", "val_macro_f1", "best_val_accuracy"}:
         return f"{float(value):.1%}"
+    if column == "p_beats_course":
+        return f"{float(value):.2f}"
     if column == "parameters":
         return format_count(float(value))
     if column == "gflops_per_image":
         return f"{float(value):.3g}"
-    if column in {"train_images_per_s", "inference_images_per_s"}:
+    if column.startswith(("train_images_per_s", "inference_images_per_s")):
         return f"{float(value):,.1f}" if float(value) < 100 else f"{float(value):,.0f}"
-    if column == "training_seconds":
+    if column.startswith("training_seconds"):
         return format_seconds(float(value))
-    if column == "epochs":
+    if column in {"epochs", "runs"}:
         return str(int(value))
     return str(value)
 
 
-def summary_table(metrics: Any) -> Any:
-    """The report's summary: one row per architecture, formatted, columns named for readers.
-    The training device column is left out when it equals the inference device everywhere."""
+def _interval_cell(row: Any, column: str) -> str:
+    stem = column.removesuffix("_mean")
+    return format_percent_interval(row[column], row.get(f"{stem}_ci_low"), row.get(f"{stem}_ci_high"))
+
+
+def summary_table(architectures: Any) -> Any:
+    """The report's summary: one row per architecture, the mean and 95% t-interval across its
+    runs, formatted, columns named for readers. The training device column is left out when it
+    equals the inference device everywhere."""
     import pandas as pd
 
-    columns = [c for c in SUMMARY_COLUMNS if c in metrics.columns]
+    columns = [c for c in SUMMARY_COLUMNS if c in architectures.columns]
     if {"device", "training_device"} <= set(columns) and (
-        metrics["device"].fillna("") == metrics["training_device"].fillna("")
+        architectures["device"].fillna("") == architectures["training_device"].fillna("")
     ).all():
         columns.remove("training_device")
         headings = {**SUMMARY_COLUMNS, "device": "device"}
     else:
         headings = SUMMARY_COLUMNS
-    rows = [{headings[c]: format_cell(c, row[c]) for c in columns} for _, row in metrics.iterrows()]
+    rows = [{headings[c]: _interval_cell(row, c) if c in {"val_accuracy_mean", "val_macro_f1_mean"}
+             else format_cell(c, row[c]) for c in columns} for _, row in architectures.iterrows()]
     return pd.DataFrame(rows, columns=[headings[c] for c in columns])
 
+
+def runs_table(metrics: Any) -> Any:
+    """One row per run: its accuracy with the Wilson interval of its validation photos."""
+    import pandas as pd
+
+    columns = [c for c in RUN_COLUMNS if c in metrics.columns]
+    rows = [{RUN_COLUMNS[c]: format_percent_interval(row[c], row.get("val_accuracy_ci_low"),
+                                                     row.get("val_accuracy_ci_high"))
+             if c == "val_accuracy" else format_cell(c, row[c]) for c in columns} for _, row in metrics.iterrows()]
+    return pd.DataFrame(rows, columns=[RUN_COLUMNS[c] for c in columns])
+
+
+def mcnemar_table(mcnemar: Any) -> Any:
+    """The McNemar tests as people read them: the pair, the replicate, the photos only one of the
+    two got right, and the p-values (raw and Holm-adjusted)."""
+    import pandas as pd
+
+    rows = [{"A": row["arch_a"], "B": row["arch_b"], "replicate": row["replicate"],
+             "A's accuracy": f"{row['a_accuracy']:.1%}", "B's accuracy": f"{row['b_accuracy']:.1%}",
+             "only A right": int(row["a_only"]), "only B right": int(row["b_only"]),
+             "p": f"{row['p_value']:.3g}", "p (Holm)": f"{row['p_value_holm']:.3g}"}
+            for _, row in mcnemar.iterrows()]
+    return pd.DataFrame(rows)

@@ -66,23 +66,46 @@ def draw_stage_seconds(ax: Any, seconds: Mapping[str, float], colours: Mapping[s
     ax.set_xlabel("wall seconds (sum of the stage's jobs)")
 
 
+def draw_scale_out(ax: Any, jobs: Sequence[timings.Job]) -> None:
+    """Three bars: the jobs' summed wall time (one machine, one job at a time), this run's span
+    (first start to last end), and the critical path (a machine per run, as on a cluster)."""
+    bars = {
+        "sum of the jobs": timings.total_seconds(jobs),
+        "this run (span)": timings.span_seconds(jobs),
+        "critical path": timings.critical_path_seconds(jobs),
+    }
+    values = list(bars.values())
+    ax.barh(list(bars), values, color=["#64748b", "#2563eb", "#16a34a"])
+    for position, value in enumerate(values):
+        ax.text(value + max(values) * 0.01, position, f" {format_seconds(value)}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(*values, 1e-9) * 1.35)
+    ax.set_xlabel("wall seconds")
+
+
 def study_time(jobs: Sequence[timings.Job]) -> Figure:
-    """Each job's wall time (left) and each stage's (right, with its share of the total), from
-    the study's Snakemake benchmark files; the total and the span in the title."""
+    """Each job's wall time (left), each stage's (top right, with its share of the total), and
+    what the study costs one job at a time against its critical path (bottom right), from the
+    study's Snakemake benchmark files; the total and the span in the title."""
     if not jobs:
         raise DataError("no job to draw: the study has no benchmark file")
     frame = jobs_frame(jobs)
     colours = stage_colours(list(frame["stage"]))
     with style():
-        figure, axes = new_figure(1, 2, width=11, height=max(3.0, 0.32 * len(frame) + 1.6),
-                                  gridspec_kw={"width_ratios": [3, 2]})
-        draw_job_seconds(axes[0, 0], frame, colours)
-        axes[0, 0].set_title("per job")
-        draw_stage_seconds(axes[0, 1], timings.seconds_per_stage(jobs), colours)
-        axes[0, 1].set_title("per stage")
+        figure, _ = new_figure(width=11, height=max(4.2, 0.3 * len(frame) + 1.6))
+        figure.clear()
+        axes = figure.subplot_mosaic([["jobs", "stages"], ["jobs", "scale"]],
+                                     gridspec_kw={"width_ratios": [3, 2]})
+        draw_job_seconds(axes["jobs"], frame, colours)
+        axes["jobs"].set_title("per job")
+        draw_stage_seconds(axes["stages"], timings.seconds_per_stage(jobs), colours)
+        axes["stages"].set_title("per stage")
+        draw_scale_out(axes["scale"], jobs)
+        axes["scale"].set_title("one machine against a machine per run", fontsize=10)
         figure.suptitle(
             f"Wall time of this study: {format_seconds(timings.total_seconds(jobs))} of jobs, "
-            f"{format_seconds(timings.span_seconds(jobs))} from the first job's start to the last one's end"
+            f"{format_seconds(timings.span_seconds(jobs))} from the first job's start to the last one's end, "
+            f"{format_seconds(timings.critical_path_seconds(jobs))} on its critical path"
         )
     return figure
 

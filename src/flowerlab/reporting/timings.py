@@ -1,7 +1,8 @@
 """A study's wall time per job, read from the files of the rules' Snakemake `benchmark:` directive.
 
-Snakemake writes one TSV per job when it ends (`benchmarks/<rule>.tsv` or
-`benchmarks/<rule>/<wildcards>.tsv` in this workflow), one row per repeat: `s` (wall seconds),
+Snakemake writes one TSV per job when it ends (`benchmarks/<rule>.tsv`,
+`benchmarks/make_tfrecords/split-<seed>.tsv` or `benchmarks/<rule>/<arch>/<replicate>.tsv` in
+this workflow), one row per repeat: `s` (wall seconds),
 `h:m:s`, `max_rss` (MB), ..., `cpu_time`, and in its extended format `rule_name` and `wildcards`.
 A figure it could not measure is written as `NA` (or `-`) and is read as missing, never as 0.
 
@@ -19,12 +20,14 @@ from pathlib import Path
 
 from flowerlab.errors import DataError
 from flowerlab.models.registry import COURSE_ARCHITECTURES
+from flowerlab.replicates import parse
 
 MISSING = {"", "-", "NA", "nan"}  # how Snakemake writes a figure it could not measure
 
 # The workflow's benchmark files, in the order the stages run (workflow/rules/*.smk `benchmark:`).
-DATA_BENCHMARKS = ("make_inventory.tsv", "make_tfrecords.tsv")
-PER_ARCH_BENCHMARKS = ("train_model/{arch}.tsv", "evaluate_model/{arch}.tsv")
+INVENTORY_BENCHMARK = "make_inventory.tsv"
+TFRECORDS_BENCHMARKS = ("make_tfrecords.tsv", "make_tfrecords/split-{split}.tsv")  # data.seed's, a repeated split's
+PER_RUN_BENCHMARKS = ("train_model/{arch}/{replicate}.tsv", "evaluate_model/{arch}/{replicate}.tsv")
 STAGE_ORDER = ("make_inventory", "make_tfrecords", "train_model", "evaluate_model")
 
 
@@ -43,8 +46,13 @@ class Job:
 
     @property
     def label(self) -> str:
-        """`train_model convnet`, `make_inventory`: the job as people read it."""
+        """`train_model convnet/seed-1`, `make_inventory`: the job as people read it."""
         return f"{self.rule} {self.wildcards}".strip()
+
+    @property
+    def arch(self) -> str | None:
+        """The architecture of a per-run job (`convnet/seed-1` -> convnet), else None."""
+        return self.wildcards.split("/")[0] if self.rule in STAGE_ORDER[2:] else None
 
 
 def number(text: str | None) -> float | None:
@@ -99,20 +107,30 @@ def read_jobs(folder: Path) -> list[Job]:
     return slowest_first(read_job(path, folder) for path in files)
 
 
-def study_benchmark_files(archs: Sequence[str]) -> list[str]:
-    """The benchmark files one study of `archs` writes, relative to its benchmarks folder, in the
-    order its stages run: the data stages, then each architecture's training, then its evaluation."""
-    return [*DATA_BENCHMARKS, *(pattern.format(arch=arch) for pattern in PER_ARCH_BENCHMARKS for arch in archs)]
+def tfrecords_benchmark(split: int | None) -> str:
+    return TFRECORDS_BENCHMARKS[0] if split is None else TFRECORDS_BENCHMARKS[1].format(split=split)
 
 
-def read_study_jobs(folder: Path, archs: Sequence[str]) -> list[Job]:
-    """The jobs of one study of `archs`, in stage order; files of other studies in the same
-    folder (an architecture since disabled) are left out. A missing file is a DataError naming it."""
-    missing = [name for name in study_benchmark_files(archs) if not (folder / name).is_file()]
+def study_benchmark_files(runs: Sequence[tuple[str, str]]) -> list[str]:
+    """The benchmark files one study of `runs` ((arch, replicate name) pairs) writes, relative to
+    its benchmarks folder, in the order its stages run: the inventory, the TFRecords of each split
+    the runs use, then each run's training, then each run's evaluation."""
+    splits = list(dict.fromkeys(parse(replicate).split for _, replicate in runs))
+    return [INVENTORY_BENCHMARK, *(tfrecords_benchmark(split) for split in splits),
+            *(pattern.format(arch=arch, replicate=replicate) for pattern in PER_RUN_BENCHMARKS
+              for arch, replicate in runs)]
+
+
+def read_study_jobs(folder: Path, runs: Sequence[tuple[str, str]]) -> list[Job]:
+    """The jobs of one study of `runs`, in stage order; files of other studies in the same
+    folder (an architecture or seed since dropped) are left out. A missing file is a DataError
+    naming it."""
+    names = study_benchmark_files(runs)
+    missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise DataError(f"benchmark file(s) {', '.join(missing)} not found under {folder}: the study's jobs "
                         "write them (snakemake benchmark: directive); rerun the study with Snakemake")
-    return [read_job(folder / name, folder) for name in study_benchmark_files(archs)]
+    return [read_job(folder / name, folder) for name in names]
 
 
 def total_seconds(jobs: Sequence[Job]) -> float:
@@ -121,8 +139,30 @@ def total_seconds(jobs: Sequence[Job]) -> float:
 
 
 def course_jobs(jobs: Sequence[Job]) -> list[Job]:
-    """The data stages' jobs and the course architectures' (COURSE_ARCHITECTURES) per-model jobs."""
-    return [job for job in jobs if job.rule in STAGE_ORDER[:2] or job.wildcards in COURSE_ARCHITECTURES]
+    """The data stages' jobs and the course architectures' (COURSE_ARCHITECTURES) per-run jobs."""
+    return [job for job in jobs if job.rule in STAGE_ORDER[:2] or job.arch in COURSE_ARCHITECTURES]
+
+
+def critical_path_seconds(jobs: Sequence[Job]) -> float:
+    """The longest chain of jobs that must run one after another: the inventory, a split's
+    TFRecords, then one run's training and its evaluation (the workflow's DAG; every run is
+    independent of the others). What the study would take with a machine per run, e.g. on a
+    cluster, against the sum of the jobs on one machine. Jobs without a benchmark file (the
+    download, the tables, the report) are not counted, here or in the sum."""
+    inventory = sum(job.seconds for job in jobs if job.rule == STAGE_ORDER[0])
+    tfrecords = {job.wildcards: job.seconds for job in jobs if job.rule == STAGE_ORDER[1]}
+    chains: dict[str, float] = {}
+    for job in jobs:
+        if job.arch is None:
+            continue
+        chains[job.wildcards] = chains.get(job.wildcards, 0.0) + job.seconds
+    longest = 0.0
+    for wildcards, seconds in chains.items():
+        split = parse(wildcards.split("/")[-1]).split
+        # a split's TFRecords job: `make_tfrecords.tsv` (wildcards "") or `make_tfrecords/split-7.tsv`
+        data = tfrecords.get("" if split is None else f"split-{split}", 0.0)
+        longest = max(longest, data + seconds)
+    return inventory + (longest or max(tfrecords.values(), default=0.0))
 
 
 def span_seconds(jobs: Sequence[Job]) -> float:

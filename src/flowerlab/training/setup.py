@@ -74,7 +74,7 @@ class TrainSettings:
     checkpoint_dir: Path
     hparams: dict[str, Any]  # resolved (resolve_hparams)
     accelerator: str = schema.default("accelerator")
-    seed: int = schema.default("seed")
+    seed: int = schema.default("seeds")[0]
     deterministic: bool = schema.default("deterministic")
     threads: int | None = None  # None: leave TensorFlow's thread pools as they are
     log_every_epoch: bool = False

@@ -306,7 +306,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--hparams", required=True,
                         help="JSON object of config models.ARCH (workflow/schemas/config.schema.yaml $defs/hparams)")
     parser.add_argument("--accelerator", default=schema.default("accelerator"), choices=("auto", "tpu", "gpu", "cpu"))
-    parser.add_argument("--seed", type=int, default=schema.default("seed"), help="weights, shuffling and augmentation")
+    parser.add_argument("--seed", type=int, default=schema.default("seeds")[0], help="weights, shuffling and augmentation")
     parser.add_argument("--deterministic", action="store_true",
                         help="TensorFlow op determinism and ordered input pipeline (bit-identical CPU reruns)")
     parser.add_argument("--threads", type=thread_count, default=None,
