@@ -27,17 +27,17 @@ def test_a_non_editable_install_runs_the_study(tmp_path: Path) -> None:
     shutil.rmtree(source)  # nothing may still point into it
     env = {**os.environ, "PYTHONPATH": str(site), "PATH": f"{site / 'bin'}{os.pathsep}{os.environ['PATH']}"}
 
-    where = subprocess.run([sys.executable, "-c", "import flowerlab.schema as s; print(s.SCHEMA_PATH, s.default('seed'))"],
+    where = subprocess.run([sys.executable, "-c", "import flowerlab.schema as s; print(s.SCHEMA_PATH, s.default('seeds')[0])"],
                            env=env, capture_output=True, text=True, check=True).stdout.split()
-    assert Path(where[0]).is_file() and Path(where[0]).is_relative_to(site) and where[1] == "42"
+    assert Path(where[0]).is_file() and Path(where[0]).is_relative_to(site) and where[1] == "1"
 
     (tmp_path / "checkout").mkdir()
     workdir = copy_workflow(tmp_path / "checkout")
     # Up to the metrics table: the report's notebook runs in the second-Python smoke study of .ci/run.
     result = subprocess.run([sys.executable, "-m", "snakemake", "results/metrics.csv", "--cores", "2", *SMOKE,
-                             "--config", "study=[dense]"],
+                             "--config", "study=[dense]", "seeds=[1]"],
                             cwd=workdir, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    record = json.loads((workdir / "results" / "models" / "dense" / "training.json").read_text())
+    record = json.loads((workdir / "results" / "models" / "dense" / "seed-1" / "training.json").read_text())
     assert record["code_version"]["modules"]  # fingerprinted from the installed files
-    assert (workdir / "results" / "evaluation" / "dense" / "metrics.json").is_file()
+    assert (workdir / "results" / "evaluation" / "dense" / "seed-1" / "metrics.json").is_file()
