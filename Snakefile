@@ -33,6 +33,16 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# On a cluster (profiles/slurm) these run on the submitting host: the downloads (compute nodes
+# often have no internet), the tables and the landing page (seconds each), and the target.
+localrules:
+    all,
+    download_photos,
+    fetch_weights,
+    collect_metrics,
+    publish_report,
+
+
 # A run that must download what it cannot reach stops here, before any job, naming the
 # settings that make it work offline (flowerlab.config.check_downloads).
 onstart:

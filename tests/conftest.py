@@ -112,3 +112,16 @@ def one_seed_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import fake_study
 
     return fake_study.make_fake_report(tmp_path_factory.mktemp("one") / "results", ["dense", "squeezenet"])
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke study (config/smoke.yaml), run locally with `--cores 2` in a copy of the workflow
+    with its own src/ (tests may edit that code); returns the copy. Shared by the workflow tests
+    and the SLURM test, which compares its outputs with these."""
+    from workflow_runs import SMOKE, copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"), with_source=True)
+    result = snakemake(workdir, "--cores", "2", *SMOKE)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return workdir

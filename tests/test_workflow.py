@@ -1,7 +1,7 @@
 """End to end: the whole workflow on synthetic data, reruns only what is stale.
 
-One smoke study (config/smoke.yaml: 3 classes, 64 px, three small architectures, two seeds each)
-runs once per module in a copy of the workflow; the tests then ask Snakemake (dry runs) what a change would
+One smoke study (config/smoke.yaml: 3 classes, 64 px, three small architectures, two seeds each;
+the `smoke_study` fixture of conftest.py) runs once per session in a copy of the workflow; the tests then ask Snakemake (dry runs) what a change would
 rerun. Real-data tests build the data stage from the real photos.
 """
 
@@ -21,14 +21,6 @@ from chromium_page import assert_page_loads_in_the_browser, screenshot
 from workflow_runs import SMOKE, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"), with_source=True)
-    result = snakemake(workdir, "--cores", "2", *SMOKE)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return workdir
 
 
 def test_smoke_study_builds_every_stage(smoke_study):

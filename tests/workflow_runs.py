@@ -16,13 +16,14 @@ SMOKE = ("--configfile", "config/smoke.yaml")
 
 
 def copy_workflow(dest: Path, *, with_source: bool = False) -> Path:
-    """A user's checkout: Snakefile, environment.yml, workflow/ and config/. The code is the
+    """A user's checkout: Snakefile, environment.yml, workflow/, config/ and profiles/. The code is the
     installed package, or with `with_source` the checkout's own copy of src/ (which
     `snakemake()` then puts first on PYTHONPATH), so a test may edit the code it runs."""
     for name in ("Snakefile", "environment.yml"):
         shutil.copy2(REPO / name, dest / name)
     shutil.copytree(REPO / "workflow", dest / "workflow")
     shutil.copytree(REPO / "config", dest / "config")
+    shutil.copytree(REPO / "profiles", dest / "profiles")
     if with_source:
         shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return dest

@@ -16,6 +16,8 @@ This module never imports TensorFlow: parsing the workflow must stay cheap.
 from __future__ import annotations
 
 import copy
+import math
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,3 +384,46 @@ def check_downloads(config: dict, planned: Collection[str] | None = None) -> Non
             + "\n".join(lines)
             + "\n  or run the offline smoke study: snakemake --cores 2 --configfile config/smoke.yaml"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# What a job asks a cluster for (Snakemake resources; the SLURM executor plugin turns them into
+# sbatch's --mem, --time, --gpus, --partition and --account)
+
+MEMORY_HEADROOM = 1.5  # peak memory varies with the machine's libraries and thread count
+TIME_HEADROOM = 2.0  # a cluster's CPUs may be slower than the ones measured
+MIN_RUNTIME_MINUTES = 10
+MEMORY_STEP_MB = 500
+
+
+def job_resources(measured: Mapping[str, Any], rule: str, arch: str, epochs: int = 1, attempt: int = 1
+                  ) -> dict[str, int]:
+    """`mem_mb` and `runtime` (minutes) of one training or evaluation job, from what its
+    architecture measured (workflow/resources.yaml: peak memory, fixed and per-epoch seconds) with
+    headroom; an architecture not measured there takes the table's `default`. A retried job
+    (`attempt` > 1, e.g. after running out of memory or time) asks for that many times more."""
+    table = measured[rule]
+    entry = table.get(arch, table["default"])
+    seconds = entry["fixed_seconds"] + entry.get("epoch_seconds", 0) * epochs
+    memory = math.ceil(entry["max_rss_mb"] * MEMORY_HEADROOM * attempt / MEMORY_STEP_MB) * MEMORY_STEP_MB
+    runtime = max(MIN_RUNTIME_MINUTES, math.ceil(seconds * TIME_HEADROOM * attempt / 60))
+    return {"mem_mb": memory, "runtime": runtime}
+
+
+def cluster_resources(config: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The partition and account every cluster job asks for: config's `cluster.partition` and
+    `cluster.account`, else sbatch's own SBATCH_PARTITION and SBATCH_ACCOUNT from the environment;
+    left out when neither is set (the cluster's defaults)."""
+    cluster = config["cluster"]
+    chosen = {
+        "slurm_partition": cluster["partition"] or environ.get("SBATCH_PARTITION", ""),
+        "slurm_account": cluster["account"] or environ.get("SBATCH_ACCOUNT", ""),
+    }
+    return {key: value for key, value in chosen.items() if value}
+
+
+def gpu_resources(config: Mapping[str, Any]) -> dict[str, int]:
+    """The standard `gpu` resource of the training and evaluation jobs when `cluster.gpus` asks
+    for GPUs (the SLURM plugin's --gpus); none otherwise."""
+    gpus = config["cluster"]["gpus"]
+    return {"gpu": gpus} if gpus else {}

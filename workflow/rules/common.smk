@@ -7,12 +7,17 @@ import re
 import shlex
 from pathlib import Path
 
+import yaml
+
 from snakemake.exceptions import WorkflowError
 
 from flowerlab.cli import code_version
 from flowerlab.config import (
     check_downloads,
+    cluster_resources,
+    gpu_resources,
     hparams_for,
+    job_resources,
     imagenet_weights_files,
     photos_dir,
     prepare_config,
@@ -48,6 +53,38 @@ FIGURES = "results/figures"
 NOTEBOOKS = Path(workflow.basedir) / "workflow" / "notebooks"
 REPORT_NOTEBOOK = str(NOTEBOOKS / "report.ipynb")
 REPORT_TEMPLATE = str(NOTEBOOKS / "report.html.j2")
+# What a job asks a cluster for (profiles/slurm): every job's partition and account, the GPUs of
+# the training and evaluation jobs, and their memory and time from what each architecture measured
+# (workflow/resources.yaml). Local runs ignore them.
+CLUSTER = cluster_resources(config)
+GPUS = gpu_resources(config)
+MEASURED = yaml.safe_load(
+    (Path(workflow.basedir) / "workflow" / "resources.yaml").read_text()
+)
+
+
+def memory_mb(rule_name):
+    """A training's or evaluation's memory request, more on a retry."""
+    return lambda wildcards, attempt: job_resources(
+        MEASURED,
+        rule_name,
+        wildcards.arch,
+        config["models"][wildcards.arch]["epochs"],
+        attempt,
+    )["mem_mb"]
+
+
+def runtime_minutes(rule_name):
+    """A training's or evaluation's time limit, from its epochs; longer on a retry."""
+    return lambda wildcards, attempt: job_resources(
+        MEASURED,
+        rule_name,
+        wildcards.arch,
+        config["models"][wildcards.arch]["epochs"],
+        attempt,
+    )["runtime"]
+
+
 # Only for commands that run no job (--report, --dag): a job's threads are capped where it runs,
 # at the CPUs it may use there (flowerlab.console.usable_cpus), never at this host's count.
 CPUS = os.cpu_count() or 1

@@ -16,7 +16,7 @@ rule download_photos:
         size=config["download"]["bytes"],
     shell:
         "flowerlab fetch --url {params.url:q} --sha256 {params.sha256} --bytes {params.size}"
-        " --dest {output:q} 2>&1 | tee {log:q}"
+        " --dest {output:q} > {log:q} 2>&1"
 
 
 rule extract_photos:
@@ -28,10 +28,12 @@ rule extract_photos:
         "logs/extract_photos.log",
     conda:
         "../../environment.yml"
+    resources:
+        **CLUSTER,
     params:
         code=code("extract"),
     shell:
-        "flowerlab extract --archive {input:q} --dest {output:q} 2>&1 | tee {log:q}"
+        "flowerlab extract --archive {input:q} --dest {output:q} > {log:q} 2>&1"
 
 
 rule make_synthetic_photos:
@@ -41,6 +43,8 @@ rule make_synthetic_photos:
         "logs/make_synthetic_photos.log",
     conda:
         "../../environment.yml"
+    resources:
+        **CLUSTER,
     params:
         code=code("synth"),
         classes=config["synthetic"]["classes"],
@@ -48,7 +52,7 @@ rule make_synthetic_photos:
         seed=config["synthetic"]["seed"],
     shell:
         "flowerlab synth --out {output:q} --classes {params.classes}"
-        " --per-class {params.per_class} --seed {params.seed} 2>&1 | tee {log:q}"
+        " --per-class {params.per_class} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule make_inventory:
@@ -64,6 +68,8 @@ rule make_inventory:
     conda:
         "../../environment.yml"
     threads: run_cores()
+    resources:
+        **CLUSTER,
     params:
         code=code("inventory"),
         root=PHOTOS,
@@ -71,7 +77,7 @@ rule make_inventory:
     shell:
         "flowerlab inventory --root {params.root:q} --out-csv {output.csv:q}"
         " --out-json {output.summary:q} --max-pixels {params.max_pixels}"
-        " --threads {threads} 2>&1 | tee {log:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule make_tfrecords:
@@ -89,6 +95,8 @@ rule make_tfrecords:
     conda:
         "../../environment.yml"
     threads: run_cores()
+    resources:
+        **CLUSTER,
     params:
         code=code("tfrecords"),
         root=PHOTOS,
@@ -104,7 +112,7 @@ rule make_tfrecords:
         " --out-dir {output.shards:q} --manifest {output.manifest:q}"
         " --image-size {params.image_size} --jpeg-quality {params.quality}"
         " --validation-fraction {params.fraction} --shards {params.shards}"
-        " --seed {params.seed} --threads {threads} 2>&1 | tee {log:q}"
+        " --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
 # data.split_seeds: one more train/validation split per seed, each with its own TFRecords, so

@@ -18,7 +18,11 @@ rule evaluate_model:
         "../../environment.yml"
     threads: run_cores()
     resources:
+        **GPUS,
+        **CLUSTER,
         accelerator=1,
+        mem_mb=memory_mb("evaluate_model"),
+        runtime=runtime_minutes("evaluate_model"),
     params:
         code=code("evaluate"),
         out_dir="results/evaluation/{arch}/{replicate}",
@@ -30,7 +34,7 @@ rule evaluate_model:
         " --training-json {input.record:q} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --batch-size {params.batch_size}"
         " --latency-runs {params.latency_runs} --accelerator {params.accelerator}"
-        " --threads {threads} 2>&1 | tee {log:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule collect_metrics:
@@ -62,4 +66,4 @@ rule collect_metrics:
     shell:
         "flowerlab collect --evaluations {input.evaluations:q} --out-csv {output.csv:q}"
         " --out-json {output.json:q} --architectures {output.architectures:q}"
-        " --comparisons {output.comparisons:q} --mcnemar {output.mcnemar:q} 2>&1 | tee {log:q}"
+        " --comparisons {output.comparisons:q} --mcnemar {output.mcnemar:q} > {log:q} 2>&1"

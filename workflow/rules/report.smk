@@ -46,6 +46,8 @@ rule render_report:
         "logs/render_report.log",
     conda:
         "../../environment.yml"
+    resources:
+        **CLUSTER,
     params:
         code=code("render", REPORT_NOTEBOOK, REPORT_TEMPLATE),
         # The notebook's data paths default to their places under this folder.
@@ -59,7 +61,7 @@ rule render_report:
         "flowerlab render --notebook {input.notebook:q} --template {input.template:q}"
         " --executed {output.notebook:q} --html {output.html:q}"
         " --results-dir {params.results:q} --manifest {input.manifest:q} --figures {output.figures:q}"
-        " --benchmarks-dir {params.benchmarks:q} --bench-dir {params.bench:q} 2>&1 | tee {log:q}"
+        " --benchmarks-dir {params.benchmarks:q} --bench-dir {params.bench:q} > {log:q} 2>&1"
 
 
 rule publish_report:
@@ -82,4 +84,4 @@ rule publish_report:
         "flowerlab publish --figures {input.figures:q} --metrics {input.metrics:q}"
         " --architectures {input.architectures:q}"
         " --notebook-html {input.html:q} --manifest {input.manifest:q}"
-        " --evaluations {input.evaluations:q} --out {output:q} 2>&1 | tee {log:q}"
+        " --evaluations {input.evaluations:q} --out {output:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule fetch_weights:
         url=config["weights_url"],
     shell:
         "flowerlab fetch-weights --arch {params.arch} --image-size {params.size}"
-        " --base-url {params.url:q} --dest {output:q} 2>&1 | tee {log:q}"
+        " --base-url {params.url:q} --dest {output:q} > {log:q} 2>&1"
 
 
 # One model per architecture and replicate (seed) of the study. Each training claims all of the run's cores
@@ -44,7 +44,11 @@ rule train_model:
         "../../environment.yml"
     threads: run_cores()
     resources:
+        **GPUS,
+        **CLUSTER,
         accelerator=1,
+        mem_mb=memory_mb("train_model"),
+        runtime=runtime_minutes("train_model"),
     params:
         code=training_code,
         hparams=hparams_json,
@@ -62,4 +66,4 @@ rule train_model:
         " --hparams {params.hparams:q} --accelerator {params.accelerator}"
         " --seed {params.seed} {params.deterministic} --threads {threads}"
         " {params.weights} --precision-cache {params.precision_cache:q}"
-        " 2>&1 | tee {log:q}"
+        " > {log:q} 2>&1"
