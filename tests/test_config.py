@@ -181,3 +181,36 @@ def test_seeds_make_the_replicates_crossed_with_repeated_splits():
     assert parse("split-5-seed-7") == Replicate(7, 5) and parse("seed-3") == Replicate(3)
     with pytest.raises(DataError, match="not a replicate name"):
         parse("seed-x")
+
+
+def test_cluster_jobs_ask_for_measured_memory_and_time_with_headroom():
+    from flowerlab.config import job_resources
+
+    measured = {"train_model": {"convnet": {"max_rss_mb": 1900, "fixed_seconds": 40, "epoch_seconds": 40},
+                                "default": {"max_rss_mb": 12000, "fixed_seconds": 600, "epoch_seconds": 1800}}}
+    # 1.5 x 1900 MB -> 3000 (rounded up to 500 MB); 2 x (40 + 20 x 40) s = 28 min
+    assert job_resources(measured, "train_model", "convnet", epochs=20) == {"mem_mb": 3000, "runtime": 28}
+    assert job_resources(measured, "train_model", "convnet", epochs=1) == {"mem_mb": 3000, "runtime": 10}  # floor
+    assert job_resources(measured, "train_model", "convnet", epochs=20, attempt=2) == {"mem_mb": 6000, "runtime": 56}
+    assert job_resources(measured, "train_model", "xception", epochs=1)["mem_mb"] == 18000  # not measured
+
+
+def test_partition_account_and_gpus_come_from_the_config_else_from_sbatchs_environment():
+    from flowerlab.config import cluster_resources, gpu_resources
+
+    config = resolved_config([REPO / "config" / "config.yaml"])
+    assert cluster_resources(config, {}) == {} and gpu_resources(config) == {}
+    environment = {"SBATCH_PARTITION": "batch", "SBATCH_ACCOUNT": "lab"}
+    assert cluster_resources(config, environment) == {"slurm_partition": "batch", "slurm_account": "lab"}
+    config["cluster"].update(partition="gpu", gpus=2)
+    assert cluster_resources(config, environment) == {"slurm_partition": "gpu", "slurm_account": "lab"}
+    assert gpu_resources(config) == {"gpu": 2}
+
+
+def test_every_measured_architecture_is_a_known_one():
+    from flowerlab.models.registry import ARCH_NAMES
+
+    measured = yaml.safe_load((REPO / "workflow" / "resources.yaml").read_text())
+    for rule in ("train_model", "evaluate_model"):
+        assert "default" in measured[rule]
+        assert set(measured[rule]) - {"default"} <= set(ARCH_NAMES), rule

@@ -24,7 +24,10 @@ from pathlib import Path
 
 import pytest
 import slurm_cluster
+import yaml
 from workflow_runs import SMOKE, copy_workflow
+
+from flowerlab.config import job_resources
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -105,10 +108,15 @@ def test_every_job_but_the_local_rules_ran_as_a_slurm_job(cluster, slurm_study: 
     finished = {line.split()[0] for line in cluster.jobcomp.read_text().splitlines()}
     assert {f"JobId={job['JobId']}" for job in jobs} <= finished
     # what each heavy job asked for: the GPU, the CPUs, memory and time from workflow/resources.yaml
-    for job in ran["train_model"] + ran["evaluate_model"]:
-        assert job["TresPerJob"] == "gres:gpu:1", job  # cluster.gpus: 1
-        assert job["NumCPUs"] == "2" and job["TimeLimit"] == "00:10:00", job
-    assert {job["MinMemoryNode"] for job in ran["train_model"]} == {"4500M", "3000M"}  # dense, convnet
+    measured = yaml.safe_load((slurm_study / "workflow" / "resources.yaml").read_text())
+    epochs = {"dense": 2, "convnet": 3}  # config/smoke.yaml
+    for rule in ("train_model", "evaluate_model"):
+        for job in ran[rule]:
+            arch = job["Comment"].split("arch=")[1].split(",")[0]
+            wanted = job_resources(measured, rule, arch, epochs[arch])
+            assert job["TresPerJob"] == "gres:gpu:1", job  # cluster.gpus: 1
+            assert job["NumCPUs"] == "2" and job["MinMemoryNode"] == f"{wanted['mem_mb']}M", job
+            assert job["TimeLimit"] == f"{wanted['runtime'] // 60:02d}:{wanted['runtime'] % 60:02d}:00", job
     for job in ran["make_inventory"] + ran["render_report"]:
         assert "gres" not in job.get("TresPerJob", ""), job
 
