@@ -1,6 +1,6 @@
 """`flowerlab predict`: classify photos with a published model, as the study's models saw photos.
 
-    flowerlab predict --model results/models/squeezenet/model.keras photo.jpg more_photos/ \\
+    flowerlab predict --model results/models/squeezenet/seed-1/model.keras photo.jpg more_photos/ \\
         [--top-k 3] [--format csv|json] [--out predictions.csv]
 
 Each photo goes through exactly the TFRecords' preparation (EXIF orientation, RGB, fill-resize,
@@ -159,7 +159,7 @@ def predict(model_path: Path, paths: Sequence[Path], *, training_json: Path | No
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"flowerlab {argv[0]}", description="Classify photos with a trained model.")
     parser.add_argument("paths", nargs="+", type=Path, help="photos and/or folders of photos")
-    parser.add_argument("--model", required=True, type=Path, help="results/models/ARCH/model.keras")
+    parser.add_argument("--model", required=True, type=Path, help="a trained model, e.g. results/models/ARCH/seed-1/model.keras")
     parser.add_argument("--training-json", type=Path, default=None, help="its training record (default: beside it)")
     parser.add_argument("--top-k", type=positive_int, default=3, help="classes per photo (default %(default)s)")
     parser.add_argument("--format", dest="output_format", choices=("csv", "json"), default="csv")

@@ -1,8 +1,8 @@
 """Evaluate one trained model on the validation split: quality metrics and cost figures.
 
-`flowerlab evaluate --arch A --model results/models/A/model.keras --training-json
-results/models/A/training.json --manifest results/data/manifest.json --out-dir
-results/evaluation/A` writes `metrics.json` and `predictions.csv` (docs/architecture.md).
+`flowerlab evaluate --arch A --model results/models/A/seed-1/model.keras --training-json
+results/models/A/seed-1/training.json --manifest results/data/manifest.json --out-dir
+results/evaluation/A/seed-1` writes `metrics.json` and `predictions.csv` (docs/architecture.md).
 
 Quality: accuracy, loss (categorical cross-entropy of the probabilities, clipped as Keras does),
 per-class precision/recall/F1/support and the confusion matrix (rows true, columns predicted),
@@ -286,7 +286,7 @@ def evaluate(
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="architecture name (as in the study)")
-    parser.add_argument("--model", required=True, help="trained model (results/models/ARCH/model.keras)")
+    parser.add_argument("--model", required=True, help="trained model (results/models/ARCH/REPLICATE/model.keras)")
     parser.add_argument("--training-json", required=True, help="its training record (training.json)")
     parser.add_argument("--manifest", required=True, help="results/data/manifest.json")
     parser.add_argument("--out-dir", required=True, help="where metrics.json and predictions.csv go")

@@ -1,6 +1,6 @@
 """The report's photo figures: a gallery of validation photos with their predictions, and the data.
 
-Inputs: `predictions` (results/evaluation/{arch}/predictions.csv as a DataFrame), the validation
+Inputs: `predictions` (results/evaluation/{arch}/{replicate}/predictions.csv as a DataFrame), the validation
 TFRecords (read back by the training pipeline's reader), the manifest and the inventory summary.
 """
 

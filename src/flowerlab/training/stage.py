@@ -1,8 +1,8 @@
 """`flowerlab train`: train one architecture on the TFRecords, resumably; write its record.
 
     flowerlab train --arch convnet --manifest results/data/manifest.json \\
-        --out-dir results/models/convnet --checkpoint-dir results/checkpoints/convnet \\
-        --hparams '{"epochs": 20, "batch_size": 32, ...}' --accelerator auto --seed 42 \\
+        --out-dir results/models/convnet/seed-1 --checkpoint-dir results/checkpoints/convnet/seed-1 \\
+        --hparams '{"epochs": 20, "batch_size": 32, ...}' --accelerator auto --seed 1 \\
         [--deterministic] --threads 2 [--log-every-epoch]
 
 Order of work (each step needs the one before): check the settings and the data (no TensorFlow
@@ -301,8 +301,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Train one architecture (resumable).")
     parser.add_argument("--arch", required=True, help="architecture (flowerlab.models.registry.ARCHITECTURES)")
     parser.add_argument("--manifest", required=True, type=Path, help="results/data/manifest.json")
-    parser.add_argument("--out-dir", required=True, type=Path, help="results/models/ARCH")
-    parser.add_argument("--checkpoint-dir", required=True, type=Path, help="results/checkpoints/ARCH")
+    parser.add_argument("--out-dir", required=True, type=Path, help="results/models/ARCH/REPLICATE")
+    parser.add_argument("--checkpoint-dir", required=True, type=Path, help="results/checkpoints/ARCH/REPLICATE")
     parser.add_argument("--hparams", required=True,
                         help="JSON object of config models.ARCH (workflow/schemas/config.schema.yaml $defs/hparams)")
     parser.add_argument("--accelerator", default=schema.default("accelerator"), choices=("auto", "tpu", "gpu", "cpu"))
