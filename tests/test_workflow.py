@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chromium_page import assert_page_loads_in_the_browser, screenshot
-from workflow_runs import SMOKE, copy_workflow, planned_jobs, snakemake
+from workflow_runs import SMOKE, copy_workflow, planned_jobs, planned_outputs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -109,15 +109,6 @@ def test_changing_one_models_hyperparameter_reruns_that_model_and_the_report_onl
     result = snakemake(smoke_study, "-n", "--cores", "2", *SMOKE, "--config", "models={convnet: {epochs: 4}}")
     assert "results/models/convnet/seed-1/model.keras" in result.stdout + result.stderr
     assert "results/models/dense/seed-1/model.keras" not in result.stdout + result.stderr
-
-
-def planned_outputs(workdir: Path, *args: str) -> set[str]:
-    """The output files a run would write, from `snakemake --summary`'s plan column."""
-    result = snakemake(workdir, "--summary", *args)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    header = result.stdout.index("output_file\t")
-    rows = csv.DictReader(result.stdout[header:].splitlines(), delimiter="\t")
-    return {row["output_file"] for row in rows if row["plan"] != "no update"}
 
 
 def test_adding_a_seed_runs_only_that_seeds_jobs_and_the_tables(smoke_study):

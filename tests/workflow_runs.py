@@ -39,6 +39,20 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Compl
     )
 
 
+def planned_rows(workdir: Path, *args: str) -> list[dict[str, str]]:
+    """The rows of `snakemake --summary` (one per output file) that a run would update."""
+    result = snakemake(workdir, "--summary", *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    header = result.stdout.index("output_file\t")
+    rows = csv.DictReader(result.stdout[header:].splitlines(), delimiter="\t")
+    return [row for row in rows if row["plan"] != "no update"]
+
+
+def planned_outputs(workdir: Path, *args: str) -> set[str]:
+    """The output files a run would write."""
+    return {row["output_file"] for row in planned_rows(workdir, *args)}
+
+
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """The jobs a run would execute, {rule: count}, without the target rule `all`.
 
@@ -47,13 +61,9 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     files among the rows planned for update. A missing output has no recorded log: it counts by
     its folder, which in this workflow holds the outputs of one job (results/models/{arch}/{replicate}/).
     """
-    result = snakemake(workdir, "--summary", *args)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    header = result.stdout.index("output_file\t")
-    rows = csv.DictReader(result.stdout[header:].splitlines(), delimiter="\t")
     jobs: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        if row["plan"] != "no update" and row["rule"] != "all":
+    for row in planned_rows(workdir, *args):
+        if row["rule"] != "all":
             log = row["log-file(s)"]
             jobs[row["rule"]].add(log if log not in ("", "-") else str(Path(row["output_file"]).parent))
     return {rule: len(keys) for rule, keys in jobs.items()}

@@ -30,12 +30,18 @@ class Replicate:
 
     @property
     def name(self) -> str:
-        return f"seed-{self.seed}" if self.split is None else f"split-{self.split}-seed-{self.seed}"
+        return f"seed-{self.seed}" if self.split is None else f"{split_name(self.split)}-seed-{self.seed}"
 
     @property
     def label(self) -> str:
         """As people read it: `seed 1`, `split 7, seed 1`."""
         return f"seed {self.seed}" if self.split is None else f"split {self.split}, seed {self.seed}"
+
+
+def split_name(split: int | None) -> str:
+    """A repeated split's name, `split-7` (its TFRecords' folder, its TFRecords job's wildcards);
+    empty for the study's one split."""
+    return "" if split is None else f"split-{split}"
 
 
 def parse(name: str) -> Replicate:

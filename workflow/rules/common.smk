@@ -26,6 +26,7 @@ from flowerlab.config import (
 )
 from flowerlab.replicates import NAME_PATTERN as REPLICATE_PATTERN
 from flowerlab.replicates import parse as parse_replicate
+from flowerlab.replicates import split_name
 
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
 # a bad setting stops here with one message naming the key, before any job runs.
@@ -63,26 +64,16 @@ MEASURED = yaml.safe_load(
 )
 
 
-def memory_mb(rule_name):
-    """A training's or evaluation's memory request, more on a retry."""
+def measured(rule_name, resource):
+    """A training's or evaluation's `mem_mb` or `runtime` from what its architecture measured,
+    for its configured epochs; more on a retry."""
     return lambda wildcards, attempt: job_resources(
         MEASURED,
         rule_name,
         wildcards.arch,
         config["models"][wildcards.arch]["epochs"],
         attempt,
-    )["mem_mb"]
-
-
-def runtime_minutes(rule_name):
-    """A training's or evaluation's time limit, from its epochs; longer on a retry."""
-    return lambda wildcards, attempt: job_resources(
-        MEASURED,
-        rule_name,
-        wildcards.arch,
-        config["models"][wildcards.arch]["epochs"],
-        attempt,
-    )["runtime"]
+    )[resource]
 
 
 # Only for commands that run no job (--report, --dag): a job's threads are capped where it runs,
@@ -103,7 +94,7 @@ def run_cores():
 def split_dir(split=None):
     """The TFRecords and manifest of one split: data.seed's in results/data/, each of
     data.split_seeds' in results/data/split-{seed}/."""
-    return DATA if split is None else f"{DATA}/split-{split}"
+    return DATA if split is None else f"{DATA}/{split_name(split)}"
 
 
 # The split the report's data figures show: the study's one split, or the first repeated one.

@@ -21,8 +21,8 @@ rule evaluate_model:
         **GPUS,
         **CLUSTER,
         accelerator=1,
-        mem_mb=memory_mb("evaluate_model"),
-        runtime=runtime_minutes("evaluate_model"),
+        mem_mb=measured("evaluate_model", "mem_mb"),
+        runtime=measured("evaluate_model", "runtime"),
     params:
         code=code("evaluate"),
         out_dir="results/evaluation/{arch}/{replicate}",

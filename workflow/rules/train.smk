@@ -47,8 +47,8 @@ rule train_model:
         **GPUS,
         **CLUSTER,
         accelerator=1,
-        mem_mb=memory_mb("train_model"),
-        runtime=runtime_minutes("train_model"),
+        mem_mb=measured("train_model", "mem_mb"),
+        runtime=measured("train_model", "runtime"),
     params:
         code=training_code,
         hparams=hparams_json,

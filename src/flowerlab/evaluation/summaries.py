@@ -105,9 +105,14 @@ def _joined(runs: Sequence[Mapping[str, Any]], column: str) -> str | None:
     return "; ".join(values) or None
 
 
-def _mean(runs: Sequence[Mapping[str, Any]], column: str) -> statistics.Spread | None:
+def _spread(runs: Sequence[Mapping[str, Any]], column: str) -> statistics.Spread | None:
     values = _values(runs, column)
     return statistics.across_runs(values) if values else None
+
+
+def _spread_columns(prefix: str, spread: statistics.Spread | None, *parts: str) -> dict[str, Any]:
+    """`{prefix}_mean`, `{prefix}_sd`, ... of the `parts` asked for (empty without a spread)."""
+    return {f"{prefix}_{part}": getattr(spread, part) if spread else None for part in parts}
 
 
 def _course_fields(runs: Sequence[Mapping[str, Any]], accuracy: statistics.Spread) -> dict[str, Any]:
@@ -128,21 +133,14 @@ def _course_fields(runs: Sequence[Mapping[str, Any]], accuracy: statistics.Sprea
 def architecture_row(arch: str, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One architecture's summary across its runs."""
     accuracy = statistics.across_runs(_values(runs, "val_accuracy"))
-    f1 = _mean(runs, "val_macro_f1")
-    train_speed, inference_speed = _mean(runs, "train_images_per_s"), _mean(runs, "inference_images_per_s")
+    interval = ("mean", "sd", "ci_low", "ci_high")
     seconds = _values(runs, "training_seconds")
     first = runs[0]
     row = {
         "arch": arch,
         "runs": len(runs),
-        "val_accuracy_mean": accuracy.mean,
-        "val_accuracy_sd": accuracy.sd,
-        "val_accuracy_ci_low": accuracy.ci_low,
-        "val_accuracy_ci_high": accuracy.ci_high,
-        "val_macro_f1_mean": f1.mean if f1 else None,
-        "val_macro_f1_sd": f1.sd if f1 else None,
-        "val_macro_f1_ci_low": f1.ci_low if f1 else None,
-        "val_macro_f1_ci_high": f1.ci_high if f1 else None,
+        **_spread_columns("val_accuracy", accuracy, *interval),
+        **_spread_columns("val_macro_f1", _spread(runs, "val_macro_f1"), *interval),
         **_course_fields(runs, accuracy),
         # the same architecture and input size in every run: the first run's figures
         "parameters": first.get("parameters"),
@@ -150,10 +148,8 @@ def architecture_row(arch: str, runs: Sequence[Mapping[str, Any]]) -> dict[str, 
         "gflops_per_image": first.get("gflops_per_image"),
         "image_size": first.get("image_size"),
         "model_mb": first.get("model_mb"),
-        "train_images_per_s_mean": train_speed.mean if train_speed else None,
-        "train_images_per_s_sd": train_speed.sd if train_speed else None,
-        "inference_images_per_s_mean": inference_speed.mean if inference_speed else None,
-        "inference_images_per_s_sd": inference_speed.sd if inference_speed else None,
+        **_spread_columns("train_images_per_s", _spread(runs, "train_images_per_s"), "mean", "sd"),
+        **_spread_columns("inference_images_per_s", _spread(runs, "inference_images_per_s"), "mean", "sd"),
         "training_seconds_mean": float(np.mean(seconds)) if seconds else None,
         "training_seconds_total": float(np.sum(seconds)) if seconds else None,
         "epochs": first.get("epochs"),

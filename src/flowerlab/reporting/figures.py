@@ -31,15 +31,9 @@ from flowerlab.errors import DataError
 from flowerlab.models.registry import course_val_accuracy
 from flowerlab.reporting.captions import devices_text
 from flowerlab.reporting.plotting import arch_colours, label_points, new_figure, percent_axis, require_columns, style
-from flowerlab.reporting.tables import format_count, format_seconds
+from flowerlab.reporting.tables import clipped, format_count, format_seconds
 
 RUN_ALPHA = 0.45  # per-run points sit behind the architecture's mean
-
-
-def clipped(low: float, high: float) -> tuple[float, float]:
-    """An accuracy interval as drawn: within 0-100%. A t-interval from few runs can reach past
-    either end (two runs: 12.7 standard errors each way); the tables keep its true ends."""
-    return max(0.0, float(low)), min(1.0, float(high))
 
 
 def _legend_proxies(with_course: bool) -> list[Line2D]:

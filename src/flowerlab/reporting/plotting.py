@@ -45,14 +45,25 @@ def style() -> Iterator[None]:
         yield
 
 
+def _blank_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def new_figure(
     rows: int = 1, columns: int = 1, *, width: float = 7.0, height: float = 4.5, **subplot_kwargs: Any
 ) -> tuple[Figure, np.ndarray]:
     """A Figure on the Agg canvas and its axes as a 2-D array (always 2-D, even for 1x1)."""
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False, **subplot_kwargs)
-    return figure, axes
+    figure = _blank_figure(width, height)
+    return figure, figure.subplots(rows, columns, squeeze=False, **subplot_kwargs)
+
+
+def new_mosaic(layout: Sequence[Sequence[str]], *, width: float, height: float, **mosaic_kwargs: Any
+               ) -> tuple[Figure, dict[str, Any]]:
+    """A Figure on the Agg canvas and its named axes, laid out as matplotlib's subplot_mosaic."""
+    figure = _blank_figure(width, height)
+    return figure, figure.subplot_mosaic(layout, **mosaic_kwargs)
 
 
 def arch_colours(archs: Sequence[str]) -> dict[str, Any]:

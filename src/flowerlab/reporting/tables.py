@@ -88,14 +88,20 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
+def clipped(low: float, high: float) -> tuple[float, float]:
+    """An accuracy interval as shown: within 0-100%. A t-interval from few runs can reach past
+    either end (two runs: 12.7 standard errors each way); the tables' files keep its true ends."""
+    return max(0.0, float(low)), min(1.0, float(high))
+
+
 def format_percent_interval(mean: Any, low: Any, high: Any) -> str:
-    """86.4% (84.1-88.5%), or 86.4% alone when there is no interval. Shown within 0-100%: a
-    t-interval of few runs can reach past either end (results/architectures.csv keeps its ends)."""
+    """86.4% (84.1-88.5%), or 86.4% alone when there is no interval; the interval `clipped`."""
     if _is_missing(mean):
         return "–"
     if _is_missing(low) or _is_missing(high):
         return f"{float(mean):.1%}"
-    return f"{float(mean):.1%} ({max(0.0, float(low)) * 100:.1f}–{min(1.0, float(high)) * 100:.1f}%)"
+    low, high = clipped(low, high)
+    return f"{float(mean):.1%} ({low * 100:.1f}–{high * 100:.1f}%)"
 
 
 def format_cell(column: str, value: Any) -> str:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from flowerlab.errors import DataError
 from flowerlab.reporting import timings
-from flowerlab.reporting.plotting import new_figure, require_columns, style
+from flowerlab.reporting.plotting import new_figure, new_mosaic, require_columns, style
 from flowerlab.reporting.tables import format_seconds
 
 STAGE_COLOURS = "deep"
@@ -92,10 +92,8 @@ def study_time(jobs: Sequence[timings.Job]) -> Figure:
     frame = jobs_frame(jobs)
     colours = stage_colours(list(frame["stage"]))
     with style():
-        figure, _ = new_figure(width=11, height=max(4.2, 0.3 * len(frame) + 1.6))
-        figure.clear()
-        axes = figure.subplot_mosaic([["jobs", "stages"], ["jobs", "scale"]],
-                                     gridspec_kw={"width_ratios": [3, 2]})
+        figure, axes = new_mosaic([["jobs", "stages"], ["jobs", "scale"]], width=11,
+                                  height=max(4.2, 0.3 * len(frame) + 1.6), gridspec_kw={"width_ratios": [3, 2]})
         draw_job_seconds(axes["jobs"], frame, colours)
         axes["jobs"].set_title("per job")
         draw_stage_seconds(axes["stages"], timings.seconds_per_stage(jobs), colours)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from flowerlab.errors import DataError
 from flowerlab.models.registry import COURSE_ARCHITECTURES
-from flowerlab.replicates import parse
+from flowerlab.replicates import parse, split_name
 
 MISSING = {"", "-", "NA", "nan"}  # how Snakemake writes a figure it could not measure
 
 # The workflow's benchmark files, in the order the stages run (workflow/rules/*.smk `benchmark:`).
 INVENTORY_BENCHMARK = "make_inventory.tsv"
-TFRECORDS_BENCHMARKS = ("make_tfrecords.tsv", "make_tfrecords/split-{split}.tsv")  # data.seed's, a repeated split's
+TFRECORDS_BENCHMARKS = ("make_tfrecords.tsv", "make_tfrecords/{split}.tsv")  # data.seed's, a repeated split's
 PER_RUN_BENCHMARKS = ("train_model/{arch}/{replicate}.tsv", "evaluate_model/{arch}/{replicate}.tsv")
 STAGE_ORDER = ("make_inventory", "make_tfrecords", "train_model", "evaluate_model")
 
@@ -108,7 +108,7 @@ def read_jobs(folder: Path) -> list[Job]:
 
 
 def tfrecords_benchmark(split: int | None) -> str:
-    return TFRECORDS_BENCHMARKS[0] if split is None else TFRECORDS_BENCHMARKS[1].format(split=split)
+    return TFRECORDS_BENCHMARKS[0] if split is None else TFRECORDS_BENCHMARKS[1].format(split=split_name(split))
 
 
 def study_benchmark_files(runs: Sequence[tuple[str, str]]) -> list[str]:
@@ -160,7 +160,7 @@ def critical_path_seconds(jobs: Sequence[Job]) -> float:
     for wildcards, seconds in chains.items():
         split = parse(wildcards.split("/")[-1]).split
         # a split's TFRecords job: `make_tfrecords.tsv` (wildcards "") or `make_tfrecords/split-7.tsv`
-        data = tfrecords.get("" if split is None else f"split-{split}", 0.0)
+        data = tfrecords.get(split_name(split), 0.0)
         longest = max(longest, data + seconds)
     return inventory + (longest or max(tfrecords.values(), default=0.0))
 
