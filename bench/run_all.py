@@ -143,17 +143,7 @@ def run_parts(parts: Sequence[Part], args: argparse.Namespace) -> dict[str, str]
 
 
 # --------------------------------------------------------------------------------------------
-# Summaries: one function per part, its CSV in, summary rows out
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# The figure
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
+# Summary: each part's CSV in (bench/summaries.py reads them), summary rows out
 
 
 def summarise(out_dir: Path, status: dict[str, str]) -> list[dict[str, Any]]:
@@ -174,6 +164,9 @@ def summarise(out_dir: Path, status: dict[str, str]) -> list[dict[str, Any]]:
             rows.append({**summary_row(part.name, "not measured", "", "", note=ran), "source": ""})
     return rows
 
+
+# --------------------------------------------------------------------------------------------
+# Command line
 
 
 def selected_parts(text: str | None) -> list[Part]:

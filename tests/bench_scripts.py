@@ -1,9 +1,12 @@
-"""Import a bench/ script as a module in tests (bench/ is not a package)."""
+"""Run bench/ scripts in tests: one imported as a module (bench/ is not a package), or the quick
+run of them all that several tests share."""
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -21,3 +24,20 @@ def load_bench_script(repo_root: Path, name: str) -> ModuleType:
         return module
     finally:
         sys.path.remove(bench)
+
+
+@dataclass(frozen=True)
+class QuickBenchmarks:
+    """One `bench/run_all.py --quick`: its output folder (every part's CSV, the summary and the
+    figure), the folder it ran in, and what it printed (each part's own output included)."""
+
+    out_dir: Path
+    cwd: Path
+    run: subprocess.CompletedProcess[str]
+
+
+def run_all_quick(repo_root: Path, cwd: Path) -> QuickBenchmarks:
+    out_dir = cwd / "bench"
+    done = subprocess.run([sys.executable, str(repo_root / "bench" / "run_all.py"), "--quick", "--out-dir", str(out_dir)],
+                          capture_output=True, text=True, timeout=600, cwd=cwd, check=False)
+    return QuickBenchmarks(out_dir=out_dir, cwd=cwd, run=done)

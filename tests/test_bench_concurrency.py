@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from bench_scripts import load_bench_script
+from bench_scripts import QuickBenchmarks, load_bench_script
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,10 @@ def test_sequential_adds_the_timed_seconds_and_concurrent_takes_their_span(bench
 
 
 @pytest.mark.slow
-def test_quick_run_times_both_modes(repo_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "bench" / "concurrency.csv"
-    done = subprocess.run([sys.executable, str(repo_root / "bench" / "bench_concurrency.py"), "--quick",
-                           "--cpus", "2", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_quick_run_times_both_modes(quick_benchmarks: QuickBenchmarks) -> None:
+    """`bench_concurrency.py --quick --cpus 2`, as the shared quick run of every benchmark ran it."""
+    out, done = quick_benchmarks.out_dir / "concurrency.csv", quick_benchmarks.run
+    assert "[5/6] concurrency: ran in" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["row"], row["mode"]) for row in rows] == [
@@ -64,7 +62,6 @@ def test_quick_run_times_both_modes(repo_root: Path, tmp_path: Path) -> None:
     assert 0.0 <= float(rows[-1]["overlap"]) <= 1.0
     assert "convnet" in rows[0]["per_training"] and "dense" in rows[0]["per_training"]
     assert "concurrent vs sequential:" in done.stdout and f"wrote {out}" in done.stdout
-    assert [path.name for path in out.parent.iterdir()] == ["concurrency.csv"]  # no temporary left
 
 
 @pytest.mark.slow

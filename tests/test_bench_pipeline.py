@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from bench_scripts import QuickBenchmarks
 
 
 @pytest.mark.slow
-def test_quick_benchmark_writes_every_measure_with_its_baseline(repo_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "bench" / "pipeline.csv"
-    done = subprocess.run([sys.executable, str(repo_root / "bench" / "bench_pipeline.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          check=False)
-    assert done.returncode == 0, done.stderr
+def test_quick_benchmark_writes_every_measure_with_its_baseline(quick_benchmarks: QuickBenchmarks) -> None:
+    """`bench_pipeline.py --quick`, as the shared quick run of every benchmark ran it."""
+    out, done = quick_benchmarks.out_dir / "pipeline.csv", quick_benchmarks.run
+    assert "[2/6] pipeline: ran in" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     with open(out, newline="") as handle:
         rows = {row["measure"]: row for row in csv.DictReader(handle)}
     assert list(rows) == ["jpeg_one_by_one", "pipeline_cold", "pipeline_cached", "pipeline_cached_augment"]
@@ -25,4 +21,3 @@ def test_quick_benchmark_writes_every_measure_with_its_baseline(repo_root: Path,
     # Serving decoded images from the cache must beat decoding them (by ~20x when measured).
     assert float(rows["pipeline_cached"]["images_per_second"]) > float(rows["pipeline_cold"]["images_per_second"])
     assert "pipeline_cached" in done.stdout and f"wrote {out}" in done.stdout
-    assert not [p for p in out.parent.iterdir() if p.name != "pipeline.csv"]  # no temporary left

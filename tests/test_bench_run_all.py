@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import QuickBenchmarks
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PARTS = ["tfrecords", "pipeline", "training", "models", "concurrency", "study"]
@@ -25,9 +26,8 @@ def summary(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_quick_runs_every_part_and_summarises_each(repo_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "bench"
-    done = run_all(repo_root, tmp_path, "--quick", "--out-dir", str(out))
+def test_quick_runs_every_part_and_summarises_each(quick_benchmarks: QuickBenchmarks) -> None:
+    out, done = quick_benchmarks.out_dir, quick_benchmarks.run
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     for number, part in enumerate(PARTS, start=1):
         assert f"[{number}/6] {part}: ran in" in done.stdout, part  # progress, part by part
@@ -54,7 +54,10 @@ def test_quick_runs_every_part_and_summarises_each(repo_root: Path, tmp_path: Pa
     assert "Summary" in done.stdout and "trainings at once" in done.stdout
     assert (out / "benchmarks.png").read_bytes().startswith(PNG_SIGNATURE)
     assert (out / "benchmarks.png").stat().st_size > 20_000  # four drawn panels, not an empty canvas
-    assert not list(tmp_path.glob("*.csv")) and not (tmp_path / "results").exists()  # nothing outside --out-dir
+    # nothing outside --out-dir, and no part left a temporary in it
+    assert sorted(path.name for path in quick_benchmarks.cwd.iterdir()) == ["bench"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [f"{part}.csv" for part in PARTS] + ["summary.csv", "benchmarks.png"])
 
 
 @pytest.mark.slow
