@@ -41,7 +41,7 @@ def test_quick_runs_every_part_and_summarises_each(quick_benchmarks: QuickBenchm
     for part, found in by_part.items():
         assert any(float(row["value"]) > 0 for row in found if row["value"]), part
     training = {row["measure"]: row for row in by_part["training"]}
-    assert set(training) == {"dense", "convnet"}
+    assert set(training) == {"dense", "convnet", "squeezenet"}
     for row in training.values():
         assert float(row["ratio"]) > 0 and float(row["baseline_value"]) > 0 and "MFU" in row["note"]
     assert [row["measure"] for row in by_part["pipeline"]] == [

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import QuickBenchmarks
 
 COLUMNS = [
     "arch", "status", "batch_size", "image_size", "warmup_steps", "timed_steps", "rounds",
@@ -51,9 +52,11 @@ def close(actual: str, expected: float) -> bool:
 
 
 @pytest.mark.slow
-def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: Path, tmp_path: Path) -> None:
-    done, out = run_quick(repo_root, tmp_path, "--archs", "dense", "convnet", "squeezenet")
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_quick_benchmark_measures_both_sides_with_consistent_figures(quick_benchmarks: QuickBenchmarks) -> None:
+    """`bench_training.py --quick --archs dense convnet squeezenet`, as the shared quick run of every
+    benchmark ran it."""
+    out, done = quick_benchmarks.out_dir / "training.csv", quick_benchmarks.run
+    assert "[3/6] training: ran in" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     columns, rows = read_rows(out)
     assert columns == COLUMNS
     assert [row["arch"] for row in rows] == ["dense", "convnet", "squeezenet"]
@@ -78,7 +81,6 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: 
         # Trained on images: no feature-cache figures.
         assert row["cache_epochs"] == row["extraction_images_per_s"] == row["head_images_per_s"] == ""
     assert "flowerlab img/s" in done.stdout and f"wrote {out}" in done.stdout
-    assert [path.name for path in out.parent.iterdir()] == ["training.csv"]  # no temporary left
 
 
 @pytest.mark.slow
