@@ -35,6 +35,11 @@ class QuickBenchmarks:
     cwd: Path
     run: subprocess.CompletedProcess[str]
 
+    def part_csv(self, part: str) -> Path:
+        """The CSV of one part, which must have run (run_all's `[n/6] <part>: ran in` line)."""
+        assert f"] {part}: ran in" in self.run.stdout, self.run.stdout[-3000:] + self.run.stderr[-3000:]
+        return self.out_dir / f"{part}.csv"
+
 
 def run_all_quick(repo_root: Path, cwd: Path) -> QuickBenchmarks:
     out_dir = cwd / "bench"

@@ -130,7 +130,7 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def quick_benchmarks(tmp_path_factory: pytest.TempPathFactory):
     """`bench/run_all.py --quick`, run once: the run_all test checks the whole, and the tests of
-    the parts it runs with the same arguments as they would (pipeline, concurrency) check their
+    the parts it runs with the same arguments as they would (pipeline, training, concurrency) check their
     part's output there instead of running it a second time."""
     from bench_scripts import run_all_quick
 
