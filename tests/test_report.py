@@ -732,6 +732,31 @@ def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
 
 
 @pytest.mark.slow
+def test_export_finds_nbconvert_templates_outside_the_jupyter_data_paths(
+    two_architectures: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in a virtual environment that sees a base Python's nbconvert: none of the Jupyter data
+    paths holds nbconvert's templates, and the report still exports."""
+    import site
+
+    from jupyter_core import paths
+
+    empty = tmp_path / "jupyter"
+    monkeypatch.setattr(paths, "ENV_JUPYTER_PATH", [str(empty / "env")])
+    monkeypatch.setattr(paths, "SYSTEM_JUPYTER_PATH", [str(empty / "system")])
+    monkeypatch.setattr(site, "ENABLE_USER_SITE", False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(empty / "user"))
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    monkeypatch.delenv("JUPYTERLAB_DIR", raising=False)
+    assert not any(Path(folder, "lab").is_dir() for folder in paths.jupyter_path("nbconvert", "templates"))
+
+    html_path = tmp_path / "report.html"
+    render.export_html(two_architectures.parent / "report.ipynb", html_path, fake_study.HTML_TEMPLATE)
+    html = html_path.read_text()
+    assert "<details" in html and html.count("data:image/png;base64") >= len(captions.FIGURES)
+
+
+@pytest.mark.slow
 def test_the_template_also_works_with_jupyter_nbconvert(two_architectures: Path, tmp_path: Path) -> None:
     """The export the lead may run by hand: jupyter nbconvert --template-file report.html.j2."""
     import subprocess

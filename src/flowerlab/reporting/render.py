@@ -85,13 +85,31 @@ def execute_notebook(
     os.replace(temporary, executed)
 
 
+def nbconvert_template_folders() -> list[str]:
+    """The folder that holds nbconvert's own templates (lab, base, ...), where pip put them.
+
+    nbconvert looks for them only in the Jupyter data paths, which name the running prefix, not
+    the one nbconvert was installed into: from a virtual environment that sees a base Python's
+    packages (or after a `pip install --user`) it finds no `lab` template and fails
+    (https://github.com/jupyter/nbconvert/issues/1661). The installed files' list says where
+    they went, wherever that is."""
+    from importlib import metadata
+
+    for file in metadata.distribution("nbconvert").files or ():
+        if file.parts[-4:] == ("nbconvert", "templates", "lab", "conf.json"):
+            return [str(Path(file.locate()).resolve().parent.parent)]
+    return []
+
+
 def export_html(executed: Path, html_path: Path, template: Path) -> None:
     """The executed notebook as one HTML page (figures embedded), written atomically."""
     from nbconvert import HTMLExporter
 
     if not template.is_file():
         raise DataError(f"nbconvert template not found: {template}")
-    body, _ = HTMLExporter(template_file=str(template.resolve())).from_filename(str(executed))
+    exporter = HTMLExporter(template_file=str(template.resolve()),
+                            extra_template_basedirs=nbconvert_template_folders())
+    body, _ = exporter.from_filename(str(executed))
     filesystem.write_text(html_path, body)
 
 
