@@ -731,27 +731,37 @@ def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+# In a fresh interpreter, before nbconvert is imported (it reads the Jupyter data paths then): no
+# data path holds nbconvert's templates, as in a virtual environment that sees a base Python's
+# nbconvert; then the export.
+EXPORT_WITHOUT_JUPYTER_PATHS = """
+import site, sys
+from pathlib import Path
+from jupyter_core import paths
+empty = Path(sys.argv[1])
+paths.ENV_JUPYTER_PATH[:] = [str(empty / "env")]
+paths.SYSTEM_JUPYTER_PATH[:] = [str(empty / "system")]
+site.ENABLE_USER_SITE = False
+assert not any((Path(folder) / "lab").is_dir() for folder in paths.jupyter_path("nbconvert", "templates"))
+from flowerlab.reporting import render
+render.export_html(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+"""
+
+
 @pytest.mark.slow
-def test_export_finds_nbconvert_templates_outside_the_jupyter_data_paths(
-    two_architectures: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As in a virtual environment that sees a base Python's nbconvert: none of the Jupyter data
-    paths holds nbconvert's templates, and the report still exports."""
-    import site
-
-    from jupyter_core import paths
-
-    empty = tmp_path / "jupyter"
-    monkeypatch.setattr(paths, "ENV_JUPYTER_PATH", [str(empty / "env")])
-    monkeypatch.setattr(paths, "SYSTEM_JUPYTER_PATH", [str(empty / "system")])
-    monkeypatch.setattr(site, "ENABLE_USER_SITE", False)
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(empty / "user"))
-    monkeypatch.delenv("JUPYTER_PATH", raising=False)
-    monkeypatch.delenv("JUPYTERLAB_DIR", raising=False)
-    assert not any(Path(folder, "lab").is_dir() for folder in paths.jupyter_path("nbconvert", "templates"))
+def test_export_finds_nbconvert_templates_outside_the_jupyter_data_paths(two_architectures: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
 
     html_path = tmp_path / "report.html"
-    render.export_html(two_architectures.parent / "report.ipynb", html_path, fake_study.HTML_TEMPLATE)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("JUPYTER")}
+    environment["JUPYTER_DATA_DIR"] = str(tmp_path / "jupyter" / "user")
+    done = subprocess.run(
+        [sys.executable, "-c", EXPORT_WITHOUT_JUPYTER_PATHS, str(tmp_path / "jupyter"),
+         str(two_architectures.parent / "report.ipynb"), str(html_path), str(fake_study.HTML_TEMPLATE)],
+        env=environment, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     html = html_path.read_text()
     assert "<details" in html and html.count("data:image/png;base64") >= len(captions.FIGURES)
 

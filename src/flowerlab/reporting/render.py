@@ -107,8 +107,11 @@ def export_html(executed: Path, html_path: Path, template: Path) -> None:
 
     if not template.is_file():
         raise DataError(f"nbconvert template not found: {template}")
-    exporter = HTMLExporter(template_file=str(template.resolve()),
-                            extra_template_basedirs=nbconvert_template_folders())
+    # as base folders for the template names (lab -> lab/conf.json) and as a search path for the
+    # template's own `extends 'lab/index.html.j2'`
+    folders = nbconvert_template_folders()
+    exporter = HTMLExporter(template_file=str(template.resolve()), extra_template_basedirs=folders,
+                            extra_template_paths=folders)
     body, _ = exporter.from_filename(str(executed))
     filesystem.write_text(html_path, body)
 
