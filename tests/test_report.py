@@ -731,6 +731,11 @@ def test_render_keeps_a_failing_notebook_aside_and_writes_no_output(
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def assert_exports_every_figure(html: str) -> None:
+    """The report notebook's HTML export: code folded under toggles, every figure embedded."""
+    assert "<details" in html and html.count("data:image/png;base64") >= len(captions.FIGURES)
+
+
 # In a fresh interpreter, before nbconvert is imported (it reads the Jupyter data paths then): no
 # data path holds nbconvert's templates, as in a virtual environment that sees a base Python's
 # nbconvert; then the export.
@@ -762,8 +767,7 @@ def test_export_finds_nbconvert_templates_outside_the_jupyter_data_paths(two_arc
         env=environment, capture_output=True, text=True, timeout=300, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    html = html_path.read_text()
-    assert "<details" in html and html.count("data:image/png;base64") >= len(captions.FIGURES)
+    assert_exports_every_figure(html_path.read_text())
 
 
 @pytest.mark.slow
@@ -792,7 +796,7 @@ def test_the_template_also_works_with_jupyter_nbconvert(two_architectures: Path,
         timeout=300,
     )
     html = (tmp_path / "report.html").read_text()
-    assert "<details" in html and html.count("data:image/png;base64") >= len(captions.FIGURES)
+    assert_exports_every_figure(html)
     assert not any(cdn in html for cdn in ("cdnjs.cloudflare.com", "unpkg.com", "cdn.jsdelivr.net"))
 
 
