@@ -1,0 +1,105 @@
+"""TensorFlow's CPU kernel library and allocator, chosen before TensorFlow loads.
+
+TensorFlow's Linux wheels run their oneDNN kernels by default only on CPUs with AVX512_VNNI,
+AVX512_BF16, AVX_VNNI or AMX (TensorFlow RFC 400); on every other x86-64 CPU (AVX2 only: most
+laptops, desktops and many cloud VMs) they run Eigen kernels. TensorFlow's default CPU allocator
+also maps and zeroes every large tensor afresh, which on an AVX2-only AMD EPYC cost squeezenet
+about 1.9 million minor page faults per training step; the BFC allocator keeps and reuses them.
+On that CPU the two settings together trained squeezenet 2.3x faster (bench/bench_kernels.py).
+On a CPU where oneDNN is already TensorFlow's default the first setting changes nothing.
+
+TensorFlow reads both from the environment once, when it is imported, so they must be set
+before: `import flowerlab` does it (flowerlab/__init__.py), and every process of the study
+(each `flowerlab` command and so each Snakemake job, the report notebook's kernel, bench/)
+imports flowerlab before TensorFlow. A value the user set is kept, and the records say who set
+each one (`FLOWERLAB_KERNEL_DEFAULTS` carries that across the processes a run starts).
+`FLOWERLAB_KERNELS=tensorflow` leaves TensorFlow's own defaults (bench/ times them against ours).
+
+No TensorFlow import at module level: this runs before TensorFlow may load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Environment variable -> the value flowerlab sets where the user has not set one.
+DEFAULTS: dict[str, str] = {
+    "TF_ENABLE_ONEDNN_OPTS": "1",  # oneDNN kernels on every x86-64 CPU, not only AVX-512/AMX ones
+    "TF_CPU_ALLOCATOR_USE_BFC": "true",  # reuse large tensors instead of mapping them each step
+}
+# Which of DEFAULTS flowerlab set (comma-separated), inherited by the processes a run starts.
+MARKER = "FLOWERLAB_KERNEL_DEFAULTS"
+# FLOWERLAB_KERNELS=tensorflow: set nothing, run with TensorFlow's own defaults.
+OPT_OUT = ("FLOWERLAB_KERNELS", "tensorflow")
+
+
+def apply_defaults(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set each of DEFAULTS that `environ` (os.environ) lacks; returns those set now."""
+    env = os.environ if environ is None else environ
+    if env.get(OPT_OUT[0]) == OPT_OUT[1]:
+        return {}
+    set_now = {name: value for name, value in DEFAULTS.items() if name not in env}
+    env.update(set_now)
+    if set_now:
+        ours = set(filter(None, env.get(MARKER, "").split(","))) | set(set_now)
+        env[MARKER] = ",".join(sorted(ours))
+    return set_now
+
+
+def tensorflow_defaults_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `environ` (os.environ) in which a process gets TensorFlow's own kernel defaults:
+    the opt-out set, and every setting flowerlab made removed (the user's own are kept)."""
+    env = dict(os.environ if environ is None else environ)
+    for name in set(env.pop(MARKER, "").split(",")) & set(DEFAULTS):
+        env.pop(name, None)
+    env[OPT_OUT[0]] = OPT_OUT[1]
+    return env
+
+
+def settings(environ: MutableMapping[str, str] | None = None) -> dict[str, dict[str, str | None]]:
+    """{variable: {"value": ..., "set_by": "flowerlab" | "user" | None (unset)}} for each of DEFAULTS."""
+    env = os.environ if environ is None else environ
+    ours = set(env.get(MARKER, "").split(","))
+    result: dict[str, dict[str, str | None]] = {}
+    for name in DEFAULTS:
+        value = env.get(name)
+        set_by = None if value is None else ("flowerlab" if name in ours and value == DEFAULTS[name] else "user")
+        result[name] = {"value": value, "set_by": set_by}
+    return result
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow in this process runs its oneDNN kernels (None: it cannot say)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own check, not public API
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def kernel_library() -> str:
+    """"oneDNN" or "Eigen": the CPU kernels TensorFlow runs in this process."""
+    enabled = onednn_enabled()
+    return "unknown" if enabled is None else ("oneDNN" if enabled else "Eigen")
+
+
+def record() -> dict[str, Any]:
+    """training.json's `kernels`: the settings, who set them, and the library that runs."""
+    return {"library": kernel_library(), "environment": settings()}
+
+
+def describe() -> str:
+    """One log line: which kernels run, and why."""
+    parts = [f"{name}={entry['value']} ({entry['set_by'] or 'unset'})" for name, entry in settings().items()]
+    return f"TensorFlow CPU kernels: {kernel_library()}; {', '.join(parts)}"
+
+
+def tensorflow_loaded_first() -> bool:
+    """True when TensorFlow was imported before flowerlab could set its environment."""
+    return "tensorflow" in sys.modules
