@@ -16,6 +16,7 @@ import pytest
 
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.evaluation import cost, inputs, quality, stage
+from flowerlab.models import flops
 
 # ------------------------------------------------------------------------------------------
 # Metric math
@@ -115,7 +116,7 @@ def test_forward_flops_of_a_hand_counted_model() -> None:
             keras.layers.Dense(5, use_bias=False),
         ]
     )
-    total, by_op = cost.forward_flops(model, 8)
+    total, by_op = flops.forward_flops(model, 8)
     conv = 8 * 8 * 4 * (3 * 3 * 3) * 2  # outputs x multiply-adds per output x 2
     dense = 8 * 8 * 4 * 5 * 2
     assert by_op == {"Conv2D": conv, "MatMul": dense}
@@ -127,7 +128,7 @@ def test_forward_flops_match_the_reference_figures(arch: str, expected_gflops: f
     from flowerlab.models.build import build_model
 
     model = build_model(arch, num_classes=5, image_size=192, weights="none")
-    total, _ = cost.forward_flops(model, 192)
+    total, _ = flops.forward_flops(model, 192)
     assert total / 1e9 == pytest.approx(expected_gflops, rel=0.02)
 
 
@@ -401,5 +402,5 @@ def test_cost_figures_of_the_course_transfer_model(mobilenet_weights: Path, tmp_
     model.save(tmp_path / "model.keras")
     loaded = inputs.load_model(tmp_path / "model.keras")
     assert count_parameters(loaded) == (2_488_389, 230_405)
-    flops, _ = cost.forward_flops(loaded, 192)
-    assert flops / 1e9 == pytest.approx(0.45, rel=0.02)
+    forward, _ = flops.forward_flops(loaded, 192)
+    assert forward / 1e9 == pytest.approx(0.45, rel=0.02)

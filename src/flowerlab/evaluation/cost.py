@@ -6,7 +6,6 @@ the first calls, which trace and pick kernels, are not timed.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from flowerlab.errors import ConfigError
+from flowerlab.models.flops import forward_flops
 
 # Untimed calls before throughput and latency are measured: the first calls trace the
 # tf.function, allocate buffers and let oneDNN/cuDNN pick their kernels.
@@ -34,44 +34,6 @@ def latency_summary(seconds: Sequence[float]) -> tuple[float, float]:
         raise ValueError("no latency measurement")
     milliseconds = np.asarray(seconds, dtype=np.float64) * 1000.0
     return float(np.median(milliseconds)), float(np.percentile(milliseconds, 95))
-
-
-def forward_flops(model: Any, image_size: int) -> tuple[int, dict[str, int]]:
-    """FLOPs of one image's forward pass and their split by TensorFlow op type.
-
-    TensorFlow's profiler on the model's inference graph, variables frozen to constants, batch 1.
-    Conv2D, DepthwiseConv2dNative and MatMul count 2 FLOPs per multiply-add.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2_as_graph,
-    )
-
-    forward = tf.function(lambda images: model(images, training=False))
-    concrete = forward.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32))
-    _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    # The v1 profiler logs a deprecation warning about its own internals on every call.
-    tf_logger.setLevel(logging.ERROR)
-    try:
-        with tf.Graph().as_default() as graph:
-            tf.graph_util.import_graph_def(graph_def, name="")
-            builder = tf.compat.v1.profiler.ProfileOptionBuilder
-            options = builder(builder.float_operation()).with_empty_output().build()
-            profile = tf.compat.v1.profiler.profile(
-                graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
-            )
-    finally:
-        tf_logger.setLevel(level)
-    by_op: dict[str, int] = {}
-    pending = list(profile.children)  # the op view nests each op type under the previous one
-    while pending:
-        node = pending.pop()
-        if node.float_ops:
-            by_op[node.name] = by_op.get(node.name, 0) + int(node.float_ops)
-        pending.extend(node.children)
-    return int(profile.total_float_ops), dict(sorted(by_op.items(), key=lambda item: -item[1]))
 
 
 def make_forward(model: Any) -> Callable[[Any], np.ndarray]:
