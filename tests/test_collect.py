@@ -32,6 +32,10 @@ EXPECTED_COLUMNS = [
     "image_size",
     "model_mb",
     "train_images_per_s",
+    "train_gflops_per_s",
+    "peak_gflops_per_s",
+    "fraction_of_peak",
+    "kernels",
     "inference_images_per_s",
     "eval_batch_size",
     "latency_ms_median",
@@ -66,6 +70,8 @@ def evaluation(arch: str, accuracy: float, *, seed: int = 1, split: int = 35155,
         "training": {
             "wall_seconds": 3600.5,
             "train_images_per_second": 128.0,
+            "hardware_share": {"achieved_gflops_per_s": 57.6, "peak_gflops_per_s": 160.0, "fraction_of_peak": 0.36},
+            "kernels": {"library": "oneDNN", "environment": {}},
             "epochs": 10,
             "best_val_accuracy": accuracy + 0.01,
             "precision": "float32",
@@ -119,6 +125,8 @@ def test_row_has_every_column_with_units_and_converted_figures() -> None:
     assert row["gflops_per_image"] == pytest.approx(0.4506, abs=1e-4)
     assert row["model_mb"] == pytest.approx(10.5)
     assert row["train_images_per_s"] == 128.0 and row["inference_images_per_s"] == 210.5
+    assert (row["train_gflops_per_s"], row["peak_gflops_per_s"], row["fraction_of_peak"]) == (57.6, 160.0, 0.36)
+    assert row["kernels"] == "oneDNN"
     assert row["training_seconds"] == 3600.5 and row["epochs"] == 10
     assert row["device"] == "cpu: AMD EPYC (2 cores)"
     assert row["training_device"] == "gpu: NVIDIA H100 x2"

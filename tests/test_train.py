@@ -23,7 +23,7 @@ CLASSES = 3
 DOCUMENTED_RECORD_KEYS = {
     "arch", "hparams", "device", "precision", "seed", "deterministic", "versions", "wall_seconds",
     "train_images_per_second", "epochs", "best_val_accuracy", "final_val_accuracy", "parameters",
-    "resumed_from_epoch", "manifest_sha256", "code_version",
+    "resumed_from_epoch", "manifest_sha256", "code_version", "kernels", "hardware_share",
 }
 
 # train() sets process-wide TensorFlow state; conftest puts it back after this module.
@@ -65,6 +65,12 @@ def test_two_epochs_write_the_documented_outputs(two_epoch_run, manifest: Path) 
     assert record["arch"] == "dense" and record["epochs"] == 2 and record["seed"] == 3
     assert record["device"]["kind"] == "cpu" and record["device"]["replicas"] == 1 and record["device"]["name"]
     assert record["precision"] == "float32" and record["deterministic"] is True
+    share = record["hardware_share"]
+    assert share["peak_dtype"] == "float32" and share["peak_gflops_per_s"] > 0 and share["replicas"] == 1
+    assert share["achieved_gflops_per_s"] == pytest.approx(
+        share["training_gflops_per_image"] * record["train_images_per_second"])
+    assert share["fraction_of_peak"] == pytest.approx(share["achieved_gflops_per_s"] / share["peak_gflops_per_s"])
+    assert record["kernels"]["library"] in ("oneDNN", "Eigen")
     assert {"python", "tensorflow", "keras", "numpy"} <= record["versions"].keys()
     assert record["versions"]["tensorflow"].startswith("2.")
     assert set(record["code_version"]) == {"commit", "dirty", "fingerprint", "modules"}

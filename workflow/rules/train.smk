@@ -58,6 +58,8 @@ rule train_model:
         checkpoints="results/checkpoints/{arch}/{replicate}",
         # precision auto on a CPU: measured once per machine and architecture, kept here
         precision_cache="resources/precision",
+        # the machine's peak FLOP/s and bandwidth, against which each training's share is recorded
+        peak_cache="resources/peak",
         out_dir="results/models/{arch}/{replicate}",
         weights=lambda wildcards, input: weights_option(input.weights),
     shell:
@@ -66,4 +68,5 @@ rule train_model:
         " --hparams {params.hparams:q} --accelerator {params.accelerator}"
         " --seed {params.seed} {params.deterministic} --threads {threads}"
         " {params.weights} --precision-cache {params.precision_cache:q}"
+        " --peak-cache {params.peak_cache:q}"
         " > {log:q} 2>&1"

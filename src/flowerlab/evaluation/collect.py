@@ -61,6 +61,12 @@ COLUMNS: dict[str, str] = {
     "image_size": "model input size in pixels (square)",
     "model_mb": "size of model.keras in megabytes (10^6 bytes)",
     "train_images_per_s": "training throughput, images/s, steady state (first epoch excluded; training.json)",
+    "train_gflops_per_s": "training GFLOP/s achieved: training FLOPs per image x train_images_per_s "
+    "(training.json hardware_share)",
+    "peak_gflops_per_s": "the training machine's measured peak GFLOP/s in the training's compute dtype "
+    "(a matrix-product probe, times the replicas)",
+    "fraction_of_peak": "train_gflops_per_s / peak_gflops_per_s: how near its hardware's limit the training ran",
+    "kernels": "TensorFlow's CPU kernel library during the training (oneDNN or Eigen; flowerlab.kernels)",
     "inference_images_per_s": "inference throughput, images/s at eval_batch_size, forward pass only, "
     "warm-up excluded",
     "eval_batch_size": "batch size of the inference throughput measurement",
@@ -140,6 +146,10 @@ def metrics_row(
         "image_size": evaluation.get("image_size"),
         "model_mb": model_bytes / BYTES_PER_MB if model_bytes is not None else None,
         "train_images_per_s": _nested(evaluation, "training", "train_images_per_second"),
+        "train_gflops_per_s": _nested(evaluation, "training", "hardware_share", "achieved_gflops_per_s"),
+        "peak_gflops_per_s": _nested(evaluation, "training", "hardware_share", "peak_gflops_per_s"),
+        "fraction_of_peak": _nested(evaluation, "training", "hardware_share", "fraction_of_peak"),
+        "kernels": _nested(evaluation, "training", "kernels", "library"),
         "inference_images_per_s": evaluation.get("inference_images_per_second"),
         "eval_batch_size": evaluation.get("eval_batch_size"),
         "latency_ms_median": evaluation.get("latency_ms_median"),

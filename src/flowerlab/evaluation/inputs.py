@@ -65,6 +65,8 @@ def check_training_record(
 TRAINING_FIGURES = (
     "wall_seconds",
     "train_images_per_second",
+    "hardware_share",
+    "kernels",
     "epochs",
     "best_val_accuracy",
     "final_val_accuracy",

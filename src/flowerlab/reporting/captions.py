@@ -27,6 +27,7 @@ FIGURES: dict[str, str] = {
     "probability_of_improvement": "Probability that one architecture beats another",
     "accuracy_vs_parameters": "Validation accuracy against parameter count",
     "throughput": "Training and inference throughput",
+    "hardware_share": "How near its hardware's peak each training ran",
     "accuracy_vs_training_time": "Validation accuracy against training wall time",
     "learning_curves": "Learning curves",
     "confusion_matrices": "Confusion matrices",
@@ -95,6 +96,12 @@ def figure_caption(
             f"Training throughput (steady state, on {training_devices}) and inference throughput "
             f"(forward pass at the evaluation batch size, warm-up excluded, on {eval_devices}), "
             "in images per second on a log scale: the bar is the mean across runs, the dots the runs."
+        ),
+        "hardware_share": (
+            f"Training GFLOP/s achieved (training FLOPs per image x training images per second) as a share "
+            f"of the training machine's peak ({training_devices}), measured there by a matrix-product probe "
+            "in the training's compute dtype: the bar is the mean across runs, the dots the runs. A low share "
+            "is time the software leaves on the table; a high share on a slow study is the machine's limit."
         ),
         "accuracy_vs_training_time": (
             f"Validation accuracy against training wall time (log scale) on {training_devices}: each run "

@@ -247,6 +247,43 @@ def throughput(runs: pd.DataFrame) -> Figure:
     return figure
 
 
+def hardware_share(runs: pd.DataFrame) -> Figure:
+    """Each architecture's training GFLOP/s as a share of its machine's measured peak: the bar is
+    the mean across runs, the dots the runs, the label the achieved and peak GFLOP/s."""
+    require_columns(runs, ["arch", "train_gflops_per_s", "peak_gflops_per_s", "fraction_of_peak"], "metrics table")
+    archs = list(dict.fromkeys(runs["arch"]))
+    colours = arch_colours(archs)
+    share = pd.to_numeric(runs["fraction_of_peak"], errors="coerce")
+    achieved = pd.to_numeric(runs["train_gflops_per_s"], errors="coerce")
+    peak = pd.to_numeric(runs["peak_gflops_per_s"], errors="coerce")
+    with style():
+        figure, axes = new_figure(1, 1, width=8, height=max(2.4, 0.5 * len(archs) + 1.4))
+        ax = axes[0][0]
+        positions = np.arange(len(archs))
+        means = share.groupby(runs["arch"]).mean().reindex(archs)
+        ax.barh(positions, means.fillna(0), color=[colours[a] for a in archs], alpha=0.75)
+        place = {arch: index for index, arch in enumerate(archs)}
+        ax.scatter(share, [place[a] for a in runs["arch"]], color="black", s=12, zorder=3)
+        for position, arch in zip(positions, archs, strict=True):
+            mine = runs["arch"] == arch
+            if not share[mine].notna().any():
+                ax.text(0.005, position, " not recorded", va="center", fontsize=8)
+                continue
+            text = (f" {achieved[mine].mean():,.1f} of {peak[mine].mean():,.0f} GFLOP/s"
+                    f" ({share[mine].mean():.0%})")
+            ax.text(share[mine].max(), position, text, va="center", fontsize=8)
+        ax.set_yticks(positions, archs)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(1.0, float(share.max()) * 1.1) if share.notna().any() else 1.0)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("share of the machine's measured peak (training FLOP/s over matmul FLOP/s)")
+        devices = devices_text(runs.get("training_device", pd.Series(dtype=object)))
+        kernels = ", ".join(sorted({str(k) for k in runs.get("kernels", pd.Series(dtype=object)).dropna()}))
+        ax.set_title(f"on {devices}" + (f" ({kernels} kernels)" if kernels else ""), fontsize=9)
+        figure.suptitle("How near its hardware's peak each training ran (higher is better)")
+    return figure
+
+
 # --------------------------------------------------------------------------------------------
 # Per architecture (history.csv, metrics.json)
 # --------------------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class TrainSettings:
     threads: int | None = None  # None: leave TensorFlow's thread pools as they are
     log_every_epoch: bool = False
     precision_cache: Path | None = None  # where precision probes are cached; None: probe, keep nothing
+    peak_cache: Path | None = None  # where the machine's peak is cached (flowerlab.training.peak); None: keep nothing
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowerlab import code_fingerprint, schema
+from flowerlab import code_fingerprint, kernels, schema
 from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.console import configure_logging, run_command, thread_count
 from flowerlab.errors import ConfigError, DataError
@@ -151,6 +151,7 @@ def log_start(run: Run) -> None:
         logger.info("%s: training on the images every epoch, without the feature cache: %s", arch,
                     run.image_path_reason)
     logger.info("%s: training code %s", arch, run.code.short)
+    logger.info("%s", kernels.describe())
     if run.resume is not None:
         logger.info("resuming %s from %s: %d of %d epochs done", arch, run.resume.path, run.resume.epoch,
                     run.epochs)
@@ -232,9 +233,31 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
     record["feature_cache"] = cache_record
     record["classes"] = list(run.manifest["classes"])  # the model's outputs, in order (flowerlab predict)
     record["precision_choice"] = run.precision_choice
+    record["kernels"] = kernels.record()
+    record["hardware_share"] = hardware_share(run, model, record["train_images_per_second"])
     write_outputs(run.settings.out_dir, model, rows, record)
     checkpoints.remove_checkpoints(run.settings.checkpoint_dir)
     return record
+
+
+def hardware_share(run: Run, model: Any, train_images_per_second: float | None) -> dict[str, Any]:
+    """training.json's `hardware_share`: the training's achieved GFLOP/s against this machine's
+    measured peak in its compute dtype (flowerlab.training.peak)."""
+    from flowerlab.models.flops import COMPUTE_DTYPES, training_flops_per_image
+    from flowerlab.training import peak
+
+    per_image = training_flops_per_image(model, run.plan.image_size,
+                                         cached_feature_epochs=run.epochs if run.cached else None)
+    dtype = COMPUTE_DTYPES[run.precision]
+    measured = peak.machine_peak(run.device.kind, run.device.name, ["float32", dtype], threads=run.settings.threads,
+                                 cache_dir=run.settings.peak_cache)
+    share = peak.share_of_peak(train_images_per_second=train_images_per_second, training_flops_per_image=per_image,
+                               compute_dtype=dtype, peak=measured, replicas=run.device.replicas)
+    if share["fraction_of_peak"] is not None:
+        logger.info("%s: %.1f GFLOP/s, %.0f%% of this %s's %s peak (%.0f GFLOP/s)", run.settings.arch,
+                    share["achieved_gflops_per_s"], 100 * share["fraction_of_peak"], run.device.kind, dtype,
+                    share["peak_gflops_per_s"])
+    return share
 
 
 def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.Checkpoint | None, plan: DataPlan,
@@ -317,6 +340,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--precision-cache", type=Path, default=None,
                         help="folder for the measurements behind precision auto on a CPU (the workflow: "
                              "resources/precision); default: measure and keep nothing")
+    parser.add_argument("--peak-cache", type=Path, default=None,
+                        help="folder for the machine's measured peak FLOP/s and bandwidth (the workflow: "
+                             "resources/peak); default: measure and keep nothing")
     parser.add_argument("--log-every-epoch", action="store_true",
                         help="one log line per epoch even on a terminal (always on when stderr is not one)")
     return parser
@@ -334,7 +360,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         arch=args.arch, manifest=args.manifest, out_dir=args.out_dir, checkpoint_dir=args.checkpoint_dir,
         hparams=with_weights(parse_hparams(args.hparams), args.weights), accelerator=args.accelerator, seed=args.seed,
         deterministic=args.deterministic, threads=args.threads, log_every_epoch=args.log_every_epoch,
-        precision_cache=args.precision_cache,
+        precision_cache=args.precision_cache, peak_cache=args.peak_cache,
     )
 
 
