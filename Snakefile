@@ -44,9 +44,11 @@ localrules:
 
 
 # A run that must download what it cannot reach stops here, before any job, naming the
-# settings that make it work offline (flowerlab.config.check_downloads).
+# settings that make it work offline (flowerlab.config.check_downloads); then it says how long
+# its trainings will take on this machine (flowerlab.training.estimate).
 onstart:
     check_downloads(config, planned_outputs())
+    print_training_estimate(planned_outputs())
 
 
 rule all:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("flowerlab.data.synthetic", "generate the small synthetic photo set"),
     "inventory": ("flowerlab.data.inventory", "account for every input file: kept or skipped, why"),
     "tfrecords": ("flowerlab.data.tfrecords", "split, resize and write sharded TFRecords"),
+    "estimate": ("flowerlab.training.estimate", "say how long the study's trainings will take on this machine"),
     "train": ("flowerlab.training.stage", "train one architecture (resumable)"),
     "evaluate": ("flowerlab.evaluation.stage", "evaluate one trained model on the validation split"),
     "predict": ("flowerlab.evaluation.predict", "classify photos with a trained model (top-k classes, CSV or JSON)"),

@@ -5,6 +5,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -131,6 +133,29 @@ def weights_input(wildcards):
 def planned_outputs():
     """The files the jobs of this run will write (from Snakemake's DAG, once it is built)."""
     return {str(path) for job in workflow.dag.needrun_jobs() for path in job.output}
+
+
+def planned_trainings(planned):
+    """ARCH/REPLICATE of each training this run will execute."""
+    return [
+        f"{arch}/{rep.name}"
+        for arch, rep in RUNS
+        if f"results/models/{arch}/{rep.name}/training.json" in planned
+    ]
+
+
+def print_training_estimate(planned):
+    """Before the trainings start, say how long they will take on this machine (flowerlab
+    estimate, in its own process: this one never imports TensorFlow). Only for a local run: on a
+    cluster this is the login node, not the machines that train. A failed estimate is said and
+    the run goes on."""
+    trainings = planned_trainings(planned)
+    if not config["estimate"] or not trainings or not workflow.local_exec:
+        return
+    command = [sys.executable, "-m", "flowerlab", "estimate", "--config-json"]
+    command += [json.dumps(config), "--threads", str(run_cores()), "--runs", *trainings]
+    if subprocess.run(command, check=False).returncode != 0:
+        print("flowerlab estimate failed (above); the run goes on", file=sys.stderr)
 
 
 def weights_option(weights):
