@@ -55,28 +55,28 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from child_side import ChildSide
 from common import default_photos, default_weights, make_quick_data, run_script
 from flowerlab_side import feature_cache_side, flowerlab_path
-from plain_keras import build_plain, check_photos, plain_dataset
+from plain_keras import check_photos, plain_image_count, plain_side
+from roofline import layer_costs
 from steps import (
     BenchSettings,
     Side,
     best_peaks,
     check_timed_steps,
     fill_cache,
+    measure_bandwidth,
     measure_peaks,
     measure_sides,
 )
 from training_results import (
     COLUMNS,
-    COMPUTE_DTYPES,
-    FORWARD_ONLY,
     Measurement,
     measured_row,
     parameters,
     print_table,
     skipped_row,
-    training_flops_factor,
 )
 
 from flowerlab.console import positive_int
@@ -123,34 +123,42 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
                weights: str, settings: BenchSettings, scratch: Path) -> Measurement:
     import keras
 
-    from flowerlab.evaluation.cost import forward_flops
+    from flowerlab import kernels
+    from flowerlab.models.flops import FORWARD_ONLY, forward_flops, training_flops_factor
 
     keras.utils.set_random_seed(settings.seed)
     fl = flowerlab_path(arch, manifest_path, manifest, device, weights, settings, scratch)
     if not fl.feature_cache:
         check_timed_steps(settings, fl.full_batches, fl.global_batch, f"{manifest_path}'s training records")
-    plain_data, plain_images = plain_dataset(photos, image_size=fl.image_size, batch_size=settings.batch_size,
-                                             seed=settings.seed)
+    plain_images = plain_image_count(photos, image_size=fl.image_size, batch_size=settings.batch_size,
+                                     seed=settings.seed)
     check_timed_steps(settings, plain_images // settings.batch_size, settings.batch_size,
                       f"{photos} (training subset)")
-    plain_model = build_plain(arch, num_classes=int(manifest["num_classes"]), image_size=fl.image_size,
-                              weights=weights)
-    plain = Side("plain", plain_model, plain_data, settings.batch_size)
+    # The baseline runs where TensorFlow has its own kernel defaults, as in a user's process.
+    child = ChildSide("plain", kernels.tensorflow_defaults_environment(), plain_side,
+                      (arch, photos, fl.image_size, settings.batch_size, settings.seed, weights,
+                       int(manifest["num_classes"])), settings)
+    plain = child.side
     times = None
     if fl.feature_cache:
         flowerlab, times = feature_cache_side(arch, fl, device, settings)
     else:
         logger.info("%s: filled the pipeline's cache in %.1f s", arch, fill_cache(fl.dataset))
         flowerlab = Side("flowerlab", fl.model, fl.dataset, fl.global_batch)
-    measure_sides([plain, flowerlab], settings)
+    try:
+        measure_sides([plain, flowerlab], settings)
+    finally:
+        child.close()
     flops, _ = forward_flops(fl.model, fl.image_size)
     measurement = Measurement(
         arch=arch, plain_images_per_s=plain.images_per_second(), images_per_s=flowerlab.images_per_second(),
-        precision=fl.precision, image_size=fl.image_size, plain_parameters=parameters(plain_model),
+        precision=fl.precision, image_size=fl.image_size, plain_parameters=child.info["parameters"],
         flowerlab_parameters=parameters(fl.model), forward_flops=flops,
         # With the cache the backbone's forward pass runs once per image for all the epochs.
         flops_factor=FORWARD_ONLY / settings.cache_epochs if times else training_flops_factor(fl.model),
-        plain_flops_factor=training_flops_factor(plain_model),
+        plain_flops_factor=child.info["flops_factor"],
+        plain_kernels=child.info["kernels"]["library"], kernels=kernels.kernel_library(),
+        layer_costs=None if times else layer_costs(fl.model, fl.global_batch),
         cache_epochs=settings.cache_epochs if times else None,
         extraction_images_per_s=times.extracted / times.extraction_seconds if times else None,
         head_images_per_s=times.head_images / times.head_seconds if times else None)
@@ -165,6 +173,7 @@ def peak_dtypes(device_kind: str, requested: str) -> list[str]:
     """float32 and bfloat16 always (both are reported); float16 too when the models will use it
     (the policy is the same for every architecture, or measured: float32 or bfloat16)."""
     from flowerlab import devices
+    from flowerlab.models.flops import COMPUTE_DTYPES
 
     policy = devices.resolve_precision(requested, device_kind) or "float32"
     return list(dict.fromkeys(["float32", "bfloat16", COMPUTE_DTYPES[policy]]))
@@ -211,6 +220,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         size = args.matmul_size or (8192 if device.kind == "gpu" else 2048)
         dtypes = peak_dtypes(device.kind, args.precision)
         first_peaks = measure_peaks(dtypes, size=size, seconds=args.matmul_seconds)
+        first_bandwidth = measure_bandwidth(args.matmul_seconds)
         load_average = round(os.getloadavg()[0], 2)
         results: list[Measurement | tuple[str, str]] = []
         for arch in args.archs:
@@ -228,9 +238,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         # Measured again at the end and the better kept: a peak is what the chip can do, and on a
         # shared machine either measurement alone may fall on a busy moment.
         peaks = best_peaks(first_peaks, measure_peaks(dtypes, size=size, seconds=args.matmul_seconds))
+        bandwidth = max(first_bandwidth, measure_bandwidth(args.matmul_seconds))
         context = {
             "peak_float32_gflops_per_s": round(peaks["float32"], 1),
             "peak_bfloat16_gflops_per_s": round(peaks["bfloat16"], 1),
+            "bandwidth_gb_per_s": round(bandwidth, 1),
             "device": f"{device.kind}: {device.name}", "threads": args.threads or "default",
             "cpus": os.cpu_count(), "load_average": load_average,
             "tensorflow": tf.__version__, "keras": keras.__version__, "source": source,

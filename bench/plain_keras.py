@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common import VALIDATION_SPLIT
+from steps import Side
 
 from flowerlab.errors import DataError
 
@@ -99,6 +100,23 @@ def plain_dataset(photos: Path, *, image_size: int, batch_size: int, seed: int) 
         validation_split=VALIDATION_SPLIT, subset="training", seed=seed)
     images = len(dataset.file_paths)
     return dataset.map(lambda x, y: (x / 255, y)), images
+
+
+def plain_image_count(photos: Path, *, image_size: int, batch_size: int, seed: int) -> int:
+    """How many images the baseline's training subset holds."""
+    return plain_dataset(photos, image_size=image_size, batch_size=batch_size, seed=seed)[1]
+
+
+def plain_side(arch: str, photos: Path, image_size: int, batch_size: int, seed: int, weights: str,
+               num_classes: int) -> Side:
+    """The baseline side, built where it is timed (bench/child_side.py: a process of its own with
+    TensorFlow's default kernel settings, as a user's process without this project has)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    dataset, _ = plain_dataset(photos, image_size=image_size, batch_size=batch_size, seed=seed)
+    model = build_plain(arch, num_classes=num_classes, image_size=image_size, weights=weights)
+    return Side("plain", model, dataset, batch_size)
 
 
 def build_plain(arch: str, *, num_classes: int, image_size: int, weights: str) -> Any:

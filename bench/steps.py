@@ -1,4 +1,4 @@
-"""Timing training steps fairly: warm-up excluded, sides alternated, outliers named, the matmul peak.
+"""Timing training steps fairly: warm-up excluded, sides alternated, outliers named, the machine's peaks.
 
 Shared by bench_training.py (flowerlab against plain Keras) and bench_concurrency.py (trainings at
 once against one at a time).
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowerlab.errors import ConfigError
+from flowerlab.training.peak import bandwidth_gb_per_s, matmul_gflops
 
 logger = logging.getLogger("bench")
 
@@ -55,34 +56,6 @@ def synchronise(tensor: Any) -> None:
     tensor[0, 0].numpy()
 
 
-def matmul_peak_gflops(dtype: str, *, size: int, seconds: float) -> float:
-    """Best rate (GFLOP/s) of `size`x`size` matmuls in `dtype`, in chunks of ~1/8 of `seconds`.
-
-    The best chunk, not the mean: the machine is shared, and the peak is what the chip does
-    when nothing else runs. A matmul of n x n by n x n is 2 n^3 FLOPs (multiply-add = 2).
-    """
-    import tensorflow as tf
-
-    a = tf.cast(tf.random.stateless_uniform((size, size), seed=(1, 2)), dtype)
-    b = tf.cast(tf.random.stateless_uniform((size, size), seed=(3, 4)), dtype)
-    flops = 2.0 * size**3
-    for _ in range(2):  # first calls pick and initialise the kernels
-        synchronise(tf.linalg.matmul(a, b))
-    started = time.perf_counter()
-    synchronise(tf.linalg.matmul(a, b))
-    per_call = max(time.perf_counter() - started, 1e-6)
-    calls = max(1, int(seconds / 8 / per_call))
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while True:
-        started = time.perf_counter()
-        for _ in range(calls):
-            product = tf.linalg.matmul(a, b)
-        synchronise(product)
-        best = max(best, calls * flops / (time.perf_counter() - started) / 1e9)
-        if time.perf_counter() >= deadline:
-            return best
-
-
 def best_peaks(*measurements: dict[str, float]) -> dict[str, float]:
     return {dtype: max(peaks[dtype] for peaks in measurements) for dtype in measurements[0]}
 
@@ -90,9 +63,15 @@ def best_peaks(*measurements: dict[str, float]) -> dict[str, float]:
 def measure_peaks(dtypes: Sequence[str], *, size: int, seconds: float) -> dict[str, float]:
     peaks = {}
     for dtype in dtypes:
-        peaks[dtype] = matmul_peak_gflops(dtype, size=size, seconds=seconds)
+        peaks[dtype] = matmul_gflops(dtype, size, seconds)
         logger.info("matmul peak %s (%d x %d): %.0f GFLOP/s", dtype, size, size, peaks[dtype])
     return peaks
+
+
+def measure_bandwidth(seconds: float) -> float:
+    bandwidth = bandwidth_gb_per_s(seconds)
+    logger.info("memory bandwidth (element-wise float32): %.1f GB/s", bandwidth)
+    return bandwidth
 
 
 def fill_cache(dataset: Any) -> float:

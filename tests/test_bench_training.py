@@ -18,6 +18,8 @@ COLUMNS = [
     "plain_parameters", "flowerlab_parameters", "gflops_per_image", "flops_factor",
     "plain_train_gflops_per_s", "train_gflops_per_s", "plain_mfu", "mfu", "peak_dtype",
     "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
+    "plain_kernels", "kernels", "activation_mb_per_image", "bandwidth_gb_per_s", "roofline_images_per_s",
+    "share_of_roofline",
     "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
     "cache_epochs", "extraction_images_per_s", "head_images_per_s",
 ]
@@ -77,8 +79,14 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(quick_bench
         assert row["peak_dtype"] == expected_peak
         assert row["peak_gflops_per_s"] == row[f"peak_{expected_peak}_gflops_per_s"]
         assert (row["batch_size"], row["image_size"], row["warmup_steps"], row["timed_steps"]) == ("8", "32", "1", "2")
-        # Trained on images: no feature-cache figures.
+        # Trained on images: no feature-cache figures, and a roofline of its layers.
         assert row["cache_epochs"] == row["extraction_images_per_s"] == row["head_images_per_s"] == ""
+        assert float(row["activation_mb_per_image"]) > 0 and float(row["bandwidth_gb_per_s"]) > 0
+        assert close(row["share_of_roofline"], flowerlab / float(row["roofline_images_per_s"]))
+        assert 0 < float(row["share_of_roofline"]) < 1  # above the roof would be a bug
+        # The plain side ran with TensorFlow's own kernel defaults (which depend on the CPU), in a
+        # process of its own; flowerlab's side with oneDNN, which flowerlab turns on everywhere.
+        assert row["plain_kernels"] in ("oneDNN", "Eigen") and row["kernels"] == "oneDNN"
     assert "flowerlab img/s" in done.stdout and f"wrote {out}" in done.stdout
 
 
