@@ -122,7 +122,9 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from workflow_runs import SMOKE, copy_workflow, snakemake
 
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke"), with_source=True)
-    result = snakemake(workdir, "--cores", "2", *SMOKE)
+    # With the time estimate config/smoke.yaml leaves out, so that the run shows it (test_workflow).
+    result = snakemake(workdir, "--cores", "2", *SMOKE, "--config", "estimate=true")
+    (workdir / "snakemake-run.log").write_text(result.stdout + result.stderr, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
 

@@ -57,6 +57,22 @@ def test_smoke_study_builds_every_stage(smoke_study):
     assert "study_time" in captions and "training_benchmark" not in captions
 
 
+def test_the_run_says_how_long_its_trainings_will_take_before_they_start(smoke_study):
+    output = (smoke_study / "snakemake-run.log").read_text(encoding="utf-8")
+    estimate = output.index("Estimated training time on this machine")
+    assert estimate < output.index("rule train_model")  # printed before the first training starts
+    table = output[estimate:].split("all trainings, one after another:")[0]
+    for arch in ("dense", "convnet", "squeezenet"):
+        assert f"  {arch} " in table
+    # measured once per machine, then read by later runs
+    assert list((smoke_study / "resources" / "speed").glob("*squeezenet*.json"))
+    # and every training recorded how near the machine's peak it ran
+    record = json.loads((smoke_study / "results" / "models" / "convnet" / "seed-1" / "training.json").read_text())
+    assert record["hardware_share"]["fraction_of_peak"] > 0 and record["kernels"]["library"] in ("oneDNN", "Eigen")
+    metrics = list(csv.DictReader((smoke_study / "results" / "metrics.csv").read_text(encoding="utf-8").splitlines()))
+    assert all(float(row["fraction_of_peak"]) > 0 and float(row["peak_gflops_per_s"]) > 0 for row in metrics)
+
+
 @pytest.mark.browser
 def test_the_smoke_studys_published_report_works_in_chromium(smoke_study, chromium, tmp_path, artifacts_dir):
     page = smoke_study / "results" / "report" / "index.html"
@@ -64,7 +80,7 @@ def test_the_smoke_studys_published_report_works_in_chromium(smoke_study, chromi
     from flowerlab.reporting.captions import FIGURES, OPTIONAL_FIGURES
 
     # every figure, each decoded with a non-zero size; no bench/ results here, so not the benchmark's
-    assert len(seen["images"]) == len(FIGURES) - (len(OPTIONAL_FIGURES) - 1) == 10
+    assert len(seen["images"]) == len(FIGURES) - (len(OPTIONAL_FIGURES) - 1) == 11
     screenshot(chromium, page, artifacts_dir / "smoke-report.png", tmp_path / "profile-shot")
 
 
