@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -61,9 +62,12 @@ ENTRY_POINTS = {
 
 
 def notebook_imports() -> str:
+    """The report notebook's import statements, in its order (its cells also read a study's files)."""
     notebook = json.loads((REPO / "workflow" / "notebooks" / "report.ipynb").read_text())
-    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-    return "".join(code[1]["source"])  # the first cell after the parameters
+    source = "\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+    imports = [node for node in ast.parse(source).body if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert imports, "the report notebook imports nothing?"
+    return "\n".join(ast.unparse(node) for node in imports)
 
 
 def kernels_after(entry: str, env: dict[str, str]) -> dict:
