@@ -18,6 +18,7 @@ Counted per training image, from the model's layers and their shapes (no profile
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +36,7 @@ class LayerCost:
 
 
 def _elements(shape: Any) -> int:
-    count = 1
-    for size in shape[1:]:  # without the batch axis
-        count *= int(size)
-    return count
+    return math.prod(int(size) for size in shape[1:])  # without the batch axis
 
 
 def _shapes(tensors: Any) -> list[Any]:
@@ -76,19 +74,11 @@ def layer_costs(model: Any, batch_size: int) -> list[LayerCost]:
     for layer in _leaves(model):
         inputs = sum(_elements(shape) for shape in _shapes(layer.input))
         outputs = sum(_elements(shape) for shape in _shapes(layer.output))
-        weights = sum(int(weight.shape.num_elements() if hasattr(weight.shape, "num_elements")
-                          else _count(weight.shape)) for weight in layer.trainable_weights)
+        weights = sum(math.prod(int(size) for size in weight.shape) for weight in layer.trainable_weights)
         flops = FORWARD_AND_BACKWARD * _forward_flops(layer, outputs)
         traffic = FORWARD_AND_BACKWARD * BYTES * (inputs + outputs) + WEIGHT_TRAFFIC * BYTES * weights / batch_size
         costs.append(LayerCost(layer.name, flops, traffic))
     return costs
-
-
-def _count(shape: Any) -> int:
-    count = 1
-    for size in shape:
-        count *= int(size)
-    return count
 
 
 def roof_images_per_second(costs: list[LayerCost], *, peak_gflops: float, bandwidth_gb_per_s: float) -> float:

@@ -20,13 +20,10 @@ No TensorFlow import at module level: this runs before TensorFlow may load.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 # Environment variable -> the value flowerlab sets where the user has not set one.
 DEFAULTS: dict[str, str] = {

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -30,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import filesystem
-
-logger = logging.getLogger(__name__)
 
 VALIDATION_SHARE = 1 / 3  # a forward pass, of a training step's forward + backward FLOPs
 OFFICIAL_PHOTOS = 3670  # photos in the official flower_photos.tgz (docs/course.md), before it is downloaded
