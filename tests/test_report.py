@@ -455,6 +455,12 @@ def test_relative_paths_resolve_against_the_repository_root(repo_root: Path, tmp
     assert results.resolve(tmp_path / "x.csv") == tmp_path / "x.csv"
     with pytest.raises(DataError, match="no Snakefile"):
         results.find_repo_root(tmp_path)
+    # A folder where the workflow is deployed as a module holds only workflow/Snakefile.
+    deployed = tmp_path / "deployed"
+    (deployed / "workflow").mkdir(parents=True)
+    (deployed / "workflow" / "Snakefile").write_text("use rule * from flowerlab\n")
+    assert results.find_repo_root(deployed / "workflow") == deployed
+    assert results.find_repo_root(deployed / "results" / "report") == deployed
 
 
 # ------------------------------------------------------------------------------------------

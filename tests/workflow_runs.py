@@ -19,6 +19,7 @@ def copy_workflow(dest: Path, *, with_source: bool = False) -> Path:
     """A user's checkout: Snakefile, environment.yml, workflow/, config/ and profiles/. The code is the
     installed package, or with `with_source` the checkout's own copy of src/ (which
     `snakemake()` then puts first on PYTHONPATH), so a test may edit the code it runs."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "environment.yml"):
         shutil.copy2(REPO / name, dest / name)
     shutil.copytree(REPO / "workflow", dest / "workflow")

@@ -32,9 +32,10 @@ from flowerlab.replicates import split_name
 
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
 # a bad setting stops here with one message naming the key, before any job runs.
-prepare_config(
-    config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-)
+# Workflow files are found beside this file, not in the working directory, so the workflow runs
+# from any folder, with --directory, and as a module of another workflow.
+WORKFLOW_DIR = Path(workflow.current_basedir).parent
+prepare_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
 
 STUDY = config["study"]
 # Every (architecture, replicate) trained and evaluated: results/models/{arch}/{replicate}/.
@@ -52,8 +53,7 @@ MCNEMAR_CSV = "results/mcnemar.csv"
 REPORT_DIR = "results/report"
 REPORT_INDEX = f"{REPORT_DIR}/index.html"
 FIGURES = "results/figures"
-# Workflow files are found beside the Snakefile, so `--directory` elsewhere works too.
-NOTEBOOKS = Path(workflow.basedir) / "workflow" / "notebooks"
+NOTEBOOKS = WORKFLOW_DIR / "notebooks"
 REPORT_NOTEBOOK = str(NOTEBOOKS / "report.ipynb")
 REPORT_TEMPLATE = str(NOTEBOOKS / "report.html.j2")
 # What a job asks a cluster for (profiles/slurm): every job's partition and account, the GPUs of
@@ -61,9 +61,7 @@ REPORT_TEMPLATE = str(NOTEBOOKS / "report.html.j2")
 # (workflow/resources.yaml). Local runs ignore them.
 CLUSTER = cluster_resources(config)
 GPUS = gpu_resources(config)
-MEASURED = yaml.safe_load(
-    (Path(workflow.basedir) / "workflow" / "resources.yaml").read_text()
-)
+MEASURED = yaml.safe_load((WORKFLOW_DIR / "resources.yaml").read_text())
 
 
 def measured(rule_name, resource):

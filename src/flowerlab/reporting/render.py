@@ -22,7 +22,6 @@ from flowerlab import filesystem
 from flowerlab.console import configure_logging, positive_int, run_command
 from flowerlab.errors import DataError
 from flowerlab.filesystem import remove_stale_temporaries
-from flowerlab.reporting.results import find_repo_root
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +126,14 @@ def render(
 ) -> Path:
     """Execute the report notebook with `parameters` and export it to HTML; returns the HTML path.
 
-    The kernel runs in the repository root (relative parameters are resolved against it by the
-    notebook in any case). `template` defaults to `report.html.j2` beside the notebook.
+    The kernel runs in the working directory, where relative parameters point (Snakemake's
+    working directory when the workflow runs it, also as a module of another workflow). `template` defaults to `report.html.j2` beside the notebook.
     """
     notebook = Path(notebook)
     if not notebook.is_file():
         raise DataError(f"report notebook not found: {notebook}")
     template = Path(template) if template else notebook.with_name("report.html.j2")
-    execute_notebook(notebook, Path(executed), parameters, cwd=find_repo_root(notebook.parent), kernel=kernel)
+    execute_notebook(notebook, Path(executed), parameters, cwd=Path.cwd(), kernel=kernel)
     export_html(Path(executed), Path(html_path), template)
     logger.info("rendered %s and %s", executed, html_path)
     return Path(html_path)

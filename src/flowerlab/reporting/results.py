@@ -114,12 +114,16 @@ def load_predictions(evaluation_dir: str | os.PathLike[str], arch: str, replicat
 
 
 def find_repo_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding the Snakefile, searched upwards from `start` (default: the working
-    directory). Jupyter starts a notebook's kernel in the notebook's own folder, papermill in
-    the folder it is told: resolving `results/...` against this root works in both."""
+    """The study's folder (where results/ is): the nearest folder at or above `start` (default:
+    the working directory) with a Snakefile where Snakemake looks for one, at its top or in
+    workflow/ (a deployed module's folder has only the latter). Jupyter starts a notebook's
+    kernel in the notebook's own folder, papermill in the folder it is told: resolving
+    `results/...` against this root works in both."""
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "Snakefile").is_file():
+        if (folder / "workflow" / "Snakefile").is_file():
+            return folder
+        if (folder / "Snakefile").is_file() and folder.name != "workflow":
             return folder
     raise DataError(
         f"no Snakefile in {here} or above: run the notebook inside the flowerlab repository, "
