@@ -95,19 +95,19 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def two_architecture_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fake study of dense and convnet, three seeds each, with a training benchmark, its notebook
+    """A fake study of dense and convnet, three seeds each, its notebook
     executed and its landing page published as the workflow does (tests/fake_study.py); returns
     index.html. Executed once per session: the report and browser tests only read it."""
     import fake_study
 
     return fake_study.make_fake_report(
-        tmp_path_factory.mktemp("two") / "results", ["dense", "convnet"], seeds=(1, 2, 3), training_benchmark=True
+        tmp_path_factory.mktemp("two") / "results", ["dense", "convnet"], seeds=(1, 2, 3)
     )
 
 
 @pytest.fixture(scope="session")
 def one_seed_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fake study of dense and squeezenet with one seed each and no training benchmark: the
+    """A fake study of dense and squeezenet with one seed each: the
     report without replicates. Returns index.html."""
     import fake_study
 

@@ -248,22 +248,6 @@ def write_benchmarks(benchmarks: Path, archs: list[str], seeds: Sequence[int] = 
     return seconds
 
 
-def write_training_benchmark(bench_dir: Path, archs: list[str]) -> Path:
-    """bench/bench_training.py's CSV for `archs` (measured), plus a skipped architecture's row."""
-    bench_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["arch", "status", "batch_size", "image_size", "plain_images_per_s", "flowerlab_images_per_s",
-               "ratio", "precision", "plain_mfu", "mfu", "device", "threads", "load_average"]
-    rows = [[arch, "measured", 32, IMAGE_SIZE, 100.0 * (index + 1), 150.0 * (index + 1), 1.5, "float32",
-             0.1, 0.15, "cpu: test CPU", 2, 0.5] for index, arch in enumerate(archs)]
-    rows.append(["mobilenet_v2", "skipped: needs local MobileNetV2 weights (--weights PATH)", *[""] * 11])
-    path = bench_dir / "training.csv"
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    return path
-
-
 def make_fake_study(results: Path, archs: list[str], seeds: Sequence[int] = (1,)) -> Path:
     """results/data/* and results/models/{arch}/seed-{seed}/* for `archs` x `seeds`, and the jobs'
     benchmark files in benchmarks/ beside results/ (as in a workflow's folder); returns `results`.
@@ -351,13 +335,9 @@ def render_options(results: Path) -> list[str]:
     return ["--results-dir", str(results)]
 
 
-def make_fake_report(results: Path, archs: list[str], *, seeds: Sequence[int] = (1,),
-                     training_benchmark: bool = False) -> Path:
+def make_fake_report(results: Path, archs: list[str], *, seeds: Sequence[int] = (1,)) -> Path:
     """A whole fake study of `archs` x `seeds`, from data to the published landing page; returns
-    index.html. With `training_benchmark`, results/bench/training.csv exists too, as after
-    `bench/run_all.py`."""
+    index.html."""
     make_fake_study(results, archs, seeds)
-    if training_benchmark:
-        write_training_benchmark(results / "bench", archs)
     evaluate_and_collect(results, archs, seeds)
     return render_report(results)

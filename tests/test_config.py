@@ -65,6 +65,11 @@ def test_nested_command_line_overrides_take_effect_with_their_types():
         ("data_source=/no/such/folder", ["'data_source'", "official, synthetic"]),
         ("models={resnet: {epochs: 1}}", ["'models'", "resnet"]),
         ("models={mobilenet_v2: {weights: /no/such.h5}}", ["'models.mobilenet_v2.weights'", "imagenet, none"]),
+        # a misspelt key or name gets the nearest allowed one; a scalar where a list belongs, the list
+        ("modles={convnet: {epochs: 1}}", ["config key 'modles': unknown key", "did you mean 'models'?"]),
+        ("study=[convnt]", ["'study.0'", "did you mean 'convnet'?"]),
+        ("models={convnet: {epoch: 2}}", ["'models.convnet.epoch': unknown key", "did you mean 'epochs'?"]),
+        ("seeds=1", ["'seeds'", "write a list, --config 'seeds=[1]'"]),
     ],
 )
 def test_bad_settings_name_the_key_and_the_allowed_values(override, expected):

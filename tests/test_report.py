@@ -334,35 +334,14 @@ def test_study_time_draws_every_job_and_stage_with_the_total(tmp_path: Path) -> 
         time_figures.study_time([])
 
 
-def test_training_benchmark_pairs_plain_and_flowerlab_with_the_ratio(tmp_path: Path) -> None:
-    path = fake_study.write_training_benchmark(tmp_path / "bench", ["dense", "convnet"])
-    loaded = results.load_training_benchmark(tmp_path / "bench")
-    assert loaded is not None
-    training, when = loaded
-    assert when.startswith("training.csv written ") and when.endswith(" UTC")
-    figure = time_figures.training_benchmark(training, when=when)
-    ax = figure.axes[0]
-    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["dense", "convnet"]  # the skipped row left out
-    heights = sorted(round(bar.get_height(), 1) for bar in ax.patches if bar.get_height() > 0)
-    assert heights == [100.0, 150.0, 200.0, 300.0]
-    assert [text.get_text() for text in ax.texts] == ["1.50×", "1.50×"]
-    assert when in ax.get_title()
-    assert when in captions.figure_caption("training_benchmark", benchmark_time=when)
-    skipped_only = training[training["status"] != "measured"]
-    with pytest.raises(DataError, match="measured no architecture"):
-        time_figures.training_benchmark(skipped_only)
-    path.unlink()
-    assert results.load_training_benchmark(tmp_path / "bench") is None
-
-
 def test_forget_figure_removes_a_stale_optional_figure(tmp_path: Path) -> None:
     figure, _ = plotting.new_figure()
     plotting.save_figure(figure, "study_time", "kept", tmp_path)
-    plotting.save_figure(figure, "training_benchmark", "stale", tmp_path)
-    captions.forget_figure(tmp_path, "training_benchmark")
+    plotting.save_figure(figure, "probability_of_improvement", "stale", tmp_path)
+    captions.forget_figure(tmp_path, "probability_of_improvement")
     assert list(json.loads((tmp_path / "captions.json").read_text())) == ["study_time"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["captions.json", "study_time.png", "study_time.svg"]
-    captions.forget_figure(tmp_path, "training_benchmark")  # nothing left to remove: no error
+    captions.forget_figure(tmp_path, "probability_of_improvement")  # nothing left to remove: no error
 
 
 def test_figures_refuse_an_empty_study() -> None:
@@ -479,7 +458,7 @@ def one_seed(one_seed_report: Path) -> Path:
 
 
 def expected_figures(replicated: bool) -> list[str]:
-    """Every figure of a replicated study with a training benchmark; the others lack both optional ones."""
+    """Every figure of a replicated study; one without replicates lacks the optional ones."""
     return [name for name in captions.FIGURES if replicated or name not in captions.OPTIONAL_FIGURES]
 
 
@@ -500,7 +479,6 @@ def test_notebook_executes_and_writes_every_figure(study: str, request: pytest.F
     results = index.parent.parent
     expected = expected_figures(replicated=study == "two_architectures")
     assert_every_figure_written(results / "figures", expected)
-    assert not (results / "figures" / "training_benchmark.png").exists() or "training_benchmark" in expected
     executed = json.loads((results / "report" / "report.ipynb").read_text())
     errors = [
         output
@@ -532,7 +510,7 @@ def notebook_outputs(executed: Path) -> str:
 
 
 @pytest.mark.slow
-def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
+def test_report_shows_the_studys_wall_time_and_nothing_from_bench(
     two_architectures: Path, one_seed: Path
 ) -> None:
     from flowerlab.reporting import timings
@@ -540,16 +518,14 @@ def test_report_shows_the_studys_wall_time_and_the_last_benchmark_run(
     shown = {}
     for name, index in (("two", two_architectures), ("one", one_seed)):
         results = index.parent.parent
-        assert "Time and benchmarks" in (results / "report" / "report.html").read_text()
+        html = (results / "report" / "report.html").read_text()
+        assert "<h2" in html and "Time" in html and "benchmark run" not in html
         shown[name] = notebook_outputs(results / "report" / "report.ipynb")
         runs = [tuple(line.split(",")[:2]) for line in (results / "metrics.csv").read_text().splitlines()[1:]]
         jobs = timings.read_study_jobs(results.parent / "benchmarks", runs)
         assert tables.format_seconds(timings.total_seconds(jobs)) in shown[name]
         assert "total (sum of the jobs)" in shown[name] and "critical path" in shown[name]
         assert f"train_model {runs[0][0]}/{runs[0][1]}" in shown[name]
-    assert "From the last benchmark run (training.csv written " in shown["two"]
-    assert "not from this study run" in shown["two"] and "No training benchmark in" not in shown["two"]
-    assert "No training benchmark in" in shown["one"] and "From the last benchmark run" not in shown["one"]
 
 
 @pytest.mark.slow
@@ -572,7 +548,7 @@ def test_report_shows_the_statistics_with_replicates_and_says_what_one_seed_lack
 def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> None:
     assert report_checks.broken_references(two_architectures) == []
     found = report_checks.references(two_architectures)
-    assert len(found.images) == len(captions.FIGURES)  # the training benchmark's figure included
+    assert len(found.images) == len(captions.FIGURES)
     assert all(src.startswith("data:image/png;base64,") for src in found.images)
     assert {"report.html", "../metrics.csv", "../architectures.csv"} <= set(found.links)
     page = two_architectures.read_text()

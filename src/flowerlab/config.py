@@ -16,6 +16,7 @@ This module never imports TensorFlow: parsing the workflow must stay cheap.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 from collections.abc import Collection, Mapping
@@ -106,19 +107,46 @@ def fill_defaults(value: Any, node: dict, schema: dict) -> Any:
     return value
 
 
-def _describe(error) -> str:
+def as_override(key: str, value: Any) -> str:
+    """A setting in the form a user types it: `--config 'models={convnet: {epochs: 2}}'` for the
+    dotted key `models.convnet.epochs` (Snakemake's --config takes only a top-level key)."""
+    top, *rest = key.split(".")
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    text = text.removesuffix("\n...").strip()
+    for part in reversed(rest):
+        text = f"{{{part}: {text}}}"
+    return f"--config '{top}={text}'"
+
+
+def _did_you_mean(name: Any, choices: Collection[str]) -> str:
+    close = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def describe_error(error, what: str = "config key") -> str:
+    """One jsonschema error as one line: the key, what is wrong, what is allowed, and the
+    closest allowed name for a misspelt key or value. The one formatter for the study's
+    configuration and a training's hyperparameters."""
     key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-    message, allowed = error.message, ""
+    message, hint = error.message, ""
     if error.validator == "enum":
+        allowed = list(error.validator_value)
         message = f"{error.instance!r} is not allowed"
-        allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
-    elif error.validator == "additionalProperties":
-        props = sorted(error.schema.get("properties", {}))
-        allowed = f" (allowed keys: {', '.join(props)})" if props else ""
-    elif error.validator == "propertyNames":
-        names = error.schema.get("propertyNames", {}).get("enum", [])
-        allowed = f" (allowed: {', '.join(names)})"
-    return f"config key '{key}': {message}{allowed}"
+        hint = f" (allowed: {', '.join(map(str, allowed))}){_did_you_mean(error.instance, allowed)}"
+    elif error.validator in ("additionalProperties", "propertyNames"):
+        allowed = sorted(error.schema.get("properties", {})) or list(
+            error.schema.get("propertyNames", {}).get("enum", []))
+        unknown = [name for name in error.instance if name not in allowed] if isinstance(error.instance, Mapping) else []
+        if error.validator == "propertyNames":
+            unknown, message = [error.instance], f"{error.instance!r} is not allowed"
+        elif unknown:
+            key = ".".join(str(part) for part in [*error.absolute_path, unknown[0]])
+            message = "unknown key" + (f" (also {', '.join(map(repr, unknown[1:]))})" if unknown[1:] else "")
+        hint = f" (allowed: {', '.join(map(str, allowed))})" if allowed else ""
+        hint += "".join(_did_you_mean(name, allowed) for name in unknown[:1])
+    elif error.validator == "type" and error.validator_value == "array" and not isinstance(error.instance, list):
+        hint = f": write a list, {as_override(key, [error.instance])}"
+    return f"{what} '{key}': {message}{hint}"
 
 
 def validate(config: dict, schema: dict) -> None:
@@ -127,7 +155,7 @@ def validate(config: dict, schema: dict) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     problems = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(_describe, problems)))
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(describe_error, problems)))
 
 
 def _check_weights(arch: str, weights: str) -> str | None:

@@ -1,8 +1,7 @@
 # The report: the notebook executed by papermill (figures, tables) and exported to HTML, then a
 # landing page. The notebook and its HTML template are inputs, so editing them reruns the
 # report and nothing upstream. The jobs' benchmark files are inputs too, so the report's wall
-# times are always this run's; bench/'s results are a parameter, not an input: rerunning a
-# benchmark does not rerun the report (it shows them when present, with their file time).
+# times are always this run's.
 
 from flowerlab.reporting.captions import snakemake_captions
 from flowerlab.reporting.timings import study_benchmark_files
@@ -53,7 +52,6 @@ rule render_report:
         # The notebook's data paths default to their places under this folder.
         results=lambda wildcards, input: os.path.abspath(os.path.dirname(input.metrics)),
         benchmarks=os.path.abspath(BENCHMARKS),
-        bench=os.path.abspath("results/bench"),
         # The figures' captions for Snakemake's report (workflow/report/figures.rst).
         captions=snakemake_captions(),
     shell:
@@ -61,7 +59,7 @@ rule render_report:
         "flowerlab render --notebook {input.notebook:q} --template {input.template:q}"
         " --executed {output.notebook:q} --html {output.html:q}"
         " --results-dir {params.results:q} --manifest {input.manifest:q} --figures {output.figures:q}"
-        " --benchmarks-dir {params.benchmarks:q} --bench-dir {params.bench:q} > {log:q} 2>&1"
+        " --benchmarks-dir {params.benchmarks:q} > {log:q} 2>&1"
 
 
 rule publish_report:

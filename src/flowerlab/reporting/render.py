@@ -36,7 +36,6 @@ NOTEBOOK_PARAMETERS = {
     "inventory_json": "inventory_json",
     "figures": "figures_dir",
     "benchmarks_dir": "benchmarks_dir",
-    "bench_dir": "bench_dir",
     "gallery_arch": "gallery_arch",
     "gallery_size": "gallery_size",
 }
@@ -166,10 +165,6 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--benchmarks-dir",
         help="the study's Snakemake benchmark files (default: RESULTS/../benchmarks)",
-    )
-    parser.add_argument(
-        "--bench-dir",
-        help="bench/*.py results, shown when RESULTS/bench/training.csv exists (default: RESULTS/bench)",
     )
     parser.add_argument(
         "--gallery-arch", default="", help="whose predictions the gallery shows (default: the best)"

@@ -7,7 +7,6 @@ No TensorFlow here.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,12 +29,7 @@ STUDY_LAYOUT = {
     "figures_dir": "figures",
     # The rules' Snakemake benchmark files sit beside results/, in the study's working folder.
     "benchmarks_dir": "../benchmarks",
-    # bench/*.py's CSVs: read when present, never required (a benchmark is run by hand).
-    "bench_dir": "bench",
 }
-
-
-TRAINING_BENCHMARK_CSV = "training.csv"  # bench/bench_training.py --out's default name
 
 
 
@@ -151,19 +145,6 @@ def study_paths(
         given = overrides.get(name)
         paths[name] = Path(os.path.normpath(resolve(given if given else Path(results_dir) / relative)))
     return paths
-
-
-def load_training_benchmark(bench_dir: str | os.PathLike[str]) -> tuple[Any, str] | None:
-    """bench/bench_training.py's results (bench_dir/training.csv) as a DataFrame and when that
-    file was written ("written 2026-11-28 04:12 UTC"), or None when there is none: the report
-    shows the last benchmark run when one was made, and does not depend on it."""
-    import pandas as pd
-
-    path = Path(bench_dir) / TRAINING_BENCHMARK_CSV
-    if not path.is_file():
-        return None
-    written = dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC)
-    return pd.read_csv(path), f"{path.name} written {written:%Y-%m-%d %H:%M} UTC"
 
 
 def best_arch(architectures: Any) -> str:

@@ -15,13 +15,12 @@ from matplotlib.figure import Figure
 
 from flowerlab.errors import DataError
 from flowerlab.reporting import timings
-from flowerlab.reporting.plotting import new_figure, new_mosaic, require_columns, style
+from flowerlab.reporting.plotting import new_mosaic, style
 from flowerlab.reporting.tables import format_seconds
 
 STAGE_COLOURS = "deep"
 
 
-TRAINING_SIDES = {"plain_images_per_s": "plain Keras", "flowerlab_images_per_s": "flowerlab"}
 
 
 
@@ -106,54 +105,3 @@ def study_time(jobs: Sequence[timings.Job]) -> Figure:
             f"{format_seconds(timings.critical_path_seconds(jobs))} on its critical path"
         )
     return figure
-
-
-def measured_training_rows(training: pd.DataFrame) -> pd.DataFrame:
-    """The architectures bench_training.py measured (its `skipped: ...` rows left out)."""
-    require_columns(training, ["arch", "status", *TRAINING_SIDES, "ratio"], "training benchmark table")
-    return training[training["status"] == "measured"].reset_index(drop=True)
-
-
-def draw_training_benchmark(ax: Any, training: pd.DataFrame) -> None:
-    """Plain Keras and flowerlab images/s side by side per architecture, the ratio above each pair."""
-    measured = measured_training_rows(training)
-    if measured.empty:
-        raise DataError("the training benchmark measured no architecture (every row is skipped)")
-    long = measured.melt(id_vars=["arch"], value_vars=list(TRAINING_SIDES), var_name="side",
-                         value_name="images_per_s")
-    long["side"] = long["side"].map(TRAINING_SIDES)
-    sns.barplot(data=long, x="arch", y="images_per_s", hue="side", hue_order=list(TRAINING_SIDES.values()),
-                palette=["#9aa5b1", "#2563eb"], ax=ax)
-    top = float(long["images_per_s"].max())
-    for position, (_, row) in enumerate(measured.iterrows()):
-        highest = max(float(row["plain_images_per_s"]), float(row["flowerlab_images_per_s"]))
-        ax.text(position, highest + top * 0.03, f"{float(row['ratio']):.2f}×", ha="center", fontsize=9,
-                fontweight="bold")
-    ax.set_ylim(0, top * 1.25)
-    ax.set_xlabel("")
-    ax.set_ylabel("training images / s (steady state)")
-    ax.tick_params(axis="x", labelrotation=15)
-    sns.move_legend(ax, "upper right", title=None, fontsize=8)
-
-
-def training_benchmark(training: pd.DataFrame, *, when: str = "") -> Figure:
-    """bench/bench_training.py's figures: images/s of the plain-Keras code and of flowerlab's
-    training path per architecture, with flowerlab / plain above each pair."""
-    measured = measured_training_rows(training)
-    with style():
-        figure, axes = new_figure(width=max(6.0, 1.5 * len(measured) + 2.5), height=4.6)
-        draw_training_benchmark(axes[0, 0], training)
-        first = measured.iloc[0] if not measured.empty else {}
-        context = ", ".join(
-            text for text in (
-                f"batch {first.get('batch_size')}" if "batch_size" in measured else "",
-                str(first.get("device", "")) if "device" in measured else "",
-                f"{first.get('threads')} threads" if "threads" in measured else "",
-                f"load average {first.get('load_average')}" if "load_average" in measured else "",
-                when,
-            ) if text
-        )
-        axes[0, 0].set_title(f"Training throughput, flowerlab / plain Keras above each pair\n({context})",
-                             fontsize=10)
-    return figure
-

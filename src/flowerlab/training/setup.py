@@ -35,22 +35,15 @@ def resolve_hparams(raw: Mapping[str, Any]) -> dict[str, Any]:
     """
     import jsonschema
 
-    from flowerlab.config import fill_defaults
+    from flowerlab.config import describe_error, fill_defaults
 
     if not isinstance(raw, Mapping):
         raise ConfigError(f"--hparams must be a JSON object of hyperparameters, got {type(raw).__name__}")
     node, config_schema = _hparams_schema()
     hparams = fill_defaults(dict(raw), node, config_schema)
     validator = jsonschema.Draft202012Validator({"$defs": config_schema["$defs"], **node})
-    problems = []
-    for error in sorted(validator.iter_errors(hparams), key=lambda e: list(map(str, e.absolute_path))):
-        key = ".".join(map(str, error.absolute_path)) or "(top level)"
-        allowed = ""
-        if error.validator == "additionalProperties":
-            allowed = f" (allowed keys: {', '.join(sorted(node['properties']))})"
-        elif error.validator == "enum":
-            allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
-        problems.append(f"hparams key '{key}': {error.message}{allowed}")
+    errors = sorted(validator.iter_errors(hparams), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [describe_error(error, "hparams key") for error in errors]
     problems += [f"hparams key '{key}': missing (required)" for key in schema.REQUIRED_HPARAMS if key not in hparams]
     if problems:
         raise ConfigError("invalid hyperparameters:\n  " + "\n  ".join(problems))
