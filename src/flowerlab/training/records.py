@@ -137,18 +137,29 @@ def start_session(resume: checkpoints.Checkpoint | None, epochs: int) -> Session
         session.session_first_epochs.append(session.initial_epoch + 1)
     return session
 
+def train_throughput(rows: Sequence[Mapping[str, Any]], session: Session, cache_record: Mapping[str, Any],
+                     epochs: int) -> tuple[float | None, list[int]]:
+    """The training's images/s and the epochs it is taken from: on cached features, amortised over
+    every epoch with the extraction included (what that path costs); else the steady state."""
+    if cache_record["used"]:
+        return cache_record["amortised_images_per_second"], list(range(1, epochs + 1))
+    return steady_state_images_per_second(rows, session.session_first_epochs)
+
+
 def training_record(settings: TrainSettings, *, model: Any, device: Any, precision: str, plan: DataPlan,
                     batching: Batching, session: Session, rows: Sequence[Mapping[str, Any]],
                     resumed_from_epoch: int, weights: str, fingerprint: str,
                     data_settings: Mapping[str, Any], weights_sha256: str | None,
-                    code: CodeVersion) -> dict[str, Any]:
-    """training.json (docs/architecture.md), plus the figures that explain it (sizes, batches) and
-    what a rerun needs besides the manifest's checksum: the data stage's settings, the local
-    weights' sha256, the accelerator asked for and the thread limit."""
+                    code: CodeVersion, throughput: tuple[float | None, list[int]],
+                    cache_record: Mapping[str, Any], classes: Sequence[str], precision_choice: Any,
+                    kernels: Mapping[str, Any], hardware_share: Mapping[str, Any]) -> dict[str, Any]:
+    """training.json, whole (docs/architecture.md): the figures that explain it (sizes, batches),
+    what a rerun needs besides the manifest's checksum (the data stage's settings, the local
+    weights' sha256, the accelerator asked for and the thread limit), and how fast it ran."""
     from flowerlab.models.build import count_parameters
 
     total, trainable = count_parameters(model)
-    images_per_second, steady_epochs = steady_state_images_per_second(rows, session.session_first_epochs)
+    images_per_second, steady_epochs = throughput
     best_val, final_val = best_and_final(rows, "val_accuracy")
     return {
         "arch": settings.arch,
@@ -180,5 +191,10 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
         "train_records": plan.train_records,
         "validation_records": plan.validation_records,
         "fingerprint": fingerprint,
+        "feature_cache": dict(cache_record),
+        "classes": list(classes),  # the model's outputs, in order (flowerlab predict)
+        "precision_choice": precision_choice,
+        "kernels": dict(kernels),
+        "hardware_share": dict(hardware_share),
     }
 

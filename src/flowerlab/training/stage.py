@@ -39,7 +39,14 @@ from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.console import configure_logging, run_command, thread_count
 from flowerlab.errors import ConfigError, DataError
 from flowerlab.training import checkpoints
-from flowerlab.training.records import Session, check_history, start_session, training_record, write_outputs
+from flowerlab.training.records import (
+    Session,
+    check_history,
+    start_session,
+    train_throughput,
+    training_record,
+    write_outputs,
+)
 from flowerlab.training.setup import (
     Batching,
     DataPlan,
@@ -220,21 +227,15 @@ def fit(run: Run, model: Any, callbacks: list[Any], recorder: Any) -> dict[str, 
 def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[str, Any]) -> dict[str, Any]:
     """Write model.keras, history.csv and training.json (last), delete the checkpoints; the record."""
     check_history(rows, run.epochs)
+    throughput = train_throughput(rows, run.session, cache_record, run.epochs)
     record = training_record(
         run.settings, model=model, device=run.device, precision=run.precision, plan=run.plan,
         batching=run.batching, session=run.session, rows=rows,
         resumed_from_epoch=run.resume.epoch if run.resume is not None else 0, weights=run.weights,
         fingerprint=run.fingerprint, data_settings=run.manifest["settings"], weights_sha256=run.weights_sha256,
-        code=run.code)
-    if cache_record["used"]:
-        # Amortised over every epoch, the extraction included: it is what this path costs.
-        record["train_images_per_second"] = cache_record["amortised_images_per_second"]
-        record["train_images_per_second_epochs"] = list(range(1, run.epochs + 1))
-    record["feature_cache"] = cache_record
-    record["classes"] = list(run.manifest["classes"])  # the model's outputs, in order (flowerlab predict)
-    record["precision_choice"] = run.precision_choice
-    record["kernels"] = kernels.record()
-    record["hardware_share"] = hardware_share(run, model, record["train_images_per_second"])
+        code=run.code, throughput=throughput, cache_record=cache_record, classes=run.manifest["classes"],
+        precision_choice=run.precision_choice, kernels=kernels.record(),
+        hardware_share=hardware_share(run, model, throughput[0]))
     write_outputs(run.settings.out_dir, model, rows, record)
     checkpoints.remove_checkpoints(run.settings.checkpoint_dir)
     return record
