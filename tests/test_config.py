@@ -11,8 +11,9 @@ import yaml
 from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
-from flowerlab.config import prepare_config, resolved_config
+from flowerlab.config import load_schema, prepare_config, resolved_config
 from flowerlab.errors import ConfigError, DataError
+from flowerlab.schema import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,3 +220,21 @@ def test_every_measured_architecture_is_a_known_one():
     for rule in ("train_model", "evaluate_model"):
         assert "default" in measured[rule]
         assert set(measured[rule]) - {"default"} <= set(ARCH_NAMES), rule
+
+
+def schema_keys(node: dict, schema: dict, prefix: str = "") -> list[str]:
+    """Every key a user can set, dotted (`data.image_size`), hyperparameters as `models.<arch>.KEY`."""
+    node = resolve(node, schema)
+    if prefix == "models":
+        return ["models", *(f"models.<arch>.{key}" for key in schema["$defs"]["hparams"]["properties"])]
+    if "properties" not in node:
+        return [prefix]
+    return [key for name, child in node["properties"].items()
+            for key in schema_keys(child, schema, f"{prefix}.{name}" if prefix else name)]
+
+
+def test_config_readme_explains_every_key(repo_root):
+    text = (repo_root / "config" / "README.md").read_text(encoding="utf-8")
+    keys = schema_keys(load_schema(), load_schema())
+    assert len(keys) > 30 and "cluster.gpus" in keys
+    assert [key for key in keys if f"`{key}`" not in text] == []

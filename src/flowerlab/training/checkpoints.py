@@ -1,6 +1,6 @@
 """Resumable training: one checkpoint folder per finished epoch, written atomically.
 
-Layout of a checkpoint directory (results/checkpoints/{arch}/):
+Layout of a checkpoint directory (results/checkpoints/{arch}/{replicate}/):
 
     epoch-0003/model.keras   the compiled model: weights + optimizer state (Adam moments, step)
     epoch-0003/state.json    epochs finished, history rows so far, the fingerprint and what it
