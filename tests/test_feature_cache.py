@@ -105,10 +105,6 @@ def test_cached_run_records_the_cache_and_honest_rates(cached_run) -> None:
     assert json.loads((run.out_dir / "training.json").read_text()) == json.loads(json.dumps(record))
     cache = record["feature_cache"]
     assert cache["used"] is True and cache["augmentation"] == "none"
-    assert cache["batch_norms"] == cache["batch_norms_folded"] == 52
-    assert cache["fold_check"]["images"] == 4
-    assert cache["fold_check"]["max_abs_difference"] <= 1e-3 * cache["fold_check"]["max_abs_feature"]
-    assert cache["fold_check"]["max_abs_feature"] > 0.1  # calibrated features carry signal
     assert cache["feature_shape"] == [1, 1, 1280]
     assert cache["train_images_extracted"] == 42 and cache["validation_images"] == 15
     assert cache["head_trainable_parameters"] == 1280 * CLASSES + CLASSES
@@ -150,8 +146,8 @@ def test_saved_model_is_the_trained_one(cached_run) -> None:
 
 @pytest.mark.slow
 def test_cached_run_trains_the_head_as_the_image_path_does(cached_run, image_run) -> None:
-    """Same initial head, same batches in the same order, same schedule: the same head, up to the
-    float32 rounding between the folded and the unfolded backbone."""
+    """Same initial head, same batches in the same order, same schedule: the same head, up to
+    float32 rounding (the extraction runs the backbone in a graph of its own)."""
     (cached, cached_record), (images, image_record) = cached_run, image_run
     assert image_record["feature_cache"] == {"used": False, "reason": "cache_features is false"}
     assert cached_record["fingerprint"] != image_record["fingerprint"]  # cache_features is a hyperparameter
@@ -237,16 +233,14 @@ def test_a_model_input_larger_than_the_records_is_resized_as_on_the_image_path(
 
 
 @pytest.mark.slow
-def test_mixed_precision_extracts_with_the_unfolded_backbone(manifest: Path, backbone_weights: Path,
-                                                             tmp_path: Path) -> None:
-    """bfloat16 compute: folding would round the merged kernels to bfloat16 (features off by up to
-    half their range here), so the backbone runs unfolded, as the saved model runs it, and the
-    saved model scores what the head scored."""
+def test_mixed_precision_saved_model_scores_what_the_head_scored(manifest: Path, backbone_weights: Path,
+                                                                 tmp_path: Path) -> None:
+    """bfloat16 compute: the extractor runs the backbone as the saved model runs it, so the saved
+    model scores what the head scored."""
     run = settings(manifest, tmp_path, backbone_weights, epochs=1, precision="mixed_bfloat16")
     record = stage.train(run)
     cache = record["feature_cache"]
     assert record["precision"] == "mixed_bfloat16" and cache["used"] is True
-    assert cache["batch_norms"] == 52 and cache["batch_norms_folded"] == 0 and cache["fold_check"] is None
     model = keras.saving.load_model(run.out_dir / "model.keras")
     setup.compile_model(model, 1e-3)
     validation = pipeline.make_dataset(shard_paths(manifest, "validation"), image_size=SIZE, num_classes=CLASSES,

@@ -5,11 +5,10 @@ backbone's output for a photo never changes during training, yet the image path 
 for every photo in every epoch, and on a CPU that forward pass is nearly all of the training
 time. Here it runs once per photo:
 
-1. the built (and compiled) model is split into an *extractor* (its preprocessing and a copy
-   of the backbone with every batch norm folded into its convolution, `models.folding`:
-   markedly faster on a CPU; in float32 compute only, see `folds_batch_norms`) and a *head*
-   (a model over the features made of the very layer objects of the full model, so training
-   the head trains the saved model's weights in place);
+1. the built (and compiled) model is split into an *extractor* (its preprocessing and the
+   backbone itself, in inference mode) and a *head* (a model over the features made of the very
+   layer objects of the full model, so training the head trains the saved model's weights in
+   place);
 2. the training and validation features are computed once, in the record order of the
    unshuffled pipeline, and kept in memory as float32 (the real data: 3,001 x 6 x 6 x 1280 x 4 B
    ~ 550 MB, validation ~ 120 MB);
@@ -22,19 +21,18 @@ With `augment` the backbone's input differs every epoch, so the features are com
 epoch: each epoch's augmented images come from the image path's own training dataset (same
 order, same augmentation seeds) and the head trains on them in that order. That keeps one
 extraction per augmentation variant, keeps the augmented run equal to the image path's up
-to float32 rounding, and still runs the folded backbone. (The other choice, training on images
+to float32 rounding. (The other choice, training on images
 whenever augment is on, would keep the image path's cost for every augmented frozen model.)
 
-The saved model.keras is the full image -> probabilities model with the trained head. Before
-extracting, a check on the first validation images compares the folded extractor's features
-with the unfolded model's; a mismatch beyond float32 rounding stops the run (`cache_features:
-false` trains on images).
+The saved model.keras is the full image -> probabilities model with the trained head. (Folding
+the backbone's batch norms into its convolutions was measured to save 3-27 s per training, under
+1% of the study, and is not done.)
 
 Timing, as the records report it: the extraction of the training features is charged to the
 epoch it serves (epoch 1, or every epoch with augment), so history.csv's `epoch_seconds` sum to
 the real time and its `images_per_second` are (training images) / (extraction + head training
 seconds); `train_images_per_second` is their amortised rate over all epochs (no epoch excluded:
-the extraction is the cost). The validation features, the fold and the check go into epoch 1's
+the extraction is the cost). The validation features go into epoch 1's
 `epoch_seconds` only (they are not training images).
 
 No checkpoints: the head trains in seconds, so an interrupted run restarts from scratch. A
@@ -56,18 +54,12 @@ import numpy as np
 import tensorflow as tf
 
 from flowerlab.models.build import count_parameters
-from flowerlab.models.folding import count_batch_norms, fold_batch_norms
 from flowerlab.training.callbacks import EpochRecorder
 from flowerlab.training.setup import Batching, DataPlan, TrainSettings, compile_model, dataset_options
 
 logger = logging.getLogger(__name__)
 
 LOG_EVERY_SECONDS = 10.0  # extraction progress lines (Snakemake logs have no progress bar)
-CHECK_IMAGES = 4  # images whose folded and unfolded features are compared before training
-# Largest |folded - unfolded| feature difference accepted, relative to the largest feature:
-# float32 rounding through MobileNetV2 is ~1e-4 (one measurement with its ImageNet weights: at
-# most 4.2e-4 on features up to 6.0 over 256 real validation photos); a wrong fold is O(1).
-FOLD_TOLERANCE = 1e-3
 
 
 def image_path_reason(spec: Any, hparams: Mapping[str, Any], device_kind: str) -> str | None:
@@ -91,11 +83,8 @@ def image_path_reason(spec: Any, hparams: Mapping[str, Any], device_kind: str) -
 class SplitModel:
     """The full model as extractor (image -> features) and head (features -> probabilities)."""
 
-    extractor: keras.Model  # preprocessing + BN-folded copy of the frozen backbone (or `reference`)
-    reference: keras.Model  # preprocessing + the backbone itself (the saved model's features)
+    extractor: keras.Model  # preprocessing + the frozen backbone, in inference mode
     head: keras.Model  # the full model's own head layers, over a features input
-    batch_norms: int  # in the backbone
-    batch_norms_folded: int
 
 
 def _draws_random_numbers(layer: Any) -> bool:
@@ -122,20 +111,9 @@ def layer_chain(model: keras.Model) -> list[Any]:
     return chain
 
 
-def folds_batch_norms(model: keras.Model) -> bool:
-    """Whether the extractor folds the backbone's batch norms: only in float32 compute.
-
-    Folding is exact up to the compute dtype's rounding: in float32 ~1e-5 of a feature, but a
-    16-bit policy rounds the merged kernels where the model keeps its batch norms in float32
-    (mixed_bfloat16: features off by up to half their range in the tests), so the head would
-    learn other features than the saved model computes. There the backbone runs as it is."""
-    return model.compute_dtype == "float32"
-
-
-def split_frozen_backbone(model: keras.Model, *, fold: bool = True) -> SplitModel:
+def split_frozen_backbone(model: keras.Model) -> SplitModel:
     """Split `model` (a chain: parameter-free preprocessing -> one frozen nested backbone ->
-    head layers) into an extractor, BN-folded when `fold`, and a head sharing the model's own
-    head layers."""
+    head layers) into an extractor and a head sharing the model's own head layers."""
     chain = layer_chain(model)
     frozen = [index for index, layer in enumerate(chain) if isinstance(layer, keras.Model) and not layer.trainable]
     if len(frozen) != 1:
@@ -157,18 +135,12 @@ def split_frozen_backbone(model: keras.Model, *, fold: bool = True) -> SplitMode
         return keras.Model(inputs, last(x, training=False), name=f"{model.name}_{last.name}")
 
     image = model.inputs[0]
-    reference = through(preprocessing, keras.Input(image.shape[1:], dtype=image.dtype), backbone)
-    folded, extractor = backbone, reference
-    if fold:
-        folded = fold_batch_norms(backbone)
-        extractor = through(preprocessing, keras.Input(image.shape[1:], dtype=image.dtype), folded)
+    extractor = through(preprocessing, keras.Input(image.shape[1:], dtype=image.dtype), backbone)
     features = keras.Input(backbone.outputs[0].shape[1:], dtype="float32", name="features")
     x = features
     for layer in head_layers:
         x = layer(x)  # the same layer objects: their weights are the full model's
-    head = keras.Model(features, x, name=f"{model.name}_head")
-    batch_norms = count_batch_norms(backbone)
-    return SplitModel(extractor, reference, head, batch_norms, batch_norms - count_batch_norms(folded))
+    return SplitModel(extractor, keras.Model(features, x, name=f"{model.name}_head"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,14 +173,12 @@ def extraction_function(extractor: keras.Model) -> Callable[[tf.Tensor], tf.Tens
 
 
 def extract_features(extract: Callable[[tf.Tensor], tf.Tensor], batches: Iterable[Any], *, expected: int,
-                     what: str, check_first: Callable[[tf.Tensor], None] | None = None) -> Features:
+                     what: str) -> Features:
     """Run `extract` over `batches` of (images, one-hot labels), with a progress line every
-    LOG_EVERY_SECONDS; `check_first(images)` sees the first batch before it is extracted."""
+    LOG_EVERY_SECONDS."""
     started = last_line = time.perf_counter()
     features, labels, done = [], [], 0
     for images, one_hot in batches:
-        if check_first is not None and not features:
-            check_first(images)
         features.append(extract(images))
         labels.append(one_hot)
         done += int(one_hot.shape[0])
@@ -221,24 +191,6 @@ def extract_features(extract: Callable[[tf.Tensor], tf.Tensor], batches: Iterabl
     seconds = time.perf_counter() - started
     logger.info("%s: %d images in %.1f s (%.0f images/s)", what, done, seconds, done / seconds)
     return Features(features_tensor, labels_tensor, seconds)
-
-
-def fold_check(split: SplitModel, images: tf.Tensor) -> dict[str, Any]:
-    """Folded vs unfolded features of a few images (eager: no graph to trace). RuntimeError when
-    they differ by more than rounding: the head would learn other features than the saved model
-    computes."""
-    images = images[:CHECK_IMAGES]
-    expected = np.asarray(split.reference(images, training=False), np.float32)
-    actual = np.asarray(split.extractor(images, training=False), np.float32)
-    largest = float(np.abs(expected).max())
-    difference = float(np.abs(actual - expected).max())
-    tolerance = FOLD_TOLERANCE * max(largest, 1e-6)
-    if not difference <= tolerance:
-        raise RuntimeError(
-            f"the batch-norm-folded backbone's features differ from the model's by up to {difference:.3g} "
-            f"(largest feature {largest:.3g}, tolerance {tolerance:.3g}); set cache_features: false to "
-            "train on the images instead")
-    return {"images": int(images.shape[0]), "max_abs_difference": difference, "max_abs_feature": largest}
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,25 +249,18 @@ def train_on_features(model: keras.Model, *, settings: TrainSettings, plan: Data
 
     started = time.perf_counter()
     arch, epochs, augment = settings.arch, int(settings.hparams["epochs"]), bool(settings.hparams["augment"])
-    fold = folds_batch_norms(model)
     with strategy.scope():
-        split = split_frozen_backbone(model, fold=fold)
+        split = split_frozen_backbone(model)
         compile_model(split.head, schedule(0))
     extract = extraction_function(split.extractor)
-    logger.info("%s: feature cache: %d of %d batch norms folded%s; backbone features computed %s", arch,
-                split.batch_norms_folded, split.batch_norms, "" if fold else " (16-bit compute)",
+    logger.info("%s: feature cache: backbone features computed %s", arch,
                 "once per epoch (augment)" if augment else "once")
     train_images, validation_images, augmented_images = image_datasets(settings, plan, batching)
-    check: dict[str, Any] = {}
-
-    def check_fold(images: tf.Tensor) -> None:
-        check.update(fold_check(split, images))
-
     validation = extract_features(extract, validation_images, expected=plan.validation_records,
-                                  what=f"{arch}: validation features", check_first=check_fold if fold else None)
+                                  what=f"{arch}: validation features")
     validation_batches = feature_batches(validation, np.arange(validation.count), batch_size=batching.global_batch,
                                          drop_remainder=False)
-    recorder.charge(other=time.perf_counter() - started)  # split, fold, check, validation features
+    recorder.charge(other=time.perf_counter() - started)  # split, validation features
 
     epochs_of_images = iter(augmented_images) if augment else None
     cached, extraction_seconds = None, 0.0
@@ -347,9 +292,6 @@ def train_on_features(model: keras.Model, *, settings: TrainSettings, plan: Data
         "augmentation": "features of each epoch's augmented images" if augment else "none",
         "order": ("the image path's augmented training dataset, in its order" if augment
                   else "the image path's per-epoch order (pipeline.epoch_order)"),
-        "batch_norms": split.batch_norms,
-        "batch_norms_folded": split.batch_norms_folded,
-        "fold_check": check or None,  # None: nothing folded
         "feature_shape": [int(size) for size in cached.features.shape[1:]],
         "train_images_extracted": extracted,
         "train_extraction_seconds": extraction_seconds,

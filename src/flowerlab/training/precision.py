@@ -175,9 +175,9 @@ def _training_step(setup: ProbeSetup) -> Callable[[], Any]:
 
 
 def _extraction_step(setup: ProbeSetup) -> Callable[[], Any]:
-    from flowerlab.training.frozen_backbone import extraction_function, folds_batch_norms, split_frozen_backbone
+    from flowerlab.training.frozen_backbone import extraction_function, split_frozen_backbone
 
     model = _new_model(setup)
-    extract = extraction_function(split_frozen_backbone(model, fold=folds_batch_norms(model)).extractor)
+    extract = extraction_function(split_frozen_backbone(model).extractor)
     images, _ = _random_batch(setup)
     return lambda: extract(images).numpy()
