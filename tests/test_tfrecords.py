@@ -15,7 +15,6 @@ import pytest
 from photo_factory import photo_tree, write_jpeg
 from record_fields import decode_example, read_records
 
-from flowerlab.data import tfrecord_io
 from flowerlab.data.inventory import make_inventory
 from flowerlab.data.manifest import load_manifest, shard_paths
 from flowerlab.data.splits import Photo, assign_splits, plan_shards, shard_sizes, shard_split_counts, split_value
@@ -115,47 +114,19 @@ def test_plan_names_and_covers_every_photo_once():
 # ----------------------------------------------------------------------------- record format
 
 
-def test_crc32c_known_values():
-    assert tfrecord_io.crc32c(b"123456789") == 0xE3069283
-    assert tfrecord_io.crc32c(b"") == 0
-    data = os.urandom(5000)
-    for size in (1, 3, 4, 5, 1023, 1024, 1025, 2048, 5000):
-        assert tfrecord_io.crc32c(data[:size]) == tfrecord_io._crc32c_bytewise(data[:size]), size
-
-
-def test_records_and_files_equal_tensorflows(tmp_path):
-    tf = pytest.importorskip("tensorflow")
+def test_a_record_reads_back_with_every_field(tmp_path):
     fields = {"image": os.urandom(3000), "class_index": 2, "label": "rosés", "height": 16, "width": 16,
               "num_classes": 5, "photo_id": "ab" * 32, "source": "rosés/a b.jpg"}
-    ours = serialize_example(**fields)
-    one_hot = [0.0] * 5
-    one_hot[2] = 1.0
-    theirs = tf.train.Example(features=tf.train.Features(feature={
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[fields["image"]])),
-        "class": tf.train.Feature(int64_list=tf.train.Int64List(value=[2])),
-        "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=["rosés".encode()])),
-        "size": tf.train.Feature(int64_list=tf.train.Int64List(value=[16, 16])),
-        "one_hot_class": tf.train.Feature(float_list=tf.train.FloatList(value=one_hot)),
-        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[("ab" * 32).encode()])),
-        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=["rosés/a b.jpg".encode()])),
-    })).SerializeToString(deterministic=True)
-    assert ours == theirs
-    records = [ours, b"", os.urandom(70000)]
-    write_shard(tmp_path / "ours.tfrec", records)
-    with tf.io.TFRecordWriter(str(tmp_path / "theirs.tfrec")) as writer:
-        for record in records:
-            writer.write(record)
-    assert (tmp_path / "ours.tfrec").read_bytes() == (tmp_path / "theirs.tfrec").read_bytes()
-    assert list(read_records(tmp_path / "ours.tfrec")) == records  # TensorFlow reads ours, CRCs checked
-
-
-def test_negative_and_large_int64_encode_like_protobuf():
-    tf = pytest.importorskip("tensorflow")
-    values = [0, 1, 127, 128, 300, -1, -(2**63), 2**63 - 1]
-    ours = tfrecord_io.example_bytes({"v": tfrecord_io.int64_feature(values), "e": tfrecord_io.float_feature([])})
-    parsed = tf.train.Example.FromString(ours).features.feature
-    assert list(parsed["v"].int64_list.value) == values
-    assert list(parsed["e"].float_list.value) == []
+    record = serialize_example(**fields)
+    assert serialize_example(**fields) == record  # deterministic bytes
+    assert write_shard(tmp_path / "one.tfrec", [record, record]) == 2
+    read = list(read_records(tmp_path / "one.tfrec"))
+    assert read == [record, record]
+    assert decode_example(read[0]) == {
+        "image": fields["image"], "class": 2, "label": "rosés", "size": [16, 16],
+        "one_hot_class": [0.0, 0.0, 1.0, 0.0, 0.0], "id": "ab" * 32, "source": "rosés/a b.jpg"}
+    with pytest.raises(ValueError, match="class index 5"):
+        serialize_example(**{**fields, "class_index": 5})
 
 
 # ----------------------------------------------------------------------------- the stage
