@@ -54,13 +54,9 @@ def flowerlab_side(arch: str, manifest_path: Path, settings: BenchSettings, scra
     """flowerlab's training path for `arch`, its input cache filled (built in the child)."""
     from flowerlab_side import flowerlab_path
 
-    from flowerlab import devices
-    from flowerlab.data.manifest import load_manifest
-
-    device = devices.select_strategy("cpu")
-    path = flowerlab_path(arch, manifest_path, load_manifest(manifest_path), device, "none", settings, scratch)
+    path = flowerlab_path(arch, manifest_path, "none", settings, scratch)
     fill_cache(path.dataset)
-    return Side(arch, path.model, path.dataset, path.global_batch)
+    return Side(arch, path.model, path.dataset, path.run.batching.global_batch)
 
 
 def environment_for(setting: str) -> dict[str, str]:
@@ -98,7 +94,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         scratch = Path(scratch_name)
         manifest = make_quick_data(scratch / "quick", image_size=32)[1] if args.quick else args.manifest
         settings = BenchSettings(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps, rounds=args.rounds,
-                                 seed=1, precision="float32", threads=args.threads)
+                                 seed=1, precision="float32", threads=args.threads, accelerator="cpu")
         return [row for arch in args.archs for row in bench_arch(arch, manifest, settings, scratch)]
 
 
@@ -123,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="synthetic 32 px TFRecords, one round of 2 steps (CI)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.archs, args.batch_size, args.warmup, args.steps, args.rounds = ["squeezenet"], 8, 1, 2, 1
+        args.archs, args.batch_size, args.warmup, args.steps, args.rounds = ["dense"], 8, 1, 2, 1
     return run_script("bench_kernels", lambda: run(args), args.out, print_table, COLUMNS)
 
 

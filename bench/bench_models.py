@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         help="TensorFlow intra-op threads (0: leave TensorFlow's setting)",
     )
     parser.add_argument("--out", type=Path, help="also write the figures to this CSV file")
-    parser.add_argument("--quick", action="store_true", help="tiny images, 3 steps: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="tiny images, 3 steps, convnet (and squeezenet's batch norms): a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
-        args.image_size, args.batch_size, args.seconds, args.rounds = 32, 4, 0.0, 1
+        args.image_size, args.batch_size, args.seconds, args.rounds, args.archs = 32, 4, 0.0, 1, ["convnet"]
 
     from flowerlab.devices import configure_threads, cpu_bfloat16_kind, cpu_model_name
 

@@ -12,13 +12,12 @@ Measured in one run, on the same machine, thread limits and data:
          x / 255, the architecture written with plain Keras layers in float32 (squeezenet with
          `keras.layers.BatchNormalization`, MobileNetV2 from `keras.applications` with
          `weights=PATH`), `compile(Adam, categorical cross-entropy, accuracy)`, `fit`;
-* flowerlab: what `flowerlab train` runs: `flowerlab.models.build.build_model`, the precision
-         `auto` resolves to on this device (`flowerlab.devices`), `flowerlab.training.setup.compile_model`
-         and the datasets of `flowerlab.training.setup.make_datasets` on the manifest's TFRecords, with
-         the uint8 cache already filled (the study's steady state: its first epoch fills it and
+* flowerlab: what `flowerlab train` runs, by its own steps: `flowerlab.training.stage.prepare_run`
+         (device, the precision `auto` resolves to, batching), `stage.build_or_restore` (the model,
+         compiled) and `setup.make_datasets` on the manifest's TFRecords, with the uint8 cache already filled (the study's steady state: its first epoch fills it and
          is excluded from its images/s too). For a frozen-backbone model (`mobilenet_v2`, whose
          `flowerlab train` uses the feature cache, flowerlab.training.frozen_backbone) it is that path: the
-         BN-folded backbone's features of every training image, extracted from the TFRecords,
+         backbone's features of every training image, extracted from the TFRecords,
          then `--cache-epochs` epochs of head training on them (default 10, the course's).
 
 Each side trains the same batch size (flowerlab's per replica, as `flowerlab train`); the figure is steady-state images/s: `--steps` steps
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from child_side import ChildSide
-from common import default_photos, default_weights, make_quick_data, run_script
+from common import default_photos, default_weights, make_quick_data, run_script, study_config
 from flowerlab_side import feature_cache_side, flowerlab_path
 from plain_keras import check_photos, plain_image_count, plain_side
 from roofline import layer_costs
@@ -84,7 +83,6 @@ from flowerlab.errors import ConfigError
 
 logger = logging.getLogger("bench_training")
 
-DEFAULT_ARCHS = ("dense", "mobilenet_v2", "convnet", "squeezenet", "mobilenet_v2_finetune")
 QUICK_ARCHS = ("dense", "convnet", "squeezenet", "mobilenet_v2")
 
 
@@ -119,7 +117,7 @@ def weights_for(arch: str, weights: Path | None) -> tuple[str | None, str]:
 # The run
 
 
-def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[str, Any], device: Any,
+def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[str, Any],
                weights: str, settings: BenchSettings, scratch: Path) -> Measurement:
     import keras
 
@@ -127,44 +125,45 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
     from flowerlab.models.flops import FORWARD_ONLY, forward_flops, training_flops_factor
 
     keras.utils.set_random_seed(settings.seed)
-    fl = flowerlab_path(arch, manifest_path, manifest, device, weights, settings, scratch)
-    if not fl.feature_cache:
-        check_timed_steps(settings, fl.full_batches, fl.global_batch, f"{manifest_path}'s training records")
-    plain_images = plain_image_count(photos, image_size=fl.image_size, batch_size=settings.batch_size,
+    fl = flowerlab_path(arch, manifest_path, weights, settings, scratch)
+    cached, image_size, batch = fl.run.cached, fl.run.plan.image_size, fl.run.batching.global_batch
+    if not cached:
+        check_timed_steps(settings, fl.full_batches, batch, f"{manifest_path}'s training records")
+    plain_images = plain_image_count(photos, image_size=image_size, batch_size=settings.batch_size,
                                      seed=settings.seed)
     check_timed_steps(settings, plain_images // settings.batch_size, settings.batch_size,
                       f"{photos} (training subset)")
     # The baseline runs where TensorFlow has its own kernel defaults, as in a user's process.
     child = ChildSide("plain", kernels.tensorflow_defaults_environment(), plain_side,
-                      (arch, photos, fl.image_size, settings.batch_size, settings.seed, weights,
+                      (arch, photos, image_size, settings.batch_size, settings.seed, weights,
                        int(manifest["num_classes"])), settings)
     plain = child.side
     times = None
-    if fl.feature_cache:
-        flowerlab, times = feature_cache_side(arch, fl, device, settings)
+    if cached:
+        flowerlab, times = feature_cache_side(arch, fl, fl.run.device, settings)
     else:
         logger.info("%s: filled the pipeline's cache in %.1f s", arch, fill_cache(fl.dataset))
-        flowerlab = Side("flowerlab", fl.model, fl.dataset, fl.global_batch)
+        flowerlab = Side("flowerlab", fl.model, fl.dataset, batch)
     try:
         measure_sides([plain, flowerlab], settings)
     finally:
         child.close()
-    flops, _ = forward_flops(fl.model, fl.image_size)
+    flops, _ = forward_flops(fl.model, image_size)
     measurement = Measurement(
         arch=arch, plain_images_per_s=plain.images_per_second(), images_per_s=flowerlab.images_per_second(),
-        precision=fl.precision, image_size=fl.image_size, plain_parameters=child.info["parameters"],
+        precision=fl.run.precision, image_size=image_size, plain_parameters=child.info["parameters"],
         flowerlab_parameters=parameters(fl.model), forward_flops=flops,
         # With the cache the backbone's forward pass runs once per image for all the epochs.
         flops_factor=FORWARD_ONLY / settings.cache_epochs if times else training_flops_factor(fl.model),
         plain_flops_factor=child.info["flops_factor"],
         plain_kernels=child.info["kernels"]["library"], kernels=kernels.kernel_library(),
-        layer_costs=None if times else layer_costs(fl.model, fl.global_batch),
+        layer_costs=None if times else layer_costs(fl.model, batch),
         cache_epochs=settings.cache_epochs if times else None,
         extraction_images_per_s=times.extracted / times.extraction_seconds if times else None,
         head_images_per_s=times.head_images / times.head_seconds if times else None)
     logger.info("%s: plain %.1f, flowerlab %.1f images/s (%.2fx, %s), %.3f GFLOPs/image", arch,
                 measurement.plain_images_per_s, measurement.images_per_s,
-                measurement.images_per_s / measurement.plain_images_per_s, fl.precision, flops / 1e9)
+                measurement.images_per_s / measurement.plain_images_per_s, fl.run.precision, flops / 1e9)
     keras.backend.clear_session()  # free this architecture's models and graphs before the next
     return measurement
 
@@ -215,7 +214,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         verify_shards(manifest_path, "train")  # as flowerlab train: a corrupt shard is named now
         settings = BenchSettings(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps,
                                  rounds=args.rounds, seed=args.seed, precision=args.precision, threads=args.threads,
-                                 cache_epochs=args.cache_epochs)
+                                 cache_epochs=args.cache_epochs, accelerator=args.accelerator)
         device = devices.select_strategy(args.accelerator)
         size = args.matmul_size or (8192 if device.kind == "gpu" else 2048)
         dtypes = peak_dtypes(device.kind, args.precision)
@@ -234,7 +233,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             logger.info("%s: timing plain Keras and flowerlab, %d rounds of %d + %d steps of %d images", arch,
                         settings.rounds, settings.warmup, settings.steps, settings.batch_size)
             results.append(bench_arch(arch, photos=photos, manifest_path=manifest_path, manifest=manifest,
-                                      device=device, weights=weights, settings=settings, scratch=scratch))
+                                      weights=weights, settings=settings, scratch=scratch))
         # Measured again at the end and the better kept: a peak is what the chip can do, and on a
         # shared machine either measurement alone may fall on a busy moment.
         peaks = best_peaks(first_peaks, measure_peaks(dtypes, size=size, seconds=args.matmul_seconds))
@@ -260,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", type=Path, default=Path("results/data/manifest.json"),
                         help="manifest.json of the TFRecords (flowerlab side; default %(default)s)")
     parser.add_argument("--archs", nargs="+", default=None,
-                        help=f"architectures (default: the study's, {' '.join(DEFAULT_ARCHS)})")
+                        help="architectures (default: the study's, config/config.yaml)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="both sides (default %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=15, help="steps timed per fit call (default %(default)s)")
     parser.add_argument("--warmup", type=positive_int, default=3,
@@ -301,7 +300,7 @@ def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
             args.archs = [arch for arch in QUICK_ARCHS if arch != "mobilenet_v2" or args.weights is not None]
     else:
         args.photos = args.photos or default_photos()
-    args.archs = args.archs or list(DEFAULT_ARCHS)
+    args.archs = args.archs or study_config()["study"]
     return args
 
 

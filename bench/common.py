@@ -22,6 +22,17 @@ PRECISION_CACHE = REPO_ROOT / "resources" / "precision"  # where the workflow's 
 VALIDATION_SPLIT = 0.19  # the course's VALIDATION_SPLIT
 
 
+def study_config() -> dict[str, Any]:
+    """config/config.yaml with the schema's defaults filled in: the study's architectures, epochs
+    and batch sizes, as the workflow reads them (the one place they are written)."""
+    import yaml
+
+    from flowerlab.config import prepare_config
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
+    return prepare_config(config)
+
+
 def default_photos() -> Path:
     """$FLOWERLAB_REAL_DATA, else ../shared/data/flower_photos beside the repository (as tests/conftest.py)."""
     return Path(os.environ.get("FLOWERLAB_REAL_DATA") or DEFAULT_PHOTOS)
@@ -34,7 +45,7 @@ def default_weights() -> Path | None:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
-    """`rows` as CSV, atomically (a killed benchmark never leaves half a table for run_all to read)."""
+    """`rows` as CSV, atomically (a killed benchmark never leaves half a table)."""
     from flowerlab.filesystem import atomic_output
 
     with atomic_output(path, "w", newline="") as handle:

@@ -1,7 +1,7 @@
 """The flowerlab side of the training benchmark: exactly what `flowerlab train` runs, by its helpers.
 
 For a frozen-backbone model (`mobilenet_v2`, whose training uses the feature cache,
-flowerlab.training.frozen_backbone) that is the feature-cache path: the BN-folded backbone's
+flowerlab.training.frozen_backbone) that is the feature-cache path: the backbone's
 features of every training image, then the head's epochs on them, timed as a whole training.
 """
 
@@ -23,57 +23,34 @@ logger = logging.getLogger("bench_training")
 @dataclass(frozen=True)
 class FlowerlabPath:
     model: Any
-    dataset: Any
-    precision: str
-    image_size: int
-    global_batch: int
-    full_batches: int  # full batches in one epoch: the steps that can be timed
-    feature_cache: bool  # flowerlab train trains this model's head on cached backbone features
-    run: Any  # flowerlab.training.setup.TrainSettings, DataPlan and Batching of the side
-    plan: Any
-    batching: Any
+    dataset: Any  # one epoch of training batches
+    run: Any  # flowerlab.training.stage.Run: settings, plan, batching, device, precision
+
+    @property
+    def full_batches(self) -> int:  # full batches in one epoch: the steps that can be timed
+        return self.run.plan.train_records // self.run.batching.global_batch
 
 
-def flowerlab_path(arch: str, manifest_path: Path, manifest: dict[str, Any], device: Any, weights: str,
-                   settings: BenchSettings, scratch: Path) -> FlowerlabPath:
-    """Model and training dataset exactly as `flowerlab.training.stage.train` makes them (its helpers).
-
-    The dataset holds one epoch: only full batches of the first epoch are timed
-    (check_timed_steps), and every fit call starts a new iterator at its beginning.
-    """
+def flowerlab_path(arch: str, manifest_path: Path, weights: str, settings: BenchSettings, scratch: Path
+                   ) -> FlowerlabPath:
+    """Model and training dataset as `flowerlab train` makes them, by its own steps
+    (flowerlab.training.stage.prepare_run, build_or_restore; setup.make_datasets), for one epoch."""
     import keras
 
-    from flowerlab import devices
-    from flowerlab.models.build import build_model
-    from flowerlab.models.registry import get_spec
-    from flowerlab.training import frozen_backbone, setup
+    from flowerlab.training import setup, stage
 
-    spec = get_spec(arch)
-    hparams = setup.resolve_hparams({"epochs": 1, "batch_size": settings.batch_size,
-                                     "learning_rate": LEARNING_RATE, "augment": False,
-                                     "precision": settings.precision})
-    plan = setup.load_data_plan(manifest_path, manifest, setup.model_image_size(hparams, spec.default_image_size))
-    from flowerlab.training.precision import ProbeSetup, choose_precision
-
-    probe = ProbeSetup(arch, hparams, plan.image_size, plan.num_classes, settings.batch_size,
-                       cached_features=frozen_backbone.image_path_reason(spec, hparams, device.kind) is None,
-                       threads=settings.threads)
-    precision = devices.apply_precision(  # as `flowerlab train` in the workflow: the same cache
-        choose_precision(hparams["precision"], device.kind, probe, cache_dir=PRECISION_CACHE).policy)
-    batching = setup.plan_batches(arch, settings.batch_size, device.kind, device.replicas, plan.train_records)
-    run = setup.TrainSettings(arch=arch, manifest=manifest_path, out_dir=scratch / arch,
-                              checkpoint_dir=scratch / f"{arch}-checkpoints", hparams=hparams,
-                              seed=settings.seed, threads=settings.threads)
+    hparams = setup.resolve_hparams({"epochs": 1, "batch_size": settings.batch_size, "learning_rate": LEARNING_RATE,
+                                     "augment": False, "precision": settings.precision, "weights": weights})
+    run = stage.prepare_run(setup.TrainSettings(
+        arch=arch, manifest=manifest_path, out_dir=scratch / arch, checkpoint_dir=scratch / f"{arch}-checkpoints",
+        hparams=hparams, accelerator=settings.accelerator, seed=settings.seed, threads=settings.threads,
+        precision_cache=PRECISION_CACHE))
     try:
-        with device.strategy.scope():
-            model = build_model(arch, num_classes=plan.num_classes, image_size=plan.image_size, weights=weights)
-            setup.compile_model(model, hparams["learning_rate"])
+        model = stage.build_or_restore(run.settings, run.device, None, run.plan, run.weights, LEARNING_RATE)
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the plain side builds in float32
-    dataset, _ = setup.make_datasets(run, plan, batching, first_epoch=0)
-    cached = frozen_backbone.image_path_reason(spec, hparams, device.kind) is None
-    return FlowerlabPath(model, dataset, precision, plan.image_size, batching.global_batch,
-                         plan.train_records // batching.global_batch, cached, run, plan, batching)
+    dataset, _ = setup.make_datasets(run.settings, run.plan, run.batching, first_epoch=0)
+    return FlowerlabPath(model, dataset, run)
 
 
 @dataclass
@@ -97,11 +74,11 @@ def feature_cache_side(arch: str, fl: FlowerlabPath, device: Any, settings: Benc
     from flowerlab.training import frozen_backbone, setup
 
     with device.strategy.scope():
-        split = frozen_backbone.split_frozen_backbone(fl.model, fold=frozen_backbone.folds_batch_norms(fl.model))
+        split = frozen_backbone.split_frozen_backbone(fl.model)
         setup.compile_model(split.head, LEARNING_RATE)
     extract = frozen_backbone.extraction_function(split.extractor)
-    images, _, _ = frozen_backbone.image_datasets(fl.run, fl.plan, fl.batching)
-    batch, records, epochs = fl.global_batch, fl.plan.train_records, settings.cache_epochs
+    images, _, _ = frozen_backbone.image_datasets(fl.run.settings, fl.run.plan, fl.run.batching)
+    batch, records, epochs = fl.run.batching.global_batch, fl.run.plan.train_records, settings.cache_epochs
     warm = frozen_backbone.extract_features(extract, images.take(1), expected=min(batch, records),
                                           what=f"{arch}: warm-up batch")
     warm_order = np.concatenate([np.arange(warm.count), np.arange(max(1, warm.count // 2))])

@@ -1,8 +1,4 @@
-"""Timing training steps fairly: warm-up excluded, sides alternated, outliers named, the machine's peaks.
-
-Shared by bench_training.py (flowerlab against plain Keras) and bench_concurrency.py (trainings at
-once against one at a time).
-"""
+"""Timing training steps fairly: warm-up excluded, sides alternated, outliers named, the machine's peaks."""
 
 from __future__ import annotations
 
@@ -30,6 +26,7 @@ class BenchSettings:
     precision: str  # what the flowerlab side asks for ("auto" as the study)
     threads: int | None
     cache_epochs: int = 10  # head epochs per feature-cache round (the course's mobilenet_v2 recipe)
+    accelerator: str = "auto"  # what the flowerlab side asks `flowerlab train` for
 
 
 @dataclass

@@ -127,13 +127,3 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (workdir / "snakemake-run.log").write_text(result.stdout + result.stderr, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
-
-
-@pytest.fixture(scope="session")
-def quick_benchmarks(tmp_path_factory: pytest.TempPathFactory):
-    """`bench/run_all.py --quick`, run once: the run_all test checks the whole, and the tests of
-    the parts it runs with the same arguments as they would (pipeline, training, concurrency) check their
-    part's output there instead of running it a second time."""
-    from bench_scripts import run_all_quick
-
-    return run_all_quick(REPO_ROOT, tmp_path_factory.mktemp("quick-benchmarks"))

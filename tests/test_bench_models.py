@@ -38,21 +38,16 @@ def test_quick_benchmark_reports_every_configuration_against_its_baseline(
     assert [(row["comparison"], row["configuration"]) for row in rows] == [
         ("precision", "convnet float32"),
         ("precision", "convnet mixed_bfloat16"),
-        ("precision", "squeezenet float32"),
-        ("precision", "squeezenet mixed_bfloat16"),
         ("auto", "convnet auto"),
-        ("auto", "squeezenet auto"),
         ("batchnorm", "squeezenet keras BN float32"),
         ("batchnorm", "squeezenet fused BN float32"),
         ("optimizer", "convnet keras Adam float32"),
         ("optimizer", "convnet fused Adam float32"),
-        ("optimizer", "squeezenet keras Adam float32"),
-        ("optimizer", "squeezenet fused Adam float32"),
     ]
     measured = [row for row in rows if row["comparison"] != "auto"]
     assert all(float(row["images_per_second"]) > 0 and int(row["steps"]) >= 1 for row in measured)
     # The first configuration of each architecture in a comparison is its baseline.
-    assert [float(row["speedup_vs_baseline"]) for row in measured][::2] == [1.0] * 5
+    assert [float(row["speedup_vs_baseline"]) for row in measured][::2] == [1.0] * 3
     # precision auto's probe picks one of the two, and its pick is compared with the faster.
     for row in (row for row in rows if row["comparison"] == "auto"):
         assert row["policy"] in ("float32", "mixed_bfloat16") and 0 < float(row["auto_vs_faster"]) <= 1.0

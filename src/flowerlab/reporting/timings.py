@@ -6,15 +6,14 @@ this workflow), one row per repeat: `s` (wall seconds),
 `h:m:s`, `max_rss` (MB), ..., `cpu_time`, and in its extended format `rule_name` and `wildcards`.
 A figure it could not measure is written as `NA` (or `-`) and is read as missing, never as 0.
 
-Shared by the report (the "Time and benchmarks" section) and bench/bench_study.py, so that both
-read the same files the same way. No TensorFlow, no pandas: the standard library only.
+Read by the report's "Time" section. No TensorFlow, no pandas: the standard library only.
 """
 
 from __future__ import annotations
 
 import csv
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,20 +90,6 @@ def read_job(path: Path, folder: Path) -> Job:
     return Job(rule=rule, wildcards=wildcards, seconds=statistics.median(seconds),
                max_rss_mb=max(rss) if rss else None, cpu_seconds=statistics.median(cpu) if cpu else None,
                repeats=len(rows), file=relative.as_posix(), ended=path.stat().st_mtime)
-
-
-def slowest_first(jobs: Iterable[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda job: (-job.seconds, job.file))
-
-
-def read_jobs(folder: Path) -> list[Job]:
-    """Every `*.tsv` under `folder`, slowest first (whatever studies wrote there)."""
-    if not folder.is_dir():
-        raise DataError(f"benchmark folder {folder} not found: run the study first, or give its benchmarks folder")
-    files = sorted(folder.rglob("*.tsv"))
-    if not files:
-        raise DataError(f"no Snakemake benchmark files (*.tsv) under {folder}: has the study run here?")
-    return slowest_first(read_job(path, folder) for path in files)
 
 
 def tfrecords_benchmark(split: int | None) -> str:
