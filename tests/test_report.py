@@ -644,7 +644,7 @@ def render_caption(path: Path, config: dict, params: object = None, **wildcards:
     snakemake = types.SimpleNamespace(config=config, wildcards=types.SimpleNamespace(**wildcards), params=params)
     environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     text = environment.from_string(path.read_text()).render(snakemake=snakemake)
-    return publish_parts(text, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 5})[
+    return publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})[
         "body"
     ]
 
