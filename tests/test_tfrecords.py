@@ -232,7 +232,26 @@ def test_a_class_without_enough_photos_stops_with_its_name(tmp_path):
     root = tmp_path / "photos"
     photo_tree(root, {"cats": 5, "dogs": 1})
     (root / "empty").mkdir()
-    with pytest.raises(DataError, match=r"'dogs' \(1\), 'empty' \(0\)"):
+    with pytest.raises(DataError, match=r"'dogs' \(1 usable\), 'empty' \(0 usable\)"):
+        build(tmp_path, root)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_class_of_unusable_files_stops_with_the_reasons(tmp_path):
+    root = tmp_path / "photos"
+    photo_tree(root, {"cats": 5})
+    (root / "notes").mkdir()
+    for name in ("a.txt", "b.jpg"):
+        (root / "notes" / name).write_text("not a photo")
+    (root / "notes" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"'notes' \(0 usable; skipped: not_an_image 2, zero_bytes 1\)"):
+        build(tmp_path, root)
+
+
+def test_one_class_folder_cannot_make_a_classifier(tmp_path):
+    root = tmp_path / "photos"
+    photo_tree(root, {"cats": 5})
+    with pytest.raises(DataError, match=r"only one class folder, 'cats' \(5 usable\): a classifier needs at least two"):
         build(tmp_path, root)
     assert not (tmp_path / "out").exists()
 

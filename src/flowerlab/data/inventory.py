@@ -236,6 +236,9 @@ def class_warnings(classes: list[str], rows: list[Row]) -> list[str]:
     found = Counter(row.class_name for row in rows)
     kept = Counter(row.class_name for row in rows if row.status == KEPT)
     messages = []
+    if len(classes) == 1:
+        messages.append(f"only one class folder, {classes[0]!r}: a classifier needs at least two, the tfrecords "
+                        "stage will stop; put each class's photos in a folder of its own")
     for name in classes:
         if found[name] == 0:
             messages.append(

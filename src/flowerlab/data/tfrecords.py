@@ -126,8 +126,9 @@ def inventory_summary_path(inventory_csv: Path) -> Path:
     return inventory_csv.with_suffix(".json")
 
 
-def read_kept_photos(inventory_csv: Path, inventory_json: Path) -> tuple[list[str], list[Photo]]:
-    """Classes (from the JSON summary) and kept photos (from the CSV), cross-checked."""
+def read_kept_photos(inventory_csv: Path, inventory_json: Path) -> tuple[list[str], list[Photo], Counter]:
+    """Classes (from the JSON summary), kept photos (from the CSV), cross-checked, and how many
+    files of each class the inventory skipped and why ({(class, reason): files})."""
     rows = read_inventory_csv(inventory_csv)
     try:
         summary = json.loads(inventory_json.read_text(encoding="utf-8"))
@@ -142,28 +143,41 @@ def read_kept_photos(inventory_csv: Path, inventory_json: Path) -> tuple[list[st
             f"{len(rows)} rows: they come from different runs; rerun `flowerlab inventory`"
         )
     index = {name: position for position, name in enumerate(classes)}
-    photos = []
+    photos, skipped = [], Counter()
     for row in rows:
         if row.status != KEPT:
+            skipped[row.class_name, row.reason] += 1
             continue
         if row.class_name not in index:
             raise DataError(f"{inventory_csv}: kept photo {row.path} has class {row.class_name!r}, not among {classes}")
         photos.append(Photo(row.path, row.class_name, index[row.class_name], row.sha256))
-    return classes, photos
+    return classes, photos, skipped
 
 
-def check_trainable(classes: list[str], photos: list[Photo]) -> None:
-    """DataError naming every class that has fewer than 2 kept photos (or none at all)."""
+def check_trainable(classes: list[str], photos: list[Photo], skipped: Counter | None = None) -> None:
+    """DataError when the photos cannot make a classifier: fewer than two classes, or a class
+    with fewer than 2 kept photos (one per split), naming each such class with why the
+    inventory skipped its files."""
     if not classes:
         raise DataError("the inventory lists no classes")
+    skipped = skipped or Counter()
     counts = Counter(photo.class_name for photo in photos)
+
+    def described(name: str) -> str:
+        reasons = sorted((reason, files) for (owner, reason), files in skipped.items() if owner == name)
+        why = "; skipped: " + ", ".join(f"{reason} {files}" for reason, files in reasons) if reasons else ""
+        return f"{name!r} ({counts[name]} usable{why})"
+
+    if len(classes) < 2:
+        raise DataError(
+            f"only one class folder, {described(classes[0])}: a classifier needs at least two; put each "
+            "class's photos in a folder of its own under the photo folder, then rerun the inventory")
     short = [name for name in classes if counts[name] < MIN_KEPT_PER_CLASS]
     if short:
-        details = ", ".join(f"{name!r} ({counts[name]})" for name in short)
         raise DataError(
             f"class(es) with fewer than {MIN_KEPT_PER_CLASS} usable photos, which cannot be both trained "
-            f"and validated: {details}. Add photos to these class folders, or remove the folders, "
-            "then rerun the inventory"
+            f"and validated: {', '.join(map(described, short))}. Add photos to these class folders, or "
+            "remove the folders, then rerun the inventory"
         )
     seen: dict[str, str] = {}
     for photo in photos:
@@ -320,8 +334,8 @@ def build_tfrecords(
     check_settings(image_size, jpeg_quality, validation_fraction, shards, threads)
     if not root.is_dir():
         raise DataError(f"photo folder {root} not found")
-    classes, photos = read_kept_photos(inventory_csv, inventory_json)
-    check_trainable(classes, photos)
+    classes, photos, skipped = read_kept_photos(inventory_csv, inventory_json)
+    check_trainable(classes, photos, skipped)
     photos = assign_splits(photos, validation_fraction, seed)
     plan = plan_shards(photos, shards, validation_fraction, seed)
     check_split_sides(classes, photos)
