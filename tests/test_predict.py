@@ -54,8 +54,26 @@ def test_photos_and_folders_are_predicted_and_unreadable_files_get_their_reason(
     by_name = {Path(row["path"]).name: row for row in rows}
     assert by_name["red.jpg"]["class_1"] == "daisy" and by_name["green.png"]["class_1"] == "roses"
     assert float(by_name["red.jpg"]["probability_1"]) > float(by_name["red.jpg"]["probability_2"]) > 0
-    assert by_name["notes.txt"]["class_1"] == "" and "cannot identify image" in by_name["notes.txt"]["error"]
+    assert by_name["notes.txt"]["class_1"] == "" and by_name["notes.txt"]["error"] == "not_an_image: not an image file"
     assert sum(1 for r in results if r.error) == 1
+
+
+def test_files_are_judged_by_content_as_the_inventory_judges_them(published, tmp_path, caplog):
+    """An empty .jpg is `zero_bytes`, a photo named .txt is a photo; the summary counts files by reason."""
+    write_photo(tmp_path / "photo.png", color=(250, 10, 10), size=(20, 20))
+    (tmp_path / "photo.png").rename(tmp_path / "photo.txt")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    with caplog.at_level("INFO", logger="flowerlab.evaluation.predict"):
+        results = predict.predict(published, [tmp_path / "photo.txt", tmp_path / "empty.jpg", tmp_path / "notes.jpg"])
+    assert [result.error for result in results] == [None, "zero_bytes: the file is empty",
+                                                    "not_an_image: not an image file"]
+    assert "1 photo(s) predicted; 2 file(s) not: not_an_image 1, zero_bytes 1" in caplog.text
+
+
+def test_a_wrong_model_path_is_named_as_such(published, tmp_path):
+    with pytest.raises(DataError, match=r"model .*nothing\.keras not found: give a model\.keras the workflow wrote"):
+        predict.predict(tmp_path / "nothing.keras", [tmp_path])
 
 
 def test_json_output_and_top_k_capped_at_the_classes(published, tmp_path, capsys):

@@ -9,7 +9,9 @@ pipeline's decoding, scaling and resizing (flowerlab.data.pipeline.decode_photos
 of the validation split gets the probabilities the evaluation reported for its record. The
 classes, record size and JPEG quality come from the model's training.json beside it.
 
-A file that cannot be read as a photo gets a row with its reason and the others are still
+Every file is judged by its content as the inventory judges it (flowerlab.data.inventory:
+an empty file is `zero_bytes`, a file Pillow cannot identify `not_an_image`, whatever its
+name). One that is not a usable photo gets a row with its reason and the others are still
 predicted; the exit status is non-zero only when no photo at all could be predicted.
 """
 
@@ -21,6 +23,7 @@ import io
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +74,20 @@ def photo_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
+# The inventory's reasons (flowerlab.data.inventory), said for a reader of the predictions.
+REASONS = {"zero_bytes": "the file is empty", "not_an_image": "not an image file"}
+
+
 def prepared(files: Sequence[Path], card: ModelCard) -> Iterator[tuple[Path, bytes | None, str | None]]:
     """(file, the photo as its TFRecord holds it, None) or (file, None, why it cannot be read)."""
     from flowerlab.data.images import prepare_photo
+    from flowerlab.data.inventory import DEFAULT_MAX_PIXELS, inspect_file
 
     for path in files:
+        facts = inspect_file((str(path), DEFAULT_MAX_PIXELS, True))
+        if facts.problem:
+            yield path, None, f"{facts.problem}: {REASONS.get(facts.problem) or facts.detail}"
+            continue
         try:
             yield path, prepare_photo(path, card.record_size, card.jpeg_quality), None
         except (OSError, ValueError, SyntaxError) as error:  # Pillow's ways of refusing a file
@@ -135,6 +147,9 @@ def predict(model_path: Path, paths: Sequence[Path], *, training_json: Path | No
             output_format: str = "csv", out: Path | None = None) -> list[Prediction]:
     from flowerlab.evaluation.inputs import load_model
 
+    if not model_path.is_file():
+        raise DataError(f"model {model_path} not found: give a model.keras the workflow wrote, "
+                        "e.g. results/models/squeezenet/seed-1/model.keras")
     card = ModelCard.read(training_json or model_path.with_name("training.json"))
     files = photo_files(paths)
     if not files:
@@ -150,7 +165,10 @@ def predict(model_path: Path, paths: Sequence[Path], *, training_json: Path | No
     failed = [p for p in predictions if p.error]
     for prediction in failed:
         logger.warning("not predicted: %s (%s)", prediction.path, prediction.error)
-    logger.info("%d of %d photos predicted", len(predictions) - len(failed), len(predictions))
+    reasons = Counter(prediction.error.split(":")[0] for prediction in failed)
+    logger.info("%d photo(s) predicted%s", len(predictions) - len(failed),
+                f"; {len(failed)} file(s) not: " + ", ".join(f"{reason} {count}" for reason, count in
+                                                             sorted(reasons.items())) if failed else "")
     if len(failed) == len(predictions):
         raise DataError(f"none of the {len(predictions)} files could be read as a photo")
     return predictions
