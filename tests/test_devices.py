@@ -132,6 +132,15 @@ def test_auto_with_several_gpus_mirrors_them_with_memory_growth(error: BaseExcep
     assert {"memory_growth(gpu0)", "memory_growth(gpu1)", "make_mirrored_strategy(2)"} <= set(hardware.calls)
 
 
+def test_no_tpu_off_a_tpu_vm_is_not_news_but_a_silent_tpu_is(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="flowerlab.devices"):
+        Hardware(tpu_error=ValueError("Please provide a TPU Name to connect to.")).select("auto")
+    assert "no TPU" not in caplog.text  # TensorFlow's answer on every machine without a TPU
+    with caplog.at_level("INFO", logger="flowerlab.devices"):
+        Hardware(tpu_error=tf.errors.NotFoundError(None, None, "no TPU worker")).select("auto")
+    assert "no TPU: NotFoundError: no TPU worker" in caplog.text
+
+
 def test_one_gpu_uses_the_default_strategy() -> None:
     hardware = Hardware(gpus=["gpu0"])
     device = hardware.select("auto")

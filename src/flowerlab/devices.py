@@ -169,7 +169,10 @@ def _try_tpu(tpu_connect: Callable[[], Any]) -> Any | None:
     try:
         return tpu_connect()
     except TPU_NOT_FOUND_ERRORS as error:
-        logger.info("no TPU: %s: %s", type(error).__name__, error)
+        # Off a Cloud TPU VM the resolver has no TPU name to look for: the ordinary case, not
+        # news. A named TPU that does not answer is worth a line in the log.
+        ordinary = isinstance(error, ValueError) and "TPU Name" in str(error)
+        logger.log(logging.DEBUG if ordinary else logging.INFO, "no TPU: %s: %s", type(error).__name__, error)
         return None
 
 
