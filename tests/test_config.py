@@ -127,6 +127,7 @@ def test_a_bad_setting_stops_snakemake_before_any_job(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "config key 'accelerator'" in output and "allowed: auto, tpu, gpu, cpu" in output
+    assert "Traceback" not in output and 'File "' not in output  # the message alone, no code lines
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
 
 

@@ -57,8 +57,11 @@ def test_offline_the_run_names_the_setting_for_each_missing_download(tmp_path, m
     with pytest.raises(ConfigError) as error:
         check_downloads(config)
     message = str(error.value)
-    assert "models.mobilenet_v2.weights: PATH and models.mobilenet_v2_finetune.weights: PATH" in message
-    assert "data_source: PATH" in message and "config/smoke.yaml" in message
+    # as the user types them: one --config argument per top-level key, and as YAML
+    assert ("--config 'data_source=PHOTOS' 'models={mobilenet_v2: {weights: WEIGHTS.h5}, "
+            "mobilenet_v2_finetune: {weights: WEIGHTS.h5}}'") in message
+    assert "  models:\n    mobilenet_v2:\n      weights: WEIGHTS.h5\n    mobilenet_v2_finetune:" in message
+    assert "  data_source: PHOTOS\n" in message and "config/smoke.yaml" in message
 
 
 def test_files_already_fetched_or_reachable_pass_the_check(tmp_path, monkeypatch) -> None:
@@ -81,7 +84,9 @@ def test_offline_snakemake_stops_before_any_job(tmp_path) -> None:
     result = snakemake(workdir, "--cores", "1", "--config", "data_source=synthetic", "study=[mobilenet_v2]",
                        f"weights_url={CLOSED_PORT}", timeout=300)
     assert result.returncode != 0
-    assert "models.mobilenet_v2.weights: PATH" in result.stderr + result.stdout
+    output = result.stderr + result.stdout
+    assert "'models={mobilenet_v2: {weights: WEIGHTS.h5}}'" in output
+    assert "Traceback" not in output and 'File "' not in output  # the message alone
     assert not (workdir / "logs").exists() and not (workdir / "resources").exists()
 
 

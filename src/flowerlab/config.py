@@ -107,15 +107,36 @@ def fill_defaults(value: Any, node: dict, schema: dict) -> Any:
     return value
 
 
+def _nested(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """{"models.a.weights": P} -> {"models": {"a": {"weights": P}}}."""
+    tree: dict[str, Any] = {}
+    for key, value in settings.items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return tree
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
 def as_override(key: str, value: Any) -> str:
     """A setting in the form a user types it: `--config 'models={convnet: {epochs: 2}}'` for the
     dotted key `models.convnet.epochs` (Snakemake's --config takes only a top-level key)."""
-    top, *rest = key.split(".")
-    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
-    text = text.removesuffix("\n...").strip()
-    for part in reversed(rest):
-        text = f"{{{part}: {text}}}"
-    return f"--config '{top}={text}'"
+    return as_overrides({key: value})
+
+
+def as_overrides(settings: Mapping[str, Any]) -> str:
+    """Several dotted settings as one --config argument list, keys under one top-level key merged."""
+    return "--config " + " ".join(f"'{top}={_flow(value)}'" for top, value in _nested(settings).items())
+
+
+def as_yaml(settings: Mapping[str, Any]) -> str:
+    """The same settings as lines of a config file (block style, indented by two)."""
+    return "\n".join("  " + line for line in yaml.safe_dump(_nested(settings), sort_keys=False).splitlines())
 
 
 def _did_you_mean(name: Any, choices: Collection[str]) -> str:
@@ -369,19 +390,19 @@ def weights_file(config: dict, arch: str) -> str | None:
 
 
 def missing_downloads(config: dict, planned: Collection[str] | None = None) -> list[tuple[str, str]]:
-    """[(url, what to set instead)] for each file this run would download and has not yet;
-    with `planned` (the outputs of the jobs the run will execute), only those among them."""
+    """[(url, {dotted key: placeholder} to set instead)] for each file this run would download
+    and has not yet; with `planned` (the outputs of the jobs the run will execute), only those
+    among them. PHOTOS: a folder with one subfolder per class; WEIGHTS.h5: the backbone's ImageNet
+    weights without its top."""
     def needed(path: str) -> bool:
         return not Path(path).is_file() and (planned is None or path in planned)
 
     missing = []
     if config["data_source"] == "official" and not Path(photos_dir(config)).is_dir() and needed(PHOTOS_ARCHIVE):
-        missing.append((config["download"]["url"],
-                        "data_source: PATH (a folder with one subfolder per class) or data_source: synthetic"))
+        missing.append((config["download"]["url"], {"data_source": "PHOTOS"}))
     for path, download in imagenet_weights_files(config).items():
         if needed(path):
-            missing.append((download.url, " and ".join(f"models.{arch}.weights: PATH" for arch in download.archs)
-                            + " (a local .h5 of the backbone's ImageNet weights without its top)"))
+            missing.append((download.url, {f"models.{arch}.weights": "WEIGHTS.h5" for arch in download.archs}))
     return missing
 
 
@@ -403,14 +424,18 @@ def check_downloads(config: dict, planned: Collection[str] | None = None) -> Non
     """Stop a run at its start, before any job, when it needs a download it cannot make (among
     the `planned` outputs, when given): one message naming, for each, the setting that makes
     the run work without it."""
-    problems = [(url, setting, why) for url, setting in missing_downloads(config, planned)
+    problems = [(url, settings, why) for url, settings in missing_downloads(config, planned)
                 if (why := unreachable(url))]
     if problems:
-        lines = [f"  - {url} ({why}): set {setting}" for url, setting, why in problems]
+        settings = {key: value for _, wanted, _ in problems for key, value in wanted.items()}
+        cannot = "\n".join(f"  - {url} ({why})" for url, _, why in problems)
         raise ConfigError(
-            "this run must download files it cannot reach (offline?); nothing was run. Instead:\n"
-            + "\n".join(lines)
-            + "\n  or run the offline smoke study: snakemake --cores 2 --configfile config/smoke.yaml"
+            f"this run must download files it cannot reach (offline?); nothing was run:\n{cannot}\n"
+            "Point it at local copies instead (PHOTOS: a folder with one subfolder per class; WEIGHTS.h5: "
+            "the backbone's ImageNet weights without its top), on the command line:\n"
+            f"  snakemake --cores 8 {as_overrides(settings)}\n"
+            f"or in a config file given with --configfile:\n{as_yaml(settings)}\n"
+            "or run the offline smoke study: snakemake --cores 2 --configfile config/smoke.yaml"
         )
 
 

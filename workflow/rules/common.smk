@@ -14,6 +14,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from flowerlab.cli import code_version
+from flowerlab.errors import FlowerlabError
 from flowerlab.config import (
     check_downloads,
     cluster_resources,
@@ -30,12 +31,23 @@ from flowerlab.replicates import NAME_PATTERN as REPLICATE_PATTERN
 from flowerlab.replicates import parse as parse_replicate
 from flowerlab.replicates import split_name
 
+
+def stop(error):
+    """End the run on a configuration or input error with its message alone: the message says
+    what to change, and Snakemake would add traceback lines of this file to it."""
+    print(f"flowerlab: {error}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 # Coerce --config strings, fill defaults and validate against workflow/schemas/config.schema.yaml;
 # a bad setting stops here with one message naming the key, before any job runs.
 # Workflow files are found beside this file, not in the working directory, so the workflow runs
 # from any folder, with --directory, and as a module of another workflow.
 WORKFLOW_DIR = Path(workflow.current_basedir).parent
-prepare_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
+try:
+    prepare_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
+except FlowerlabError as error:
+    stop(error)
 
 STUDY = config["study"]
 # Every (architecture, replicate) trained and evaluated: results/models/{arch}/{replicate}/.
@@ -140,6 +152,18 @@ def planned_trainings(planned):
         for arch, rep in RUNS
         if f"results/models/{arch}/{rep.name}/training.json" in planned
     ]
+
+
+def before_the_first_job():
+    """What a run checks and says once its DAG is built: a download it cannot make stops it
+    (flowerlab.config.check_downloads), then it says how long its trainings will take.
+    """
+    planned = planned_outputs()
+    try:
+        check_downloads(config, planned)
+    except FlowerlabError as error:
+        stop(error)
+    print_training_estimate(planned)
 
 
 def print_training_estimate(planned):
