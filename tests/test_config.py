@@ -146,6 +146,20 @@ def test_flowerlab_config_prints_the_merged_configuration_with_every_default(cap
     assert shown["evaluation"]["latency_runs"] == 5
 
 
+def test_flowerlab_config_takes_overrides_as_snakemake_does(capsys, repo_root):
+    import yaml
+
+    from flowerlab.config import cli
+
+    base = ["config", "--base", str(repo_root / "config/config.yaml")]
+    assert cli([*base, "--config", "models={convnet: {epochs: 2}}", "seeds=[1]", "data_source=synthetic"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["models"]["convnet"]["epochs"] == 2 and shown["seeds"] == [1]  # typed, as in a run
+    assert shown["models"]["convnet"]["batch_size"] == 32  # the rest of the entry kept
+    assert cli([*base, "--config", "seeds=1"]) == 1  # the same check, the same message, as a run
+    assert "write a list, --config 'seeds=[1]'" in capsys.readouterr().err
+
+
 def test_the_commands_take_their_defaults_from_the_schema():
     """One place of defaults: a changed schema default changes the command's default."""
     from flowerlab import schema

@@ -19,7 +19,7 @@ import copy
 import difflib
 import math
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,15 +288,21 @@ def photos_dir(config: dict) -> str:
     return str(Path(source).expanduser().resolve())
 
 
-def resolved_config(configfiles: list[Path]) -> dict:
-    """The configuration a run with these config files uses: merged in order (by Snakemake's own
-    `update_config`, as `--configfile` merges them), defaults filled, checked."""
+def resolved_config(configfiles: list[Path], overrides: Sequence[str] = ()) -> dict:
+    """The configuration a run with these config files and `--config KEY=VALUE` overrides uses:
+    merged in order and parsed by Snakemake's own functions (`update_config`, `parse_config`), as
+    `snakemake --configfile ... --config ...` merges them; defaults filled, checked."""
+    from snakemake.cli import parse_config
     from snakemake.utils import update_config
 
     config: dict = {}
     for path in configfiles:
         with open(path, encoding="utf-8") as handle:
             update_config(config, yaml.safe_load(handle) or {})
+    try:
+        update_config(config, parse_config(list(overrides)))
+    except ValueError as error:  # Snakemake's words for an entry without KEY=
+        raise ConfigError(f"--config: {error}") from None
     return prepare_config(config)
 
 
@@ -307,17 +313,21 @@ def cli(argv: list[str]) -> int:
     from flowerlab.console import run_command
 
     parser = argparse.ArgumentParser(
-        prog=f"flowerlab {argv[0]}",
+        prog=f"flowerlab {argv[0]}", allow_abbrev=False,
         description="Print the configuration a run uses: config/config.yaml, then each --configfile over it, "
-        "with the schema's defaults filled in and every key checked.",
+        "then the --config overrides, with the schema's defaults filled in and every key checked.",
     )
     parser.add_argument("--configfile", type=Path, action="append", default=[],
                         help="a config file over config/config.yaml (repeatable, as snakemake's)")
+    parser.add_argument("--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="overrides, exactly as snakemake --config takes them, "
+                             "e.g. --config 'models={convnet: {epochs: 2}}' 'seeds=[1]'")
     parser.add_argument("--base", type=Path, default=Path("config/config.yaml"), help="the study's config file")
     args = parser.parse_args(argv[1:])
 
     def show() -> None:
-        print(yaml.safe_dump(resolved_config([args.base, *args.configfile]), sort_keys=False), end="")
+        config = resolved_config([args.base, *args.configfile], args.config)
+        print(yaml.safe_dump(config, sort_keys=False), end="")
 
     return run_command(argv[0], show)
 
