@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -47,7 +48,9 @@ def train_command(manifest: Path, folder: Path, checkpoint_dir: Path, hparams: d
             "--hparams", json.dumps(hparams), "--accelerator", "cpu", "--seed", "5", "--threads", "2"]
 
 
-def kill_after_first_checkpoint(command: list[str], checkpoint_dir: Path, log: Path) -> None:
+def kill_after_first_checkpoint(command: list[str], checkpoint_dir: Path, log: Path,
+                                how: signal.Signals = signal.SIGKILL) -> int:
+    """Send `how` to the training once its first checkpoint is there; its exit status."""
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 120
@@ -56,11 +59,13 @@ def kill_after_first_checkpoint(command: list[str], checkpoint_dir: Path, log: P
             assert process.poll() is None, f"training exited ({process.returncode}) before a checkpoint:\n{log.read_text()}"
             assert time.monotonic() < deadline, "no checkpoint after 120 s"
             time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(how)
+        process.wait(timeout=60)
     finally:
         process.kill()
         process.wait()
-    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert process.returncode != 0, "training finished before it could be stopped"
+    return process.returncode
 
 
 @pytest.mark.slow
@@ -71,7 +76,7 @@ def test_killed_training_resumes_at_the_next_epoch_and_a_changed_hparam_starts_f
     checkpoint_dir = tmp_path / "checkpoints"
     command = train_command(manifest, tmp_path, checkpoint_dir, hparams)
 
-    kill_after_first_checkpoint(command, checkpoint_dir, tmp_path / "killed.log")
+    assert kill_after_first_checkpoint(command, checkpoint_dir, tmp_path / "killed.log") == -signal.SIGKILL
     assert not (tmp_path / "model" / "training.json").exists()
     saved = checkpoints.find_checkpoint(checkpoint_dir, _any_fingerprint(checkpoint_dir))
     assert saved is not None and 1 <= saved.epoch < epochs
@@ -95,6 +100,20 @@ def test_killed_training_resumes_at_the_next_epoch_and_a_changed_hparam_starts_f
     record = json.loads((tmp_path / "changed" / "model" / "training.json").read_text())
     assert record["resumed_from_epoch"] == 0
     assert [int(row["epoch"]) for row in history(tmp_path / "changed" / "model")] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_stopped_training_says_that_a_rerun_resumes_it(manifest: Path, tmp_path: Path) -> None:
+    """SIGTERM, as Snakemake and SLURM stop a job: the training says what it keeps and what a
+    rerun does, then ends with Ctrl-C's status."""
+    checkpoint_dir = tmp_path / "checkpoints"
+    command = train_command(manifest, tmp_path, checkpoint_dir, {"epochs": 30, "batch_size": 16})
+    log = tmp_path / "stopped.log"
+    assert kill_after_first_checkpoint(command, checkpoint_dir, log, signal.SIGTERM) == 130
+    text = log.read_text()
+    assert re.search(rf"dense interrupted after \d+ of 30 epochs: its checkpoint in {re.escape(str(checkpoint_dir))} "
+                     r"is kept; running the workflow \(or this command\) again resumes from it", text), text
+    assert "Traceback" not in text and any(checkpoint_dir.glob("epoch-*"))
 
 
 def _any_fingerprint(checkpoint_dir: Path) -> str:

@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -290,12 +291,36 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     model = build_or_restore(settings, run.device, run.resume, run.plan, run.weights,
                              run.schedule(run.session.initial_epoch))
     recorder = EpochRecorder(images_per_epoch=run.batching.images_per_epoch, rows=run.session.prior_rows)
-    cache_record = fit(run, model, make_callbacks(run, recorder, extra_callbacks), recorder)
+    try:
+        cache_record = fit(run, model, make_callbacks(run, recorder, extra_callbacks), recorder)
+    except KeyboardInterrupt:
+        logger.warning("%s", interruption_note(run, len(recorder.rows)))
+        raise
     record = finish(run, model, recorder.rows, cache_record)
     logger.info("%s: best val_accuracy %s, final %s, %.0f s; outputs in %s", settings.arch,
                 _fmt(record["best_val_accuracy"]), _fmt(record["final_val_accuracy"]), record["wall_seconds"],
                 settings.out_dir)
     return record
+
+
+def interruption_note(run: Run, epochs_done: int) -> str:
+    """What an interrupted training leaves and what a rerun does with it."""
+    what = f"{run.settings.arch} interrupted after {epochs_done} of {run.epochs} epochs"
+    if run.cached:
+        return f"{what}: the feature cache keeps no checkpoints (its head trains in seconds); a rerun starts it again"
+    if not epochs_done:
+        return f"{what}: no checkpoint yet; a rerun starts it again"
+    return (f"{what}: its checkpoint in {run.settings.checkpoint_dir} is kept; running the workflow (or this "
+            "command) again resumes from it")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (how Snakemake and SLURM stop a job) as KeyboardInterrupt, so that the training
+    says what it leaves behind before it ends, as on Ctrl-C."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _fmt(value: float | None) -> str:
@@ -368,4 +393,5 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 def cli(argv: list[str]) -> int:
     args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
     configure_logging()
+    stop_on_sigterm()
     return run_command(argv[0], lambda: train(settings_from_args(args)))
