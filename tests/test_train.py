@@ -263,3 +263,21 @@ def test_steady_state_rate_excludes_each_sessions_first_epoch() -> None:
 def test_history_csv_has_every_column_and_blank_for_missing() -> None:
     text = records.history_csv([{"epoch": 1, "loss": 0.5, "accuracy": None}])
     assert text.splitlines() == [",".join(records.HISTORY_COLUMNS), "1,0.5,,,,,,"]
+
+
+def test_each_epoch_line_says_how_long_the_rest_will_take(caplog: pytest.LogCaptureFixture) -> None:
+    """From this process's epochs after its first (which traces and fills the cache)."""
+    from flowerlab.training.callbacks import EpochLogger, EpochRecorder
+
+    recorder = EpochRecorder(images_per_epoch=100, rows=[])
+    epoch_logger = EpochLogger(recorder, epochs=10)
+    with caplog.at_level("INFO", logger="flowerlab.training.callbacks"):
+        for epoch, seconds in enumerate([50.0, 30.0, 32.0], start=1):
+            recorder.rows.append({"epoch": epoch, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0,
+                                  "val_accuracy": 0.5, "learning_rate": 1e-3, "epoch_seconds": seconds,
+                                  "images_per_second": 100 / seconds})
+            epoch_logger.on_epoch_end(epoch - 1)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].endswith("2 img/s, about 7 min 30 s left")  # 9 epochs x the first's 50 s
+    assert lines[1].endswith(", about 4 min 00 s left")  # 8 x 30 s
+    assert lines[2].endswith(", about 3 min 37 s left")  # 7 x 31 s

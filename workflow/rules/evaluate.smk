@@ -14,6 +14,8 @@ rule evaluate_model:
         "logs/evaluate_model/{arch}/{replicate}.log",
     benchmark:
         "benchmarks/evaluate_model/{arch}/{replicate}.tsv"
+    message:
+        "Evaluating {wildcards.arch} {wildcards.replicate} on the validation photos; log: {log}"
     conda:
         "../../environment.yml"
     threads: run_cores()

@@ -40,6 +40,10 @@ rule train_model:
         "logs/train_model/{arch}/{replicate}.log",
     benchmark:
         "benchmarks/train_model/{arch}/{replicate}.tsv"
+    message:
+        "Training {wildcards.arch} {wildcards.replicate} for {params.epochs} epochs; its epochs, images/s"
+        " and time left go to {log} (tail -f {log}). Stopped, it keeps its last epoch's checkpoint and"
+        " the next run resumes from it."
     conda:
         "../../environment.yml"
     threads: run_cores()
@@ -52,6 +56,7 @@ rule train_model:
     params:
         code=training_code,
         hparams=hparams_json,
+        epochs=lambda wildcards: config["models"][wildcards.arch]["epochs"],
         accelerator=config["accelerator"],
         seed=lambda wildcards: parse_replicate(wildcards.replicate).seed,
         deterministic="--deterministic" if config["deterministic"] else "",

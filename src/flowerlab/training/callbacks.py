@@ -106,8 +106,9 @@ class EpochCheckpointer(keras.callbacks.Callback):
         logger.debug("checkpoint %s written in %.2f s", path, time.perf_counter() - started)
 
 
-def format_epoch(row: Mapping[str, Any], epochs: int) -> str:
-    """'epoch 3/20 loss 0.8123 acc 0.6512 val_loss 0.9012 val_acc 0.6100 lr 1.00e-03 12.3 s 243 img/s'."""
+def format_epoch(row: Mapping[str, Any], epochs: int, left_seconds: float | None = None) -> str:
+    """'epoch 3/20 loss 0.8123 acc 0.6512 val_loss 0.9012 val_acc 0.6100 lr 1.00e-03 12.3 s 243 img/s',
+    then ', about 3 min 30 s left' when `left_seconds` is given."""
 
     def number(value: Any, spec: str) -> str:
         return "n/a" if value is None else format(value, spec)
@@ -117,7 +118,16 @@ def format_epoch(row: Mapping[str, Any], epochs: int) -> str:
         f"val_loss {number(row['val_loss'], '.4f')} val_acc {number(row['val_accuracy'], '.4f')} "
         f"lr {number(row['learning_rate'], '.2e')} {row['epoch_seconds']:.1f} s "
         f"{number(row['images_per_second'], '.0f')} img/s"
+        + (f", about {_duration(left_seconds)} left" if left_seconds is not None and row["epoch"] < epochs else "")
     )
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -127,6 +137,13 @@ class EpochLogger(keras.callbacks.Callback):
         super().__init__()
         self.recorder = recorder
         self.epochs = epochs
+        self.seen = 0  # epochs this process trained
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        logger.info(format_epoch(self.recorder.rows[-1], self.epochs))
+        self.seen += 1
+        row = self.recorder.rows[-1]
+        # This process's epochs after its first (which traces the graph and fills the input
+        # cache) say best what the rest will take; the first alone when there is no other.
+        own = [r["epoch_seconds"] for r in self.recorder.rows[-self.seen:]]
+        typical = sum(own[1:]) / len(own[1:]) if len(own) > 1 else own[0]
+        logger.info(format_epoch(row, self.epochs, typical * (self.epochs - int(row["epoch"]))))
