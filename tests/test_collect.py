@@ -11,7 +11,7 @@ import pytest
 
 from flowerlab.cli import main
 from flowerlab.errors import DataError
-from flowerlab.evaluation import collect
+from flowerlab.evaluation import collect, summaries
 
 EXPECTED_COLUMNS = [
     "arch",
@@ -46,6 +46,7 @@ EXPECTED_COLUMNS = [
     "training_device",
     "precision",
     "training_code",
+    "data_source",
 ]
 
 
@@ -133,6 +134,18 @@ def test_row_has_every_column_with_units_and_converted_figures() -> None:
     assert row["precision"] == "float32"
     assert row["best_val_accuracy"] == pytest.approx(0.89)
     assert row["training_code"] == "ab12ab12ab12"
+
+
+def test_synthetic_photos_are_not_compared_with_the_course() -> None:
+    """The course's figures are for flower photos: a run on generated ones has no course figure,
+    hence no placement against it in the architectures table."""
+    real = evaluation("convnet", 0.8)
+    synthetic = {**real, "training": {**real["training"], "data_source": "synthetic"}}
+    assert collect.metrics_row(real)["course_val_accuracy"] == 0.7043
+    row = collect.metrics_row(synthetic)
+    assert row["data_source"] == "synthetic" and row["course_val_accuracy"] is None
+    (table,) = summaries.architecture_rows([row])
+    assert table["course_val_accuracy"] is None and table["course_placement"] is None
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,15 @@ def test_files_are_judged_by_content_as_the_inventory_judges_them(published, tmp
     assert "1 photo(s) predicted; 2 file(s) not: not_an_image 1, zero_bytes 1" in caplog.text
 
 
+def test_a_model_of_synthetic_photos_says_so(published, tmp_path, caplog):
+    record = published.with_name("training.json")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "data_source": "synthetic"}))
+    write_photo(tmp_path / "daisy.jpg", color=(250, 250, 250), size=(20, 20))
+    with caplog.at_level("WARNING", logger="flowerlab.evaluation.predict"):
+        predict.predict(published, [tmp_path / "daisy.jpg"])
+    assert "this model learnt synthetic photos (generated shapes, a smoke run), not flowers" in caplog.text
+
+
 def test_a_wrong_model_path_is_named_as_such(published, tmp_path):
     with pytest.raises(DataError, match=r"model .*nothing\.keras not found: give a model\.keras the workflow wrote"):
         predict.predict(tmp_path / "nothing.keras", [tmp_path])

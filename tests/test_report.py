@@ -183,10 +183,16 @@ def test_throughput_marks_a_missing_measurement_instead_of_failing() -> None:
 def test_learning_curves_one_column_per_architecture_with_a_band_across_runs() -> None:
     from matplotlib.collections import PolyCollection
 
-    figure = figures.learning_curves(histories({"dense": 3, "convnet": 5}, seeds=(1, 2, 3)))
+    table = pd.DataFrame({"arch": ["dense", "convnet"], "course_val_accuracy": [None, 0.704]})
+    figure = figures.learning_curves(histories({"dense": 3, "convnet": 5}, seeds=(1, 2, 3)), table)
     assert len(figure.axes) == 4
     assert [ax.get_title() for ax in figure.axes[:2]] == ["dense (3 runs)", "convnet (3 runs)"]
     assert len(figure.axes[1].lines) == 3  # train, validation (means), the course's accuracy for convnet
+    # on synthetic photos the table has no course figure, and the curves none either
+    convnet = histories({"convnet": 5}, seeds=(1, 2, 3))
+    with_course = len(figures.learning_curves(convnet, table).axes[0].lines)
+    synthetic = figures.learning_curves(convnet, table.assign(course_val_accuracy=None))
+    assert len(synthetic.axes[0].lines) == with_course - 1  # no course line
     assert sum(isinstance(c, PolyCollection) for c in figure.axes[0].collections) == 2  # the two bands
     single = figures.learning_curves(histories({"dense": 1}))
     assert len(single.axes) == 2 and single.axes[0].get_title() == "dense (1 run)"

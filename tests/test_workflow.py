@@ -48,6 +48,11 @@ def test_smoke_study_builds_every_stage(smoke_study):
     mcnemar = list(csv.DictReader((results / "mcnemar.csv").read_text(encoding="utf-8").splitlines()))
     assert len(mcnemar) == 3 * 2  # three pairs of architectures, on each of the two seeds' photos
     assert (results / "report" / "index.html").stat().st_size > 0
+    # Generated photos say so everywhere, and are never compared with the course's flowers.
+    assert manifest["data_source"] == "synthetic" and {row["data_source"] for row in metrics} == {"synthetic"}
+    assert all(not row["course_val_accuracy"] and not row["course_placement"] for row in architectures)
+    assert "SYNTHETIC PHOTOS" in (results / "report" / "index.html").read_text(encoding="utf-8")
+    assert "SYNTHETIC PHOTOS" in (results / "report" / "report.html").read_text(encoding="utf-8")
     assert (results / "report" / "report.html").stat().st_size > 0
     assert list((results / "figures").glob("*.png")) and list((results / "figures").glob("*.svg"))
     assert list((smoke_study / "logs").rglob("*.log"))

@@ -106,13 +106,16 @@ rule make_tfrecords:
         shards=config["data"]["shards"],
         # data.seed, or the split seed of a repeated split (rule make_split_tfrecords)
         seed=lambda wildcards: int(wildcards.get("split", config["data"]["seed"])),
+        # what the photos are, recorded in the manifest and from there in every model and report
+        data_source=config["data_source"],
     shell:
         "flowerlab tfrecords --root {params.root:q} --inventory {input.inventory:q}"
         " --inventory-json {input.inventory_summary:q}"
         " --out-dir {output.shards:q} --manifest {output.manifest:q}"
         " --image-size {params.image_size} --jpeg-quality {params.quality}"
         " --validation-fraction {params.fraction} --shards {params.shards}"
-        " --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+        " --seed {params.seed} --data-source {params.data_source:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 # data.split_seeds: one more train/validation split per seed, each with its own TFRecords, so

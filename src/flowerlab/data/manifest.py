@@ -23,6 +23,9 @@ DEFAULT_SHARD_DIR = "tfrecords"  # manifest key "shard_dir" overrides it (relati
 
 
 
+# The data_source of generated photos (flowerlab.data.synthetic): no flowers, no comparison with the course.
+SYNTHETIC = "synthetic"
+
 def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and sanity-check a manifest.json; DataError naming the problem otherwise."""
     path = Path(path)
@@ -68,7 +71,7 @@ def shard_paths(manifest_path: str | os.PathLike[str], split: str) -> list[str]:
 
 
 def manifest_for(classes: list[str], photos: list[Photo], shards: list[dict[str, Any]], settings: dict[str, Any],
-                 inventory_sha256: str, shard_dir: str) -> dict[str, Any]:
+                 inventory_sha256: str, shard_dir: str, data_source: str) -> dict[str, Any]:
     splits = {}
     for split in SPLITS:
         counts = Counter(photo.class_name for photo in photos if photo.split == split)
@@ -80,6 +83,9 @@ def manifest_for(classes: list[str], photos: list[Photo], shards: list[dict[str,
         "num_classes": len(classes),
         "image_size": settings["image_size"],
         "inventory_sha256": inventory_sha256,
+        # What the photos are: "official" (the course's archive), "synthetic" (generated for
+        # smoke runs, no flowers), or the local folder they came from.
+        "data_source": data_source,
         "split_rule": SPLIT_RULE,
         "splits": splits,
         "shard_dir": shard_dir,

@@ -326,8 +326,10 @@ def build_tfrecords(
     threads: int = 1,
     inventory_json: str | os.PathLike[str] | None = None,
     chunksize: int = DEFAULT_CHUNKSIZE,
+    data_source: str | None = None,
 ) -> dict[str, Any]:
-    """Write the shards into `out_dir` and the manifest to `manifest_path`; return the manifest."""
+    """Write the shards into `out_dir` and the manifest to `manifest_path`; return the manifest.
+    `data_source` says what the photos are, as the config's data_source (default: the folder)."""
     root, out_dir, manifest_path = Path(root), Path(out_dir), Path(manifest_path)
     inventory_csv = Path(inventory_csv)
     inventory_json = Path(inventory_json) if inventory_json else inventory_summary_path(inventory_csv)
@@ -353,7 +355,8 @@ def build_tfrecords(
     settings = {"image_size": image_size, "jpeg_quality": jpeg_quality, "validation_fraction": validation_fraction,
                 "shards": shards, "seed": seed}
     shard_dir = os.path.relpath(out_dir, manifest_path.parent).replace(os.sep, "/")
-    manifest = manifest_for(classes, photos, entries, settings, sha256_file(inventory_csv), shard_dir)
+    manifest = manifest_for(classes, photos, entries, settings, sha256_file(inventory_csv), shard_dir,
+                            data_source or str(root.resolve()))
     filesystem.write_json(manifest_path, manifest)
     logger.info(
         "wrote %d records (%d train, %d validation) in %d shards to %s in %.1f s (%.0f images/s)",
@@ -383,6 +386,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=schema.default("data", "seed"),
                         help="decides the split and the record order")
     parser.add_argument("--threads", type=thread_count, default=1, help="worker processes")
+    parser.add_argument("--data-source", default=None,
+                        help="what the photos are, as the config's data_source: official, synthetic or their "
+                             "folder (recorded in the manifest, and from there in every model and report; "
+                             "default: the --root folder)")
     parser.add_argument("--chunksize", type=positive_int, default=DEFAULT_CHUNKSIZE,
                         help="photos per worker task (default %(default)s)")
     return parser
@@ -395,4 +402,5 @@ def cli(argv: list[str]) -> int:
         args.root, args.inventory, args.out_dir, args.manifest, image_size=args.image_size,
         jpeg_quality=args.jpeg_quality, validation_fraction=args.validation_fraction, shards=args.shards,
         seed=args.seed, threads=args.threads, inventory_json=args.inventory_json, chunksize=args.chunksize,
+        data_source=args.data_source,
     ))

@@ -31,6 +31,7 @@ from typing import Any
 from flowerlab import filesystem
 from flowerlab.code_fingerprint import SHORT
 from flowerlab.console import configure_logging, run_command
+from flowerlab.data.manifest import SYNTHETIC
 from flowerlab.errors import DataError
 from flowerlab.evaluation import statistics, summaries
 from flowerlab.filesystem import read_json
@@ -79,6 +80,8 @@ COLUMNS: dict[str, str] = {
     "precision": "training precision policy (float32, mixed_bfloat16, mixed_float16)",
     "training_code": "fingerprint of the code that trained the model, first 12 hex digits "
     "(training.json code_version; flowerlab.code_fingerprint)",
+    "data_source": "what the photos were: official (the course's archive), synthetic (generated, no "
+    "flowers: no comparison with the course) or their folder",
 }
 
 
@@ -127,6 +130,7 @@ def metrics_row(
     low, high = statistics.wilson(round(accuracy * images), images) if images else (None, None)
     flops = evaluation.get("flops_per_image")
     model_bytes = evaluation.get("model_bytes")
+    source = _nested(evaluation, "training", "data_source")
     row = {
         "arch": arch,
         "replicate": Replicate(seed, split if splits_vary else None).name,
@@ -135,7 +139,8 @@ def metrics_row(
         "val_accuracy": accuracy,
         "val_accuracy_ci_low": low,
         "val_accuracy_ci_high": high,
-        "course_val_accuracy": course_val_accuracy(arch),
+        # The course's figures are for flower photos; generated ones are not compared with them.
+        "course_val_accuracy": None if source == SYNTHETIC else course_val_accuracy(arch),
         "val_loss": evaluation.get("loss"),
         "val_macro_f1": _nested(evaluation, "macro_average", "f1"),
         "best_val_accuracy": _nested(evaluation, "training", "best_val_accuracy"),
@@ -160,6 +165,7 @@ def metrics_row(
         "training_device": device_label(_nested(evaluation, "training", "device")),
         "precision": _nested(evaluation, "training", "precision"),
         "training_code": (_nested(evaluation, "training", "code_version", "fingerprint") or "")[:SHORT] or None,
+        "data_source": source,
     }
     assert list(row) == list(COLUMNS), "metrics_row and COLUMNS must list the same columns"
     return row

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab.console import configure_logging, positive_int, progress, run_command
+from flowerlab.data.manifest import SYNTHETIC
 from flowerlab.errors import DataError
 from flowerlab.filesystem import read_json, write_text
 
@@ -52,6 +53,7 @@ class ModelCard:
     classes: list[str]
     record_size: int  # the TFRecords' image size: photos are prepared at it
     jpeg_quality: int
+    data_source: str | None = None  # what it learnt from: official, synthetic or a folder
 
     @classmethod
     def read(cls, training_json: Path) -> ModelCard:
@@ -59,7 +61,8 @@ class ModelCard:
         settings = record.get("data_settings") or {}
         if not record.get("classes") or "image_size" not in settings or "jpeg_quality" not in settings:
             raise DataError(f"{training_json} lacks the classes or data settings a prediction needs; retrain the model")
-        return cls(list(record["classes"]), int(settings["image_size"]), int(settings["jpeg_quality"]))
+        return cls(list(record["classes"]), int(settings["image_size"]), int(settings["jpeg_quality"]),
+                   record.get("data_source"))
 
 
 def photo_files(paths: Sequence[Path]) -> list[Path]:
@@ -151,6 +154,10 @@ def predict(model_path: Path, paths: Sequence[Path], *, training_json: Path | No
         raise DataError(f"model {model_path} not found: give a model.keras the workflow wrote, "
                         "e.g. results/models/squeezenet/seed-1/model.keras")
     card = ModelCard.read(training_json or model_path.with_name("training.json"))
+    if card.data_source == SYNTHETIC:
+        logger.warning("this model learnt synthetic photos (generated shapes, a smoke run), not flowers: its "
+                       "classes (%s) mean nothing for real photos; train on the real photos first",
+                       ", ".join(card.classes))
     files = photo_files(paths)
     if not files:
         raise DataError("no photos to predict: the paths name no files")

@@ -28,7 +28,6 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
 from flowerlab.errors import DataError
-from flowerlab.models.registry import course_val_accuracy
 from flowerlab.reporting.captions import devices_text
 from flowerlab.reporting.plotting import arch_colours, label_points, new_figure, percent_axis, require_columns, style
 from flowerlab.reporting.tables import clipped, format_count, format_seconds
@@ -289,10 +288,11 @@ def hardware_share(runs: pd.DataFrame) -> Figure:
 # --------------------------------------------------------------------------------------------
 
 
-def learning_curves(histories: pd.DataFrame) -> Figure:
+def learning_curves(histories: pd.DataFrame, architectures: pd.DataFrame | None = None) -> Figure:
     """Train and validation accuracy (top row) and loss (bottom row) per epoch, one column per
     architecture: the line is the mean across runs, the band their range (min to max); a dotted
-    line marks the course's final validation accuracy where it has one."""
+    line marks the course's final validation accuracy where `architectures` (the table) has one
+    (none on synthetic photos)."""
     required = {"arch", "replicate", "epoch", "accuracy", "val_accuracy", "loss", "val_loss"}
     if histories is None or histories.empty:
         raise DataError("no training history to plot: no architecture was trained")
@@ -300,6 +300,8 @@ def learning_curves(histories: pd.DataFrame) -> Figure:
     if missing:
         raise DataError(f"the training histories lack the column(s) {sorted(missing)}")
     archs = list(dict.fromkeys(histories["arch"]))
+    course_figures = ({} if architectures is None or "course_val_accuracy" not in architectures
+                      else dict(zip(architectures["arch"], architectures["course_val_accuracy"], strict=True)))
     with style():
         figure, axes = new_figure(2, len(archs), width=max(4.0, 3.4 * len(archs)), height=5.6, sharey="row")
         for column, arch in enumerate(archs):
@@ -316,9 +318,9 @@ def learning_curves(histories: pd.DataFrame) -> Figure:
                 ax.set_xlabel("epoch")
                 ax.set_ylabel("")
                 ax.xaxis.get_major_locator().set_params(integer=True)
-            if course_val_accuracy(arch) is not None:
-                top.axhline(course_val_accuracy(arch), color="grey", linestyle=":", linewidth=1.2,
-                            label="course (final)")
+            course = course_figures.get(arch)
+            if course is not None and pd.notna(course):
+                top.axhline(course, color="grey", linestyle=":", linewidth=1.2, label="course (final)")
             runs = history["replicate"].nunique()
             top.set_title(f"{arch} ({runs} run{'s' if runs != 1 else ''})")
             top.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))

@@ -29,6 +29,7 @@ import jinja2
 from flowerlab import filesystem, provenance
 from flowerlab.code_fingerprint import SHORT
 from flowerlab.console import configure_logging, run_command
+from flowerlab.data.manifest import SYNTHETIC
 from flowerlab.errors import DataError
 from flowerlab.filesystem import read_json
 from flowerlab.reporting.captions import load_captions
@@ -95,10 +96,23 @@ def data_settings(manifest_path: Path | None) -> list[tuple[str, Any]]:
     if manifest_path is None:
         return []
     manifest = read_json(manifest_path, "manifest")
-    items: list[tuple[str, Any]] = [("classes", ", ".join(manifest.get("classes", [])))]
+    items: list[tuple[str, Any]] = [("photos", photos_label(manifest.get("data_source"))),
+                                    ("classes", ", ".join(manifest.get("classes", [])))]
     items += [(key.replace("_", " "), value) for key, value in manifest.get("settings", {}).items()]
     items += [(f"{split} images", f"{int(info.get('records', 0)):,}") for split, info in manifest.get("splits", {}).items()]
     return items
+
+
+def photos_label(data_source: str | None) -> str:
+    """The manifest's data_source, said for a reader."""
+    return {"official": "the course's flower_photos (official archive, checksum-verified)",
+            SYNTHETIC: "SYNTHETIC: generated shapes, not flowers (a smoke run)",
+            None: "not recorded (TFRecords made before the data source was recorded)"}.get(
+        data_source, f"the local folder {data_source}")
+
+
+def is_synthetic(manifest_path: Path | None) -> bool:
+    return manifest_path is not None and read_json(manifest_path, "manifest").get("data_source") == SYNTHETIC
 
 
 def plain(value: Any) -> Any:
@@ -207,6 +221,7 @@ def render_page(
         summary=table,
         figures=figure_entries(figures_dir, page_dir),
         data_settings=data_settings(manifest),
+        synthetic=is_synthetic(manifest),
         recipes=recipes(read),
         provenance=provenance_items(read),
     )

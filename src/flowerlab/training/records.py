@@ -149,7 +149,7 @@ def train_throughput(rows: Sequence[Mapping[str, Any]], session: Session, cache_
 def training_record(settings: TrainSettings, *, model: Any, device: Any, precision: str, plan: DataPlan,
                     batching: Batching, session: Session, rows: Sequence[Mapping[str, Any]],
                     resumed_from_epoch: int, weights: str, fingerprint: str,
-                    data_settings: Mapping[str, Any], weights_sha256: str | None,
+                    data_settings: Mapping[str, Any], data_source: str | None, weights_sha256: str | None,
                     code: CodeVersion, throughput: tuple[float | None, list[int]],
                     cache_record: Mapping[str, Any], classes: Sequence[str], precision_choice: Any,
                     kernels: Mapping[str, Any], hardware_share: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,6 +184,7 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
         "weights": weights,
         "weights_sha256": weights_sha256,  # None for imagenet (Keras' pinned file) and none
         "data_settings": dict(data_settings),
+        "data_source": data_source,  # the manifest's: official, synthetic or a folder
         "accelerator_requested": settings.accelerator,
         "threads": settings.threads,  # None: TensorFlow's default pools (all cores)
         "global_batch_size": batching.global_batch,

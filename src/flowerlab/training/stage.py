@@ -233,7 +233,8 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         run.settings, model=model, device=run.device, precision=run.precision, plan=run.plan,
         batching=run.batching, session=run.session, rows=rows,
         resumed_from_epoch=run.resume.epoch if run.resume is not None else 0, weights=run.weights,
-        fingerprint=run.fingerprint, data_settings=run.manifest["settings"], weights_sha256=run.weights_sha256,
+        fingerprint=run.fingerprint, data_settings=run.manifest["settings"],
+        data_source=run.manifest.get("data_source"), weights_sha256=run.weights_sha256,
         code=run.code, throughput=throughput, cache_record=cache_record, classes=run.manifest["classes"],
         precision_choice=run.precision_choice, kernels=kernels.record(),
         hardware_share=hardware_share(run, model, throughput[0]))
