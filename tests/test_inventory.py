@@ -145,6 +145,19 @@ def test_placement_hidden_and_nested_files(tmp_path):
     assert_reconciles(rows, summary)
 
 
+def test_snakemakes_own_marker_is_not_a_file_of_the_users(tmp_path):
+    """Snakemake leaves .snakemake_timestamp in a folder it made (the synthetic photos): the
+    inventory neither lists it nor counts it as a skip; a class's own one is the user's."""
+    root = tmp_path / "photos"
+    photo_tree(root, {"a": 2, "b": 2})
+    write(root / ".snakemake_timestamp", b"")
+    write(root / "a" / ".snakemake_timestamp", b"")
+    rows, summary = inventory_of(root, tmp_path)
+    assert ".snakemake_timestamp" not in rows and reason(rows, "a/.snakemake_timestamp") == "hidden_file"
+    assert summary["files_found"] == 5
+    assert_reconciles(rows, summary)
+
+
 def test_duplicates_within_and_across_classes(tmp_path):
     root = tmp_path / "photos"
     photo_tree(root, {"a": 3, "b": 3})

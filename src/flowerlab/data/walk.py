@@ -19,6 +19,10 @@ from flowerlab.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+# The file Snakemake leaves in a folder it made as a rule's directory() output (the synthetic
+# photos): its own, not the user's, so the walk neither lists it nor counts it as a skip.
+WORKFLOW_MARKERS = frozenset({".snakemake_timestamp"})
+
 MAX_DEPTH = 64  # a folder tree deeper than this is not a photo collection; stop descending
 
 
@@ -90,6 +94,8 @@ def walk_root(root: str | os.PathLike[str]) -> tuple[list[FoundFile], list[str]]
             raise DataError(f"cannot list folder {folder}: {error.strerror}; fix its permissions") from error
         for entry in entries:
             here = (*parts, entry.name)
+            if not parts and entry.name in WORKFLOW_MARKERS:
+                continue  # the workflow's own bookkeeping, not a file of the user's
             if entry.is_symlink():
                 try:
                     target = os.stat(entry.path)  # follows the link
