@@ -16,6 +16,28 @@ from chromium_page import CHROMIUM
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
+# With pytest-xdist (pyproject's addopts) the tests run in parallel worker processes. Each test
+# file runs whole in one worker, so that its module fixtures are built once; files that share a
+# session fixture run in the same worker for the same reason. The group of the longest fixture,
+# the smoke study with the SLURM run that is compared with it, starts first: its waits on
+# Snakemake and SLURM overlap the other files' work.
+SHARED_FIXTURE_GROUPS = {
+    "test_workflow.py": "smoke_study",
+    "test_slurm.py": "smoke_study",
+    "test_report.py": "fake_reports",
+    "test_browser.py": "fake_reports",
+}
+FIRST_GROUP = "smoke_study"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(item.path.name, item.path.name)))
+    items.sort(key=lambda item: SHARED_FIXTURE_GROUPS.get(item.path.name) != FIRST_GROUP)
+
+
 # Tests share a small machine: keep TensorFlow from starting a thread per core per op pool.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import html
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -90,10 +93,17 @@ def test_the_smoke_studys_published_report_works_in_chromium(smoke_study, chromi
 
 
 def test_snakemakes_own_report_is_built_without_cores(smoke_study):
-    result = snakemake(smoke_study, "--report", "results/report/snakemake.html", *SMOKE)
+    """With the command the landing page gives: this run's config files and overrides, so the
+    report describes the study that ran, every file with its metadata."""
+    landing = (smoke_study / "results" / "report" / "index.html").read_text(encoding="utf-8")
+    command = html.unescape(re.search(r"<code>(snakemake --report [^<]*)</code>", landing).group(1))
+    assert "--configfile config/smoke.yaml" in command and "estimate=" in command
+    result = snakemake(smoke_study, *shlex.split(command)[1:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Missing metadata" not in result.stdout + result.stderr
     page = (smoke_study / "results" / "report" / "snakemake.html").read_text(encoding="utf-8")
     assert "accuracy_vs_parameters.png" in page and "metrics.csv" in page
+    assert "1. Comparison" in page and "3. Report" in page
 
 
 def test_a_second_run_does_nothing(smoke_study):

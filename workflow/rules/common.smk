@@ -154,6 +154,20 @@ def planned_trainings(planned):
     ]
 
 
+def snakemake_report_command():
+    """`snakemake --report` for the run that is running: its config files (the Snakefile's own
+    config/config.yaml first) and --config overrides, so that the report describes this study.
+    """
+    settings = workflow.config_settings
+    command = ["snakemake", "--report", "results/report/snakemake.html"]
+    files = [os.path.relpath(path) for path in settings.configfiles]
+    if files:
+        command += ["--configfile", *files]
+    if settings.config_args:
+        command += ["--config", *settings.config_args]
+    return shlex.join(command)
+
+
 def before_the_first_job():
     """What a run checks and says once its DAG is built: a download it cannot make stops it
     (flowerlab.config.check_downloads), then it says how long its trainings will take.

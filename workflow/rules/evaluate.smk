@@ -14,8 +14,6 @@ rule evaluate_model:
         "logs/evaluate_model/{arch}/{replicate}.log",
     benchmark:
         "benchmarks/evaluate_model/{arch}/{replicate}.tsv"
-    message:
-        "Evaluating {wildcards.arch} {wildcards.replicate} on the validation photos; log: {log}"
     conda:
         "../../environment.yml"
     threads: run_cores()
@@ -31,6 +29,8 @@ rule evaluate_model:
         batch_size=config["evaluation"]["batch_size"],
         latency_runs=config["evaluation"]["latency_runs"],
         accelerator=config["accelerator"],
+    message:
+        "Evaluating {wildcards.arch} {wildcards.replicate} on the validation photos; log: {log}"
     shell:
         "flowerlab evaluate --arch {wildcards.arch} --model {input.model:q}"
         " --training-json {input.record:q} --manifest {input.manifest:q}"
@@ -47,14 +47,14 @@ rule collect_metrics:
         csv=report(
             METRICS_CSV,
             caption="../report/metrics.rst",
-            category="4. Comparison",
+            category="1. Comparison",
             labels={"table": "metrics per run"},
         ),
         json=METRICS_JSON,
         architectures=report(
             ARCHITECTURES_CSV,
             caption="../report/architectures.rst",
-            category="4. Comparison",
+            category="1. Comparison",
             labels={"table": "metrics per architecture"},
         ),
         comparisons=COMPARISONS_CSV,

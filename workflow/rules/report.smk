@@ -33,13 +33,13 @@ rule render_report:
         html=report(
             f"{REPORT_DIR}/report.html",
             caption="../report/report_notebook.rst",
-            category="6. Report",
+            category="3. Report",
         ),
         figures=report(
             directory(FIGURES),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
-            category="5. Figures",
+            category="2. Figures",
         ),
     log:
         "logs/render_report.log",
@@ -71,15 +71,18 @@ rule publish_report:
         manifest=f"{REPORT_DATA}/manifest.json",
         evaluations=run_files("results/evaluation/{arch}/{replicate}/metrics.json"),
     output:
-        report(REPORT_INDEX, caption="../report/landing_page.rst", category="6. Report"),
+        report(REPORT_INDEX, caption="../report/landing_page.rst", category="3. Report"),
     log:
         "logs/publish_report.log",
     conda:
         "../../environment.yml"
     params:
         code=code("publish"),
+        # Snakemake's report of this very run: its config files and --config overrides
+        report_command=snakemake_report_command(),
     shell:
         "flowerlab publish --figures {input.figures:q} --metrics {input.metrics:q}"
         " --architectures {input.architectures:q}"
         " --notebook-html {input.html:q} --manifest {input.manifest:q}"
-        " --evaluations {input.evaluations:q} --out {output:q} > {log:q} 2>&1"
+        " --evaluations {input.evaluations:q} --report-command {params.report_command:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -40,10 +40,6 @@ rule train_model:
         "logs/train_model/{arch}/{replicate}.log",
     benchmark:
         "benchmarks/train_model/{arch}/{replicate}.tsv"
-    message:
-        "Training {wildcards.arch} {wildcards.replicate} for {params.epochs} epochs; its epochs, images/s"
-        " and time left go to {log} (tail -f {log}). Stopped, it keeps its last epoch's checkpoint and"
-        " the next run resumes from it."
     conda:
         "../../environment.yml"
     threads: run_cores()
@@ -67,6 +63,10 @@ rule train_model:
         peak_cache="resources/peak",
         out_dir="results/models/{arch}/{replicate}",
         weights=lambda wildcards, input: weights_option(input.weights),
+    message:
+        "Training {wildcards.arch} {wildcards.replicate} for {params.epochs} epochs; its epochs, images/s"
+        " and time left go to {log} (tail -f {log}). Stopped, it keeps its last epoch's checkpoint and"
+        " the next run resumes from it."
     shell:
         "flowerlab train --arch {wildcards.arch} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --checkpoint-dir {params.checkpoints:q}"

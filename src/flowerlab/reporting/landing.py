@@ -197,6 +197,7 @@ def render_page(
     evaluations: Sequence[Path] = (),
     snakemake_report: Path | None = None,
     title: str = "flowerlab: the flowers study",
+    report_command: str = SNAKEMAKE_REPORT_COMMAND,
 ) -> str:
     """The landing page's HTML."""
     page_dir = out.parent
@@ -217,7 +218,7 @@ def render_page(
         title=title,
         headline=headline,
         links=[{"label": label, "href": relative_href(target, page_dir)} for label, target in links],
-        snakemake_report_command="" if snakemake_report.is_file() else SNAKEMAKE_REPORT_COMMAND,
+        snakemake_report_command="" if snakemake_report.is_file() else report_command,
         summary=table,
         figures=figure_entries(figures_dir, page_dir),
         data_settings=data_settings(manifest),
@@ -237,6 +238,7 @@ def publish(
     manifest: str | os.PathLike[str] | None = None,
     evaluations: Sequence[str | os.PathLike[str]] = (),
     snakemake_report: str | os.PathLike[str] | None = None,
+    report_command: str = SNAKEMAKE_REPORT_COMMAND,
 ) -> Path:
     """Write the landing page atomically; returns its path."""
     out = Path(out)
@@ -257,6 +259,7 @@ def publish(
         manifest=Path(manifest) if manifest else None,
         evaluations=[Path(p) for p in evaluations],
         snakemake_report=Path(snakemake_report) if snakemake_report else None,
+        report_command=report_command,
     )
     filesystem.write_text(out, page)
     logger.info("published %s (%d kB)", out, len(page) // 1024)
@@ -279,6 +282,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="results/evaluation/*/*/metrics.json, for the training recipes and provenance",
     )
     parser.add_argument(
+        "--report-command", default=SNAKEMAKE_REPORT_COMMAND,
+        help="the command that makes Snakemake's report of this very run (with its config files and "
+             "--config overrides), shown until that report exists (default: %(default)s)",
+    )
+    parser.add_argument(
         "--snakemake-report",
         help=f"the Snakemake report to link when it exists (default: {SNAKEMAKE_REPORT} beside --out)",
     )
@@ -298,6 +306,7 @@ def cli(argv: list[str]) -> int:
             out=args.out,
             manifest=args.manifest,
             evaluations=args.evaluations,
+            report_command=args.report_command,
             snakemake_report=args.snakemake_report,
         ),
     )
