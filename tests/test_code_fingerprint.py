@@ -99,3 +99,15 @@ def test_a_checkpoint_made_by_other_code_is_not_resumed(tmp_path: Path, caplog: 
     with caplog.at_level(logging.WARNING, logger="flowerlab.training.checkpoints"):
         assert checkpoints.find_checkpoint(tmp_path, checkpoints.fingerprint(new), new) is None
     assert "made by other code (training code aaaaaaaaaaaa, now bbbbbbbbbbbb)" in caplog.text
+
+
+def test_by_part_names_the_subpackage_or_file_that_changed() -> None:
+    """The workflow's code parameter: one short hash per subpackage and file, so that a rerun's
+    reason says which part changed."""
+    version = code_fingerprint.fingerprint(["flowerlab.training.stage", "flowerlab.models.convnet"])
+    parts = dict(part.split("=") for part in version.by_part().split())
+    assert {"flowerlab.training", "flowerlab.models", "flowerlab.data"} <= set(parts)
+    edited = dict(version.modules, **{"flowerlab.models.convnet": "0" * 64})
+    other = code_fingerprint.CodeVersion("x", edited, version.files)
+    changed = set(version.by_part().split()) ^ set(other.by_part().split())
+    assert {part.split("=")[0] for part in changed} == {"flowerlab.models"}

@@ -244,6 +244,10 @@ def test_editing_one_models_code_reruns_that_model_and_the_report_only(smoke_stu
         assert "results/models/convnet/seed-1/model.keras" in result.stdout
         assert "results/models/dense/seed-1/model.keras" not in result.stdout
         assert "results/models/squeezenet/seed-1/model.keras" not in result.stdout
+        # The reason names the part of the code that changed, before and now.
+        before, now = re.search(r"Params have changed.*?before: (.*?) now: (.*)", result.stdout).groups()
+        changed = set(before.replace("'", " ").split()) ^ set(now.replace("'", " ").split())
+        assert {part.split("=")[0] for part in changed} == {"flowerlab.models"}, changed
 
 
 def test_editing_shared_training_code_reruns_every_training(smoke_study):

@@ -48,6 +48,20 @@ class CodeVersion:
     def to_json(self) -> dict[str, object]:
         return {"sha256": self.sha256, "short": self.short, "modules": self.modules, "files": self.files}
 
+    def by_part(self) -> str:
+        """The fingerprint part by part, as a Snakemake parameter whose change reads as what
+        changed: 'flowerlab.data=1a2b3c4d flowerlab.training=5e6f7a8b report.ipynb=...', one short
+        hash per subpackage (or top-level module) and per extra file, the parts sorted."""
+        parts: dict[str, dict[str, str]] = {}
+        for module, digest in self.modules.items():
+            parts.setdefault(".".join(module.split(".")[:2]), {})[module] = digest
+        for name, digest in self.files.items():  # package data by its folder, other files by name
+            folder = name.rsplit("/", 1)[0].replace("/", ".") if name.startswith(f"{PACKAGE}/") else name
+            parts.setdefault(folder, {})[name] = digest
+        hashed = {part: hashlib.sha256(json.dumps(members, sort_keys=True).encode()).hexdigest()[:8]
+                  for part, members in parts.items()}
+        return " ".join(f"{part}={digest}" for part, digest in sorted(hashed.items()))
+
 
 @functools.cache
 def _import_graph():  # -> grimp.ImportGraph

@@ -206,11 +206,12 @@ def hparams_json(wildcards):
 def code(command, *files):
     """The fingerprint of the code `flowerlab <command>` runs (flowerlab.code_fingerprint), and of
     `files` it reads: as a parameter, a change to that code reruns the rule. Comments,
-    docstrings and layout do not count."""
-    return code_version(command, files=files).sha256
+    docstrings and layout do not count. Given part by part (one short hash per subpackage and
+    file), so that Snakemake's reason for a rerun names the part that changed."""
+    return code_version(command, files=files).by_part()
 
 
 def training_code(wildcards):
     """The training code plus this architecture's own module: editing one model's layers
     reruns that model only."""
-    return code_version("train", wildcards.arch).sha256
+    return code_version("train", wildcards.arch).by_part()
