@@ -308,6 +308,15 @@ def test_save_figure_writes_png_svg_and_the_caption_atomically(tmp_path: Path) -
     )
 
 
+def test_every_figure_of_the_table_has_its_drawing_function() -> None:
+    from flowerlab.reporting import drawing
+
+    for name in captions.FIGURES:
+        assert callable(drawing.drawing_function(name)), name
+    with pytest.raises(KeyError, match="unknown figure"):
+        drawing.drawing_function("pie_chart")
+
+
 def test_every_figure_has_a_one_line_caption_naming_the_devices() -> None:
     metrics = metrics_table(["convnet"])
     for name in captions.FIGURES:

@@ -9,10 +9,8 @@ Nothing here imports matplotlib, pandas or TensorFlow: the Snakefile imports thi
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ CAPTIONS_FILE = "captions.json"
 @dataclass(frozen=True)
 class Figure:
     """One figure of the report: its title, the function that draws it ("module.function" in
-    flowerlab.reporting; the notebook calls it through `draw`), and its caption, a template whose
+    flowerlab.reporting; `reporting.drawing` resolves it), and its caption, a template whose
     fields `figure_caption` fills in for a run. `optional`: drawn only when its input exists."""
 
     title: str
@@ -115,12 +113,6 @@ def _figure(name: str) -> Figure:
     if name not in FIGURES:
         raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
     return FIGURES[name]
-
-
-def drawing_function(name: str) -> Callable[..., Any]:
-    """The function that draws figure `name`, imported when asked for (it needs matplotlib)."""
-    module, function = _figure(name).draws.split(".")
-    return getattr(importlib.import_module(f"flowerlab.reporting.{module}"), function)
 
 
 def figure_caption(
