@@ -30,6 +30,7 @@ SHARED_FIXTURE_GROUPS = {
 FIRST_GROUP = "smoke_study"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         return
