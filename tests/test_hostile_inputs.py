@@ -103,7 +103,7 @@ def test_every_trap_is_accounted_for_and_the_records_hold_exactly_the_kept_photo
     # The empty class cannot be trained: the TFRecords stage stops and names it.
     out = tmp_path / "data"
     settings = {"image_size": 48, "shards": 4, "validation_fraction": 0.3, "threads": 2}
-    with pytest.raises(DataError, match="'sunflowers' \\(0\\)"):
+    with pytest.raises(DataError, match="'sunflowers' \\(0 usable\\)"):
         build_tfrecords(root, tmp_path / "inventory.csv", out / "tfrecords", out / "manifest.json", **settings)
     assert not (out / "manifest.json").exists()
 

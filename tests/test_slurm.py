@@ -44,7 +44,7 @@ TEST_CLUSTER = ("--slurm-no-account", "--slurm-status-command", "squeue",
 STUDY = ("study=[dense, convnet]", "seeds=[1]", "cluster={gpus: 1}")
 RUNS = [("dense", "seed-1"), ("convnet", "seed-1")]
 # Rules that run on the submitting host (the Snakefile's localrules), the others as SLURM jobs.
-LOCAL_RULES = {"all", "collect_metrics", "publish_report"}
+LOCAL_RULES = {"all", "collect_metrics", "publish_report", "write_study_config"}
 
 
 def plugin_missing() -> str | None:

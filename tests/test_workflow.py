@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from chromium_page import assert_page_loads_in_the_browser, screenshot
 from workflow_runs import SMOKE, copy_workflow, planned_jobs, planned_outputs, snakemake
 
@@ -68,7 +69,7 @@ def test_smoke_study_builds_every_stage(smoke_study):
 def test_the_run_says_how_long_its_trainings_will_take_before_they_start(smoke_study):
     output = (smoke_study / "snakemake-run.log").read_text(encoding="utf-8")
     estimate = output.index("Estimated training time on this machine")
-    assert estimate < output.index("rule train_model")  # printed before the first training starts
+    assert estimate < output.index("Training dense seed-1 for 2 epochs")  # before the first training starts
     table = output[estimate:].split("all trainings, one after another:")[0]
     for arch in ("dense", "convnet", "squeezenet"):
         assert f"  {arch} " in table
@@ -97,7 +98,9 @@ def test_snakemakes_own_report_is_built_without_cores(smoke_study):
     report describes the study that ran, every file with its metadata."""
     landing = (smoke_study / "results" / "report" / "index.html").read_text(encoding="utf-8")
     command = html.unescape(re.search(r"<code>(snakemake --report [^<]*)</code>", landing).group(1))
-    assert "--configfile config/smoke.yaml" in command and "estimate=" in command
+    assert command.endswith("--configfile results/report/config.yaml")
+    study = yaml.safe_load((smoke_study / "results" / "report" / "config.yaml").read_text(encoding="utf-8"))
+    assert study["data_source"] == "synthetic" and study["seeds"] == [1, 2]  # the study that ran
     result = snakemake(smoke_study, *shlex.split(command)[1:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Missing metadata" not in result.stdout + result.stderr
@@ -135,7 +138,7 @@ def test_changing_one_models_hyperparameter_reruns_that_model_and_the_report_onl
     jobs = planned_jobs(smoke_study, *SMOKE, "--config", "models={convnet: {epochs: 4}}")
     assert jobs == {
         "train_model": 2, "evaluate_model": 2, "collect_metrics": 1,
-        "render_report": 1, "publish_report": 1,
+        "render_report": 1, "publish_report": 1, "write_study_config": 1,
     }
     result = snakemake(smoke_study, "-n", "--cores", "2", *SMOKE, "--config", "models={convnet: {epochs: 4}}")
     assert "results/models/convnet/seed-1/model.keras" in result.stdout + result.stderr
@@ -145,7 +148,7 @@ def test_changing_one_models_hyperparameter_reruns_that_model_and_the_report_onl
 def test_adding_a_seed_runs_only_that_seeds_jobs_and_the_tables(smoke_study):
     args = (*SMOKE, "--config", "seeds=[1, 2, 3]")
     assert planned_jobs(smoke_study, *args) == {
-        "train_model": 3, "evaluate_model": 3, "collect_metrics": 1, "render_report": 1, "publish_report": 1,
+        "train_model": 3, "evaluate_model": 3, "collect_metrics": 1, "render_report": 1, "publish_report": 1, "write_study_config": 1,
     }
     models = {path for path in planned_outputs(smoke_study, *args) if path.endswith("model.keras")}
     assert models == {f"results/models/{arch}/seed-3/model.keras" for arch in ("dense", "convnet", "squeezenet")}
@@ -153,17 +156,17 @@ def test_adding_a_seed_runs_only_that_seeds_jobs_and_the_tables(smoke_study):
 
 def test_removing_a_seed_reruns_only_the_tables_and_the_report(smoke_study):
     assert planned_jobs(smoke_study, *SMOKE, "--config", "seeds=[2]") == {
-        "collect_metrics": 1, "render_report": 1, "publish_report": 1}
+        "collect_metrics": 1, "render_report": 1, "publish_report": 1, "write_study_config": 1}
     # one model's own seeds: a third convnet, the others as they are
     assert planned_jobs(smoke_study, *SMOKE, "--config", "models={convnet: {seeds: [1, 2, 3]}}") == {
-        "train_model": 1, "evaluate_model": 1, "collect_metrics": 1, "render_report": 1, "publish_report": 1}
+        "train_model": 1, "evaluate_model": 1, "collect_metrics": 1, "render_report": 1, "publish_report": 1, "write_study_config": 1}
 
 
 def test_repeated_splits_make_their_own_tfrecords_for_every_replicate(smoke_study):
     args = (*SMOKE, "--config", "data={split_seeds: [5, 6]}", "seeds=[1]")
     assert planned_jobs(smoke_study, *args) == {
         "make_split_tfrecords": 2, "train_model": 6, "evaluate_model": 6, "collect_metrics": 1,
-        "render_report": 1, "publish_report": 1}
+        "render_report": 1, "publish_report": 1, "write_study_config": 1}
     planned = planned_outputs(smoke_study, *args)
     assert {"results/data/split-5/manifest.json", "results/data/split-6/manifest.json",
             "results/models/dense/split-5-seed-1/model.keras"} <= planned

@@ -154,18 +154,27 @@ def planned_trainings(planned):
     ]
 
 
-def snakemake_report_command():
-    """`snakemake --report` for the run that is running: its config files (the Snakefile's own
-    config/config.yaml first) and --config overrides, so that the report describes this study.
-    """
-    settings = workflow.config_settings
-    command = ["snakemake", "--report", "results/report/snakemake.html"]
-    files = [os.path.relpath(path) for path in settings.configfiles]
-    if files:
-        command += ["--configfile", *files]
-    if settings.config_args:
-        command += ["--config", *settings.config_args]
-    return shlex.join(command)
+# The study's configuration as it ran, for `snakemake --report --configfile` (the landing page's
+# command), so that Snakemake's report describes this study and not config/config.yaml's.
+STUDY_CONFIG = f"{REPORT_DIR}/config.yaml"
+SNAKEMAKE_REPORT_COMMAND = (
+    f"snakemake --report {REPORT_DIR}/snakemake.html --configfile {STUDY_CONFIG}"
+)
+
+
+def study_config():
+    """The resolved configuration, less what changes no result (`estimate` only prints)."""
+    return json.dumps(
+        {key: value for key, value in config.items() if key != "estimate"},
+        sort_keys=True,
+    )
+
+
+def write_yaml(text_json, path):
+    """JSON text as a YAML file, written atomically."""
+    from flowerlab.filesystem import write_text
+
+    write_text(path, yaml.safe_dump(json.loads(text_json), sort_keys=False))
 
 
 def before_the_first_job():

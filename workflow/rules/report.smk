@@ -70,6 +70,7 @@ rule publish_report:
         figures=FIGURES,
         manifest=f"{REPORT_DATA}/manifest.json",
         evaluations=run_files("results/evaluation/{arch}/{replicate}/metrics.json"),
+        study_config=STUDY_CONFIG,
     output:
         report(REPORT_INDEX, caption="../report/landing_page.rst", category="3. Report"),
     log:
@@ -78,11 +79,23 @@ rule publish_report:
         "../../environment.yml"
     params:
         code=code("publish"),
-        # Snakemake's report of this very run: its config files and --config overrides
-        report_command=snakemake_report_command(),
+        report_command=SNAKEMAKE_REPORT_COMMAND,
     shell:
         "flowerlab publish --figures {input.figures:q} --metrics {input.metrics:q}"
         " --architectures {input.architectures:q}"
         " --notebook-html {input.html:q} --manifest {input.manifest:q}"
         " --evaluations {input.evaluations:q} --report-command {params.report_command:q}"
         " --out {output:q} > {log:q} 2>&1"
+
+
+rule write_study_config:
+    output:
+        STUDY_CONFIG,
+    log:
+        "logs/write_study_config.log",
+    conda:
+        "../../environment.yml"
+    params:
+        config=study_config(),
+    run:
+        write_yaml(params.config, output[0])

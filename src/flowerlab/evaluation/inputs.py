@@ -81,6 +81,7 @@ TRAINING_FIGURES = (
     "versions",
     "manifest_sha256",
     "data_settings",
+    "data_source",
     "weights",
     "weights_sha256",
     "accelerator_requested",
