@@ -138,6 +138,7 @@ def test_every_trap_is_accounted_for_and_the_records_hold_exactly_the_kept_photo
     assert sorted(p.name for p in outside.iterdir()) == ["elsewhere.jpg"]  # nothing was written outside
 
 
+@pytest.mark.slow  # the commands as processes
 def test_the_commands_survive_the_traps_end_to_end(tmp_path):
     """The same folder through the command line entry points (no traceback, exit codes)."""
     root = tmp_path / "photos"

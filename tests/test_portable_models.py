@@ -27,6 +27,7 @@ def trained_looking(arch: str, rng: np.random.Generator) -> keras.Model:
     return model
 
 
+@pytest.mark.slow  # every architecture, then a plain-Keras process
 def test_published_models_load_without_flowerlab_and_predict_the_same(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     models, images, expected = {}, {}, {}

@@ -326,6 +326,7 @@ def live_processes_in_session(session_id: int) -> list[int]:
     return alive
 
 
+@pytest.mark.slow  # the stage's processes, killed and run again
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
 def test_killed_run_leaves_nothing_complete_and_a_rerun_succeeds(tmp_path):
     root = tmp_path / "photos"

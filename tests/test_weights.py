@@ -134,6 +134,7 @@ def test_fetch_weights_checks_the_file_fits_and_writes_it_atomically(tmp_path) -
     assert list(dest.parent.iterdir()) == []
 
 
+@pytest.mark.slow  # a Snakemake run
 def test_a_run_that_needs_no_download_is_not_stopped_offline(tmp_path) -> None:
     """Only the downloads of the jobs that will run count: the data stage alone needs no weights."""
     workdir = copy_workflow(tmp_path)
