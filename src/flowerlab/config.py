@@ -26,12 +26,13 @@ from typing import Any
 
 import yaml
 
+from flowerlab.data.manifest import SYNTHETIC
 from flowerlab.errors import ConfigError
 from flowerlab.models.registry import ARCH_NAMES, BACKBONE_ARCHS, HDF5_SIGNATURE, get_spec
 from flowerlab.replicates import Replicate, replicates
 from flowerlab.schema import REQUIRED_HPARAMS, SCHEMA_PATH, read_schema, resolve
 
-SPECIAL_SOURCES = ("official", "synthetic")
+SPECIAL_SOURCES = ("official", SYNTHETIC)
 SPECIAL_WEIGHTS = ("imagenet", "none")
 
 
@@ -283,7 +284,7 @@ def photos_dir(config: dict) -> str:
     source = config["data_source"]
     if source == "official":
         return "resources/flower_photos"
-    if source == "synthetic":
+    if source == SYNTHETIC:
         return "resources/synthetic_photos"
     return str(Path(source).expanduser().resolve())
 

@@ -105,6 +105,24 @@ def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     return value
 
 
+def read_cache(path: str | os.PathLike[str] | None, cache_format: int) -> dict[str, Any] | None:
+    """A probe's cached measurement (written by `write_cache`), or None when there is no cache,
+    or it is absent, unreadable or of another format: the caller measures again."""
+    if path is None:
+        return None
+    try:
+        cached = read_json(path, "cache")
+    except DataError:
+        return None
+    return cached if cached.get("format") == cache_format else None
+
+
+def write_cache(path: str | os.PathLike[str] | None, cache_format: int, value: dict[str, Any]) -> None:
+    """Cache a probe's measurement with its format (nothing when `path` is None)."""
+    if path is not None:
+        write_json(path, {"format": cache_format, **value})
+
+
 def temporary_dir_beside(destination: str | os.PathLike[str]) -> Path:
     """A new empty folder beside `destination` (same file system, so renaming it is atomic).
 

@@ -91,11 +91,10 @@ def summary(architectures_path: Path) -> tuple[dict[str, Any], str]:
     return {"columns": columns, "rows": table.to_dict("records"), "text_columns": text_columns}, headline
 
 
-def data_settings(manifest_path: Path | None) -> list[tuple[str, Any]]:
+def data_settings(manifest: dict[str, Any] | None) -> list[tuple[str, Any]]:
     """The data stage's settings and split sizes, from the manifest."""
-    if manifest_path is None:
+    if manifest is None:
         return []
-    manifest = read_json(manifest_path, "manifest")
     items: list[tuple[str, Any]] = [("photos", photos_label(manifest.get("data_source"))),
                                     ("classes", ", ".join(manifest.get("classes", [])))]
     items += [(key.replace("_", " "), value) for key, value in manifest.get("settings", {}).items()]
@@ -109,10 +108,6 @@ def photos_label(data_source: str | None) -> str:
             SYNTHETIC: "SYNTHETIC: generated shapes, not flowers (a smoke run)",
             None: "not recorded (TFRecords made before the data source was recorded)"}.get(
         data_source, f"the local folder {data_source}")
-
-
-def is_synthetic(manifest_path: Path | None) -> bool:
-    return manifest_path is not None and read_json(manifest_path, "manifest").get("data_source") == SYNTHETIC
 
 
 def plain(value: Any) -> Any:
@@ -207,6 +202,7 @@ def render_page(
     if snakemake_report.is_file():
         links.append(("Snakemake report (provenance of every file)", snakemake_report))
     table, headline = summary(architectures)
+    manifest_data = read_json(manifest, "manifest") if manifest is not None else None
     read = read_evaluations(evaluations)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("flowerlab.reporting", "templates"),
@@ -221,8 +217,8 @@ def render_page(
         snakemake_report_command="" if snakemake_report.is_file() else report_command,
         summary=table,
         figures=figure_entries(figures_dir, page_dir),
-        data_settings=data_settings(manifest),
-        synthetic=is_synthetic(manifest),
+        data_settings=data_settings(manifest_data),
+        synthetic=manifest_data is not None and manifest_data.get("data_source") == SYNTHETIC,
         recipes=recipes(read),
         provenance=provenance_items(read),
     )

@@ -157,20 +157,17 @@ def measure_speed(setup: Any, policy: str, *, cache_dir: Path | None, device_nam
     from flowerlab.training.precision import measure_training_speed
 
     path = speed_cache_path(cache_dir, setup, policy, device_name) if cache_dir is not None else None
-    if path is not None:
-        try:
-            cached = filesystem.read_json(path, "speed probe")
-            if cached["format"] == CACHE_FORMAT:
-                return Speed(**cached["speed"])
-        except Exception:  # absent, corrupt or of another version: measure
-            pass
+    cached = filesystem.read_cache(path, CACHE_FORMAT)
+    try:
+        return Speed(**cached["speed"])
+    except (TypeError, KeyError):  # no cache, or the fields of another version: measure
+        pass
     started = time.perf_counter()
     rate = measured_rate or measure_training_speed(policy, setup)
     setup_seconds = max(0.0, time.perf_counter() - started - _timed_seconds(setup, rate))
     speed = Speed(rate, setup_seconds, _gflops_per_image(setup))
-    if path is not None:
-        filesystem.write_json(path, {"format": CACHE_FORMAT, "speed": asdict(speed), "setup": asdict(setup),
-                                     "policy": policy, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    filesystem.write_cache(path, CACHE_FORMAT, {"speed": asdict(speed), "setup": asdict(setup), "policy": policy,
+                                                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return speed
 
 

@@ -58,14 +58,12 @@ def cache_key(device: str, tensorflow: str, kernels: str, threads: int | None) -
     return f"{slug}__tf{tensorflow}__{kernels}__t{threads or 'all'}.json"
 
 
-def read_cache(path: Path) -> Peak | None:
+def read_cache(path: Path | None) -> Peak | None:
     """The cached peak, or None when absent, unreadable or of another format."""
+    cached = filesystem.read_cache(path, CACHE_FORMAT)
     try:
-        cached = filesystem.read_json(path, "peak probe")
-        if cached.pop("format") != CACHE_FORMAT:
-            return None
-        return Peak(**cached)
-    except Exception:  # absent, corrupt, or written by another version: measure again
+        return Peak(**{key: value for key, value in cached.items() if key != "format"}) if cached else None
+    except TypeError:  # the fields of another version
         return None
 
 
@@ -84,7 +82,7 @@ def machine_peak(device_kind: str, device_name: str, dtypes: Iterable[str], *, t
     library = kernels.kernel_library()
     key = cache_key(device_name, tf.__version__, library, threads)
     path = cache_dir / key if cache_dir else None
-    peak = (read_cache(path) if path else None) or _MEASURED.get(key)
+    peak = read_cache(path) or _MEASURED.get(key)
     if peak is None:
         peak = Peak(device_name, device_kind, {}, None, threads, library)
     missing = [dtype for dtype in dict.fromkeys(dtypes) if dtype not in peak.gflops_per_s]
@@ -101,7 +99,7 @@ def machine_peak(device_kind: str, device_name: str, dtypes: Iterable[str], *, t
     _MEASURED[key] = peak
     if path is not None:
         peak.cache = str(path)
-        filesystem.write_json(path, {"format": CACHE_FORMAT, **peak.to_json()})
+        filesystem.write_cache(path, CACHE_FORMAT, peak.to_json())
     return peak
 
 

@@ -77,21 +77,21 @@ def _describe(measured: Mapping[str, float]) -> str:
     return ", ".join(f"{policy} {measured[policy]:.1f} images/s" for policy in CANDIDATES)
 
 
-def read_cache(path: Path) -> dict[str, float] | None:
+def read_cache(path: Path | None) -> dict[str, float] | None:
     """The cached measurements, or None when absent, unreadable or of another format."""
+    cached = filesystem.read_cache(path, CACHE_FORMAT)
     try:
-        cached = filesystem.read_json(path, "precision probe")
         measured = {policy: float(cached["images_per_second"][policy]) for policy in CANDIDATES}
-    except Exception:  # absent, corrupt, or written by another version: measure again
+    except (TypeError, KeyError, ValueError):  # no cache, or the fields of another version
         return None
-    return measured if cached.get("format") == CACHE_FORMAT and all(v > 0 for v in measured.values()) else None
+    return measured if all(v > 0 for v in measured.values()) else None
 
 
 def choose_cpu_precision(setup: ProbeSetup, *, cache_dir: Path | None, cpu_model: str, tensorflow: str,
                          measure: Callable[[str, ProbeSetup], float]) -> PrecisionChoice:
     """The faster of float32 and mixed_bfloat16 for `setup` on this CPU, from the cache or a probe."""
     path = cache_dir / cache_key(setup, cpu_model, tensorflow) if cache_dir is not None else None
-    measured = read_cache(path) if path is not None else None
+    measured = read_cache(path)
     if measured is not None:
         policy = faster(measured)
         return PrecisionChoice(policy, f"faster on this machine, measured before ({_describe(measured)}; "
@@ -99,11 +99,9 @@ def choose_cpu_precision(setup: ProbeSetup, *, cache_dir: Path | None, cpu_model
     logger.info("%s: measuring float32 against bfloat16 training steps on this CPU (once per machine)", setup.arch)
     measured = {policy: measure(policy, setup) for policy in CANDIDATES}
     policy = faster(measured)
-    if path is not None:
-        filesystem.write_json(path, {"format": CACHE_FORMAT, "cpu": cpu_model, "tensorflow": tensorflow,
-                                     "setup": asdict(setup),
-                                     "images_per_second": measured, "chosen": policy,
-                                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    filesystem.write_cache(path, CACHE_FORMAT, {"cpu": cpu_model, "tensorflow": tensorflow, "setup": asdict(setup),
+                                                "images_per_second": measured, "chosen": policy,
+                                                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return PrecisionChoice(policy, f"faster on this machine ({_describe(measured)}; measured now)", measured,
                            None if path is None else str(path))
 
