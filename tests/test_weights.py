@@ -88,6 +88,13 @@ def test_offline_snakemake_stops_before_any_job(tmp_path) -> None:
     assert "'models={mobilenet_v2: {weights: WEIGHTS.h5}}'" in output
     assert "Traceback" not in output and 'File "' not in output  # the message alone
     assert not (workdir / "logs").exists() and not (workdir / "resources").exists()
+    # A dry-run runs no job and no onstart hook, but still says what the real run would stop on.
+    planned = snakemake(workdir, "-n", "--cores", "1", "--config", "data_source=synthetic", "study=[mobilenet_v2]",
+                        f"weights_url={CLOSED_PORT}", timeout=300)
+    output = planned.stderr + planned.stdout
+    assert planned.returncode == 0 and "This was a dry-run" in output, output[-3000:]
+    assert "the run (without -n) would stop before its first job" in output
+    assert "'models={mobilenet_v2: {weights: WEIGHTS.h5}}'" in output and "Traceback" not in output
 
 
 def fake_mirror(root: Path, image_size: int, *, wrong: bool = False) -> Path:

@@ -1,6 +1,7 @@
 # Helpers shared by every stage file. Imports here must stay light (parsing the workflow never
 # imports TensorFlow).
 
+import atexit
 import json
 import os
 import re
@@ -140,9 +141,11 @@ def weights_input(wildcards):
     return [] if path is None else [path]
 
 
-def planned_outputs():
-    """The files the jobs of this run will write (from Snakemake's DAG, once it is built)."""
-    return {str(path) for job in workflow.dag.needrun_jobs() for path in job.output}
+def planned_outputs(exclude_finished=True):
+    """The files the jobs of this run will write (from Snakemake's DAG, once it is built); with
+    exclude_finished=False also those a dry-run has already counted as done."""
+    jobs = workflow.dag.needrun_jobs(exclude_finished=exclude_finished)
+    return {str(path) for job in jobs for path in job.output}
 
 
 def planned_trainings(planned):
@@ -187,6 +190,29 @@ def before_the_first_job():
     except FlowerlabError as error:
         stop(error)
     print_training_estimate(planned)
+
+
+def after_a_dry_run():
+    """Snakemake runs no onstart hook in a dry-run (`snakemake -n`), so there the offline check runs
+    as the process ends, after the plan is printed: it says what the real run would stop on.
+    """
+    try:
+        if not workflow.dryrun:
+            return
+        # The dry-run has marked its jobs done by now.
+        planned = planned_outputs(exclude_finished=False)
+    except (AttributeError, TypeError):  # no DAG: Snakemake stopped before building one
+        return
+    try:
+        check_downloads(config, planned)
+    except FlowerlabError as error:
+        print(
+            f"flowerlab: the run (without -n) would stop before its first job: {error}",
+            file=sys.stderr,
+        )
+
+
+atexit.register(after_a_dry_run)
 
 
 def print_training_estimate(planned):
