@@ -159,6 +159,9 @@ def test_resumed_run_equals_the_uninterrupted_run(manifest: Path, tmp_path: Path
     resumed = stage.train(settings("resumed"))
 
     assert straight["resumed_from_epoch"] == 0 and resumed["resumed_from_epoch"] == 2
+    # The time of the part before the interruption is kept: the report adds it to the last part's job.
+    assert straight["wall_seconds_before_resume"] == 0
+    assert 0 < resumed["wall_seconds_before_resume"] < resumed["wall_seconds"]
     metrics = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
     straight_rows = [[row[m] for m in metrics] for row in history(tmp_path / "straight" / "model")]
     resumed_rows = [[row[m] for m in metrics] for row in history(tmp_path / "resumed" / "model")]

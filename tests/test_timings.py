@@ -85,3 +85,18 @@ def test_repeated_splits_have_their_own_tfrecords_jobs_on_the_critical_path(tmp_
     # split 5's chain: 2 + 30 + 10 + 1 = 43; split 6's: 2 + 5 + 20 + 1 = 28
     assert timings.critical_path_seconds(jobs) == pytest.approx(43.0)
     assert timings.total_seconds(jobs) == pytest.approx(69.0)
+
+
+def test_a_resumed_training_counts_every_part(tmp_path: Path) -> None:
+    """Snakemake's benchmark file of a resumed training times its last job only (here 30 s); the
+    training's record says the parts before took 70 s, and the study's time counts them."""
+    folder = tmp_path / "benchmarks"
+    runs = [("dense", "seed-1"), ("convnet", "seed-1")]
+    for name in timings.study_benchmark_files(runs):
+        write_benchmark(folder, name, 30.0 if name.startswith("train_model/convnet") else 1.0)
+    plain = timings.read_study_jobs(folder, runs)
+    counted = timings.read_study_jobs(folder, runs, {("convnet", "seed-1"): 70.0, ("dense", "seed-1"): None})
+    convnet = next(job for job in counted if job.label == "train_model convnet/seed-1")
+    assert (convnet.seconds, convnet.earlier_seconds) == (100.0, 70.0)
+    assert timings.total_seconds(counted) == pytest.approx(timings.total_seconds(plain) + 70.0)
+    assert timings.critical_path_seconds(counted) == pytest.approx(1.0 + 1.0 + 100.0 + 1.0)

@@ -6,14 +6,20 @@ this workflow), one row per repeat: `s` (wall seconds),
 `h:m:s`, `max_rss` (MB), ..., `cpu_time`, and in its extended format `rule_name` and `wildcards`.
 A figure it could not measure is written as `NA` (or `-`) and is read as missing, never as 0.
 
+A training that was interrupted and resumed ran as several jobs; Snakemake's benchmark file keeps
+only the last one's time. Its training.json says how long the parts before took
+(`wall_seconds_before_resume`), and `read_study_jobs` adds that to the training's job, so that
+the study's time counts every part.
+
 Read by the report's "Time" section. No TensorFlow, no pandas: the standard library only.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +48,7 @@ class Job:
     repeats: int
     file: str  # relative to the benchmarks folder, POSIX separators
     ended: float  # the file's modification time (Snakemake writes it when the job ends)
+    earlier_seconds: float = 0.0  # a resumed training's parts before the last job, in `seconds` too
 
     @property
     def label(self) -> str:
@@ -106,16 +113,32 @@ def study_benchmark_files(runs: Sequence[tuple[str, str]]) -> list[str]:
               for arch, replicate in runs)]
 
 
-def read_study_jobs(folder: Path, runs: Sequence[tuple[str, str]]) -> list[Job]:
+def read_study_jobs(folder: Path, runs: Sequence[tuple[str, str]],
+                    earlier_seconds: Mapping[tuple[str, str], float] | None = None) -> list[Job]:
     """The jobs of one study of `runs`, in stage order; files of other studies in the same
-    folder (an architecture or seed since dropped) are left out. A missing file is a DataError
-    naming it."""
+    folder (an architecture or seed since dropped) are left out. `earlier_seconds`: for a resumed
+    training, (arch, replicate) -> the wall seconds of its parts before the last job (its
+    training.json's `wall_seconds_before_resume`), added to its train_model job. A missing file is
+    a DataError naming it."""
     names = study_benchmark_files(runs)
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise DataError(f"benchmark file(s) {', '.join(missing)} not found under {folder}: the study's jobs "
                         "write them (snakemake benchmark: directive); rerun the study with Snakemake")
-    return [read_job(folder / name, folder) for name in names]
+    jobs = [read_job(folder / name, folder) for name in names]
+    return [with_earlier_parts(job, earlier_seconds or {}) for job in jobs]
+
+
+def with_earlier_parts(job: Job, earlier_seconds: Mapping[tuple[str, str], float]) -> Job:
+    """A train_model job with its training's earlier parts added to its seconds (the last part's
+    end stays its end: `span_seconds` then starts it at the first part's start)."""
+    if job.rule != STAGE_ORDER[2]:
+        return job
+    arch, _, replicate = job.wildcards.partition("/")
+    earlier = float(earlier_seconds.get((arch, replicate)) or 0.0)
+    if earlier <= 0:
+        return job
+    return dataclasses.replace(job, seconds=job.seconds + earlier, earlier_seconds=earlier)
 
 
 def total_seconds(jobs: Sequence[Job]) -> float:

@@ -170,6 +170,9 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
         "deterministic": settings.deterministic,
         "versions": provenance.library_versions(),
         "wall_seconds": session.wall_seconds(),
+        # The parts of the training before this process resumed it (0 when it ran straight through):
+        # its Snakemake benchmark file times only the last part.
+        "wall_seconds_before_resume": session.prior_wall_seconds,
         "train_images_per_second": images_per_second,
         "train_images_per_second_epochs": steady_epochs,
         "epochs": int(settings.hparams["epochs"]),
