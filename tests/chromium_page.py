@@ -28,6 +28,8 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--mute-audio",
 ]
+# The narrowest window the report must be read in whole: a laptop's.
+WINDOW = "1280,2400"
 # Time the page may take to load and run its scripts (virtual time: not a wall-clock wait).
 LOAD_BUDGET_MS = 10_000
 CHROMIUM_TIMEOUT_S = 120
@@ -38,9 +40,16 @@ window.addEventListener("load", () => {
   const images = Array.from(document.images).map(img => ({
     src: img.getAttribute("src").slice(0, 60), complete: img.complete, naturalWidth: img.naturalWidth}));
   const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.getAttribute("href"));
+  // A table wider than its box hides columns behind a scrollbar; a page wider than the window
+  // hides whatever sticks out.
+  const hidden_tables = Array.from(document.querySelectorAll("table")).filter(table =>
+    table.parentElement.scrollWidth > table.parentElement.clientWidth + 1 ||
+    table.getBoundingClientRect().right > window.innerWidth + 1).map(table =>
+    Array.from(table.querySelectorAll("th")).map(th => th.textContent).join(" | "));
+  const widths = {page: document.documentElement.scrollWidth, window: window.innerWidth};
   const out = document.createElement("pre");
   out.id = "flowerlab-probe";
-  out.textContent = JSON.stringify({images, links, title: document.title});
+  out.textContent = JSON.stringify({images, links, hidden_tables, widths, title: document.title});
   document.body.appendChild(out);
 });
 </script>
@@ -67,7 +76,8 @@ def probe_page(browser: Path, page: Path, profile: Path) -> dict:
     )
     try:
         done = run_chromium(
-            browser, profile, f"--virtual-time-budget={LOAD_BUDGET_MS}", "--dump-dom", probe.as_uri()
+            browser, profile, f"--window-size={WINDOW}", f"--virtual-time-budget={LOAD_BUDGET_MS}", "--dump-dom",
+            probe.as_uri()
         )
     finally:
         probe.unlink()
@@ -94,7 +104,7 @@ def screenshot(browser: Path, page: Path, out: Path, profile: Path) -> None:
     done = run_chromium(
         browser,
         profile,
-        "--window-size=1280,2400",
+        f"--window-size={WINDOW}",
         f"--virtual-time-budget={LOAD_BUDGET_MS}",
         f"--screenshot={out}",
         page.as_uri(),
@@ -109,3 +119,10 @@ def assert_page_loads_in_the_browser(browser: Path, page: Path, tmp_path: Path) 
     assert not not_loaded, f"images that did not load: {not_loaded}"
     assert broken_links(page, seen["links"]) == []
     return seen
+
+
+def assert_nothing_hidden_at_laptop_width(seen: dict) -> None:
+    """At the probe's window width (WINDOW), every table shows all its columns and nothing sticks
+    out of the page."""
+    assert seen["hidden_tables"] == [], f"tables with columns hidden at {WINDOW.split(',')[0]} px: {seen['hidden_tables']}"
+    assert seen["widths"]["page"] <= seen["widths"]["window"], f"the page is wider than the window: {seen['widths']}"

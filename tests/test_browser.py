@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from chromium_page import assert_page_loads_in_the_browser, screenshot
+from chromium_page import assert_nothing_hidden_at_laptop_width, assert_page_loads_in_the_browser, screenshot
 
 from flowerlab.reporting import captions
 
@@ -40,6 +40,7 @@ def test_landing_page_images_and_links_work_in_chromium(
     page, figures = fake_report
     seen = assert_page_loads_in_the_browser(chromium, page, tmp_path)
     assert len(seen["images"]) == figures
+    assert_nothing_hidden_at_laptop_width(seen)
     assert {"report.html", "../metrics.csv", "../architectures.csv"} <= set(seen["links"])
     screenshot(chromium, page, artifacts_dir / f"report-{figures}-figures.png", tmp_path / "profile-shot")
 
@@ -63,7 +64,7 @@ def test_the_workflow_report_in_this_checkout(
     shutil.copytree(
         page.parent.parent, tmp_path / "results", ignore=shutil.ignore_patterns("*.tfrec", "*.keras")
     )
-    assert_page_loads_in_the_browser(chromium, copy / "index.html", tmp_path)
+    assert_nothing_hidden_at_laptop_width(assert_page_loads_in_the_browser(chromium, copy / "index.html", tmp_path))
     screenshot(
         chromium,
         copy / "index.html",

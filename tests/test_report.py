@@ -3,9 +3,11 @@ architectures, and one), and the published landing page."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import fake_study
 import numpy as np
@@ -374,36 +376,51 @@ def test_figures_refuse_an_empty_study() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_summary_table_formats_figures_for_readers() -> None:
-    table = tables.summary_table(architectures_table(metrics_table(["dense", "convnet"], (1, 2, 3))))
-    assert list(table.columns) == [
+def test_summary_tables_format_figures_for_readers() -> None:
+    architectures = architectures_table(metrics_table(["dense", "convnet"], (1, 2, 3)))
+    accuracy = tables.accuracy_table(architectures)
+    assert list(accuracy.columns) == [
         "architecture",
         "runs",
-        "validation accuracy, mean (95% CI)",
-        "macro-F1, mean (95% CI)",
+        "validation accuracy (95% CI)",
+        "macro-F1 (95% CI)",
         "course's accuracy",
         "course's figure against ours",
         "P(run beats course)",
-        "parameters",
-        "GFLOPs / image",
-        "training images/s",
-        "inference images/s",
-        "training time per run",
-        "epochs",
-        "device",
-        "training code",
-    ]  # one device column: training and inference agree
-    convnet = table.iloc[1]
+    ]
+    convnet = accuracy.iloc[1]
     # 0.65, 0.66, 0.67: mean 66.0%, t-interval 66 +- 4.303 x 0.01 / sqrt(3) x sqrt(3) = 63.5-68.5
-    assert convnet["validation accuracy, mean (95% CI)"] == "66.0% (63.5–68.5%)"
+    assert convnet["validation accuracy (95% CI)"] == "66.0% (63.5–68.5%)"
     assert convnet["course's accuracy"] == "70.4%" and convnet["course's figure against ours"] == "above"
     assert convnet["P(run beats course)"] == "0.00" and convnet["runs"] == "3"
-    assert table.iloc[0]["course's accuracy"] == "–" and table.iloc[0]["P(run beats course)"] == "–"
-    assert convnet["parameters"] == "100k" and convnet["training time per run"] == "10.0 min"
-    one_run = tables.summary_table(architectures_table(metrics_table(["convnet"])))
-    assert one_run.iloc[0]["validation accuracy, mean (95% CI)"] == "60.0%"  # no interval from one run
+    assert accuracy.iloc[0]["course's accuracy"] == "–" and accuracy.iloc[0]["P(run beats course)"] == "–"
+    cost = tables.cost_table(architectures)
+    assert list(cost.columns) == [
+        "architecture",
+        "parameters",
+        "GFLOPs / image",
+        "epochs",
+        "training images/s",
+        "training time per run",
+        "inference images/s",
+        "device",
+    ]  # one device column: training and inference agree
+    assert cost.iloc[1]["parameters"] == "100k" and cost.iloc[1]["training time per run"] == "10.0 min"
     different = architectures_table(metrics_table(["dense"]).assign(training_device="gpu: NVIDIA H100"))
-    assert "device (training)" in tables.summary_table(different).columns
+    assert "device (training)" in tables.cost_table(different).columns
+    assert tables.interval_kinds(architectures) == ["across runs"]
+
+
+def test_one_run_shows_its_wilson_interval_in_the_summary() -> None:
+    """With one seed there is no interval across runs, but the run's own (its photos' sampling) is
+    shown, and the note under the table says which interval it is."""
+    runs = metrics_table(["convnet"])
+    architectures = architectures_table(runs)
+    assert tables.accuracy_table(architectures).iloc[0]["validation accuracy (95% CI)"] == "60.0%"  # no metrics given
+    shown = tables.accuracy_table(architectures, runs).iloc[0]["validation accuracy (95% CI)"]
+    assert shown == "60.0% (53.1–66.5%)"  # 120 of 200 photos: the Wilson interval of runs_table below
+    assert tables.interval_kinds(architectures) == ["one run"]
+    assert "Wilson" in tables.INTERVAL_NOTES["one run"]
 
 
 def test_runs_and_mcnemar_tables_for_readers() -> None:
@@ -549,13 +566,15 @@ def test_report_shows_the_statistics_with_replicates_and_says_what_one_seed_lack
 ) -> None:
     replicated = notebook_outputs(two_architectures.parent / "report.ipynb")
     single = notebook_outputs(one_seed.parent / "report.ipynb")
-    assert "validation accuracy, mean (95% CI)" in replicated and "validation accuracy, mean (95% CI)" in single
+    assert "validation accuracy (95% CI)" in replicated and "validation accuracy (95% CI)" in single
+    assert "train_images_per_s" not in replicated and "training images/s" in replicated  # tables for readers
     assert "only A right" in replicated and "p (Holm)" in replicated  # McNemar, per seed
     assert replicated.count("seed-3") >= 2  # the runs table and the McNemar table
     assert "needs two architectures with at least two runs each" in single
     assert "only A right" in single  # one seed still pairs the two runs on the same photos
-    page = one_seed.read_text()
-    assert "one run each: replicates (seeds) are needed" in page
+    page = html.unescape(one_seed.read_text())
+    assert "one run each, so the intervals are each run's photos' sampling alone" in page
+    assert "that run's 95% Wilson interval" in page
     assert "each trained 3 times" in two_architectures.read_text()
 
 
@@ -574,11 +593,14 @@ def test_landing_page_resolves_every_image_and_link(two_architectures: Path) -> 
         "snakemake --report",
         "Training recipes",
         "image size",
+        "0.001, constant",  # the learning rate with its schedule, no unused schedule keys
+        "split seed",
         "1, 2, 3",  # the seeds of each architecture
         "0123456789ab",
         "tensorflow",
     ):
         assert text in page, text
+    assert "lr start" not in page and "rampup" not in page
     assert not list(two_architectures.parent.glob(".*.tmp"))
 
 
@@ -822,3 +844,69 @@ def test_study_time_rows_give_each_job_the_total_the_span_and_the_course_subtota
     # No subtotal when the study is the course's four alone, or lacks one of them.
     assert len(tables.study_time_rows(jobs[:5], archs[:4])) == 5 + 3
     assert len(tables.study_time_rows(jobs[:4], archs[:3])) == 4 + 3
+
+
+@pytest.mark.parametrize(
+    "hparams, text",
+    [
+        ({"learning_rate": 0.001, "schedule": "constant", "lr_min": 1e-5}, "0.001, constant"),
+        ({"learning_rate": 0.001, "schedule": "cosine", "lr_min": 1e-5}, "cosine from 0.001 to 1e-05"),
+        ({"learning_rate": 5e-5, "schedule": "ramp_decay", "lr_start": 1e-5, "lr_min": 1e-5, "rampup_epochs": 5,
+          "decay": 0.8}, "ramp from 1e-05 to 5e-05 x replicas over 5 epochs, then x0.8 per epoch towards 1e-05"),
+    ],
+)
+def test_recipes_say_the_learning_rate_with_only_its_schedule_settings(hparams: dict, text: str) -> None:
+    cells = landing.recipe_cells("dense", {"epochs": 3, "batch_size": 8, "augment": False, **hparams})
+    assert cells["learning rate"] == text
+    assert "backbone weights" not in cells and "backbone features cached" not in cells
+
+
+def test_recipes_name_the_backbone_weights_and_the_feature_cache_only_for_a_frozen_backbone() -> None:
+    local = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "weights": "/data/w/mobilenet_no_top.h5",
+             "cache_features": True}
+    frozen = landing.recipe_cells("mobilenet_v2", local)
+    assert frozen["backbone weights"] == "local file mobilenet_no_top.h5"
+    assert frozen["backbone features cached"] == "yes"
+    finetuned = landing.recipe_cells("mobilenet_v2_finetune", {**local, "weights": "imagenet"})
+    assert finetuned["backbone weights"] == "imagenet" and "backbone features cached" not in finetuned
+
+
+def test_data_settings_explain_themselves() -> None:
+    manifest = {"data_source": "official", "classes": ["daisy", "roses"],
+                "settings": {"seed": 35155, "validation_fraction": 0.19, "shards": 16},
+                "splits": {"train": {"records": 3001}, "validation": {"records": 665}}}
+    settings = dict(landing.data_settings(manifest))
+    assert settings["split seed"] == "35155 (the course's): which photos go to validation"
+    assert settings["held out for validation"] == "19% of each class"
+    assert settings["train images"] == "3,001"
+
+
+@pytest.mark.parametrize(
+    "low, high, candidates, expected",
+    [
+        (12, 200, None, [20.0, 50.0, 100.0, 200.0]),  # 1-2-5 within the range, no 3x10^1
+        (0.5, 60_000, None, [1.0, 10.0, 100.0, 1000.0, 10_000.0]),  # many decades: the decades alone
+        (15, 150, plotting.NICE_SECONDS, [20, 30, 60, 120]),
+    ],
+)
+def test_log_ticks_are_few_and_round(low: float, high: float, candidates: Any, expected: list[float]) -> None:
+    ticks = plotting.log_ticks(low, high, candidates)
+    assert ticks == expected
+    assert [plotting.seconds_label(s) for s in (30, 120, 7200)] == ["30 s", "2 min", "2 h"]
+
+
+def test_accuracy_figure_labels_do_not_overlap_and_the_legend_is_off_the_axes() -> None:
+    """Three architectures at the same size and accuracy: their labels stack instead of printing
+    over each other, the legend sits outside the axes, and no tick label is in scientific notation."""
+    runs = metrics_table(["dense", "convnet", "squeezenet"]).assign(parameters=5000.0, val_accuracy=0.6)
+    architectures = architectures_table(runs)
+    figure = figures.accuracy_vs_parameters(runs, architectures)
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    boxes = [text.get_window_extent() for text in ax.texts]
+    assert len(boxes) == 3
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert ax.get_legend() is None and figure.legends  # the figure's legend, not the axes'
+    assert figure.legends[0].get_window_extent().y1 <= ax.get_window_extent().y0
+    labels = [tick.get_text() for tick in ax.get_xticklabels() if tick.get_text()]
+    assert labels and not any("times" in label or "^" in label or "×" in label for label in labels), labels

@@ -25,22 +25,32 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
+from matplotlib.ticker import PercentFormatter
 
 from flowerlab.errors import DataError
 from flowerlab.reporting.captions import devices_text
-from flowerlab.reporting.plotting import arch_colours, label_points, new_figure, percent_axis, require_columns, style
-from flowerlab.reporting.tables import clipped, format_count, format_seconds
+from flowerlab.reporting.plotting import (
+    NICE_SECONDS,
+    arch_colours,
+    label_points,
+    log_x_axis,
+    new_figure,
+    percent_axis,
+    require_columns,
+    seconds_label,
+    style,
+)
+from flowerlab.reporting.tables import clipped, format_count
 
 RUN_ALPHA = 0.45  # per-run points sit behind the architecture's mean
 
 
-def _legend_proxies(with_course: bool) -> list[Line2D]:
+def _legend_proxies(with_course: bool, replicated: bool) -> list[Line2D]:
     """Neutral markers for the legend: the labels name the colours, the legend the shapes."""
     proxies = [
         Line2D([], [], marker="o", linestyle="", color="grey", alpha=RUN_ALPHA, markersize=5, label="one run"),
-        Line2D([], [], marker="s", linestyle="-", color="grey", markersize=7,
-               label="mean, 95% interval across runs"),
+        Line2D([], [], marker="s", linestyle="-" if replicated else "", color="grey", markersize=7,
+               label="mean, 95% interval across runs" if replicated else "the architecture (one run, no spread)"),
     ]
     if with_course:
         proxies.append(Line2D([], [], marker="D", linestyle="", markerfacecolor="none", markeredgecolor="grey",
@@ -64,40 +74,40 @@ def _draw_means(ax: Any, architectures: pd.DataFrame, x_column: str, colours: Ma
 
 
 def _accuracy_scatter(runs: pd.DataFrame, architectures: pd.DataFrame, x_run: str, x_arch: str,
-                      x_label: str, title: str, x_formatter: Any) -> Figure:
+                      x_label: str, title: str, tick_label: Any, ticks: Sequence[float] | None = None) -> Figure:
     archs = list(architectures["arch"])
     colours = arch_colours(archs)
     with style():
-        figure, axes = new_figure(width=7.5, height=4.8)
+        figure, axes = new_figure(width=7.5, height=5.2)
         ax = axes[0, 0]
         points = runs.dropna(subset=[x_run, "val_accuracy"])
         sns.scatterplot(data=points, x=x_run, y="val_accuracy", hue="arch", palette=colours, s=30,
                         alpha=RUN_ALPHA, ax=ax, legend=False, zorder=3)
         means = architectures.dropna(subset=[x_arch, "val_accuracy_mean"])
         _draw_means(ax, means, x_arch, colours)
-        label_points(ax, means[x_arch], means["val_accuracy_mean"], means["arch"])
         course = means.dropna(subset=["course_val_accuracy"])
         for _, row in course.iterrows():
             ax.scatter([row[x_arch]], [row["course_val_accuracy"]], marker="D", s=55, facecolors="none",
                        edgecolors=[colours[row["arch"]]], linewidths=1.5, zorder=3)
             ax.plot([row[x_arch]] * 2, [row["val_accuracy_mean"], row["course_val_accuracy"]],
                     color=colours[row["arch"]], linestyle=":", linewidth=1, zorder=2)
-        ax.legend(handles=_legend_proxies(not course.empty), loc="lower right", fontsize=8, frameon=True)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(x_formatter)
-        _pad_log_axis(ax, list(points[x_run]) + list(means[x_arch]))
+        # Below the axes, so that it never covers a point or an error bar.
+        replicated = int(architectures["runs"].max()) >= 2
+        figure.legend(handles=_legend_proxies(not course.empty, replicated), loc="outside lower center", ncols=3, fontsize=8)
+        low, high = _log_limits(list(points[x_run]) + list(means[x_arch]))
+        log_x_axis(ax, low, high, tick_label, ticks)
         percent_axis(ax, list(points["val_accuracy"]) + list(course["course_val_accuracy"]))
+        label_points(ax, means[x_arch], means["val_accuracy_mean"], means["arch"])
         ax.set_xlabel(x_label)
         ax.set_ylabel("validation accuracy")
         ax.set_title(title)
     return figure
 
 
-def _pad_log_axis(ax: Any, values: Sequence[float]) -> None:
+def _log_limits(values: Sequence[float]) -> tuple[float, float]:
     """Room for the labels beside the points on a log axis, also with a single point."""
-    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
-    if finite:
-        ax.set_xlim(min(finite) / 2.5, max(finite) * 4)
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0] or [1.0]
+    return min(finite) / 2.5, max(finite) * 4
 
 
 def _runs_label(architectures: pd.DataFrame) -> str:
@@ -165,7 +175,7 @@ def accuracy_vs_parameters(runs: pd.DataFrame, architectures: pd.DataFrame) -> F
     require_columns(architectures, ["arch", "val_accuracy_mean", "parameters", "course_val_accuracy"],
                     "architectures table")
     return _accuracy_scatter(runs, architectures, "parameters", "parameters", "parameters (log scale)",
-                             "Accuracy against model size", FuncFormatter(lambda v, _: format_count(v)))
+                             "Accuracy against model size", format_count)
 
 
 def accuracy_vs_training_time(runs: pd.DataFrame, architectures: pd.DataFrame) -> Figure:
@@ -177,7 +187,7 @@ def accuracy_vs_training_time(runs: pd.DataFrame, architectures: pd.DataFrame) -
     devices = devices_text(runs.get("training_device", pd.Series(dtype=object)))
     return _accuracy_scatter(runs, architectures, "training_seconds", "training_seconds_mean",
                              f"training wall time (log scale) on {devices}", "Accuracy against training time",
-                             FuncFormatter(lambda v, _: format_seconds(v)))
+                             seconds_label, NICE_SECONDS)
 
 
 def probability_of_improvement(comparisons: pd.DataFrame, archs: Sequence[str]) -> Figure:
@@ -231,11 +241,7 @@ def throughput(runs: pd.DataFrame) -> Figure:
             ax.invert_yaxis()
             finite = values[np.isfinite(values) & (values > 0)]
             if not finite.empty:
-                ax.set_xscale("log")
-                ax.set_xlim(finite.min() / 2, finite.max() * 12)
-                # Only the decades are labelled: minor labels (2x10^2, 3x10^2, ...) overlap.
-                ax.xaxis.set_minor_formatter(NullFormatter())
-                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+                log_x_axis(ax, finite.min() / 2, finite.max() * 12, lambda x: f"{x:,.0f}" if x >= 1 else f"{x:g}")
             ax.set_xlabel("images / s (log scale)")
             device = devices_text(runs.get(device_column, pd.Series(dtype=object)))
             batch = ""

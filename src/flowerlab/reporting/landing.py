@@ -4,8 +4,8 @@
         --architectures results/architectures.csv --notebook-html results/report/report.html --out results/report/index.html \\
         [--manifest ...] [--evaluations ...]
 
-One self-contained HTML page: the summary table (one row per architecture, its replicates' mean
-and interval), every figure (embedded as base64 PNG, with a
+One self-contained HTML page: the summary (one row per architecture in two tables, its accuracy with
+the interval, its size and speed), every figure (embedded as base64 PNG, with a
 relative link to its SVG) with its caption, the study's settings, provenance, and relative links
 to the notebook, metrics.csv and the Snakemake report. It opens from disk with no server and
 loads nothing from the network. It is written atomically. The template is autoescaped, so a
@@ -26,15 +26,23 @@ from urllib.parse import quote
 
 import jinja2
 
-from flowerlab import filesystem, provenance
+from flowerlab import filesystem, provenance, schema
 from flowerlab.code_fingerprint import SHORT
 from flowerlab.console import configure_logging, run_command
 from flowerlab.data.manifest import SYNTHETIC
 from flowerlab.errors import DataError
 from flowerlab.filesystem import read_json
+from flowerlab.models import registry
 from flowerlab.reporting.captions import load_captions
-from flowerlab.reporting.results import best_arch, load_architectures
-from flowerlab.reporting.tables import format_percent_interval, summary_table
+from flowerlab.reporting.results import best_arch, load_architectures, load_metrics
+from flowerlab.reporting.tables import (
+    ACCURACY_COLUMNS,
+    INTERVAL_NOTES,
+    accuracy_table,
+    cost_table,
+    interval_kinds,
+)
+from flowerlab.training import schedules
 
 logger = logging.getLogger(__name__)
 
@@ -68,27 +76,58 @@ def figure_entries(figures_dir: Path, page_dir: Path) -> list[dict[str, str]]:
     return entries
 
 
-def summary(architectures_path: Path) -> tuple[dict[str, Any], str]:
-    """The summary table (columns, rows, text columns) and a one-sentence headline."""
+def html_table(frame: Any, text_columns: Sequence[str] = ()) -> dict[str, Any]:
+    """A formatted DataFrame as the template's table macro takes it."""
+    columns = list(frame.columns)
+    return {"columns": columns, "rows": frame.to_dict("records"),
+            "text_columns": [column for column in columns if column in text_columns]}
+
+
+def summary(architectures_path: Path, metrics_path: Path) -> tuple[dict[str, Any], str]:
+    """The summary's two tables (accuracy; size and speed), what their intervals are, and a
+    one-sentence headline."""
     architectures = load_architectures(architectures_path)
     if architectures.empty:
         raise DataError(f"{architectures_path} has no architecture; rerun flowerlab collect")
-    table = summary_table(architectures)
+    accuracy = accuracy_table(architectures, load_metrics(metrics_path))
+    cost = cost_table(architectures)
     best = best_arch(architectures)
-    row = architectures.loc[architectures["arch"] == best].iloc[0]
+    best_accuracy = accuracy.loc[list(architectures["arch"]).index(best), ACCURACY_COLUMNS["val_accuracy_mean"]]
     runs = int(architectures["runs"].min())
-    accuracy = format_percent_interval(row["val_accuracy_mean"], row["val_accuracy_ci_low"],
-                                       row["val_accuracy_ci_high"])
     count = len(architectures)
     replicates = (f"each trained {runs} times (seeds), the intervals are 95% across runs"
-                  if runs > 1 else "one run each: replicates (seeds) are needed for intervals across runs")
+                  if runs > 1 else "one run each, so the intervals are each run's photos' sampling alone "
+                                   "(replicates, seeds, are needed for the spread between runs)")
     headline = (
         f"{count} architecture{'s' if count != 1 else ''} compared, {replicates}; the best on average, "
-        f"{best}, classifies {accuracy} of the validation photos correctly."
+        f"{best}, classifies {best_accuracy} of the validation photos correctly."
     )
-    columns = list(table.columns)
-    text_columns = [column for column in columns if column.startswith("device")]
-    return {"columns": columns, "rows": table.to_dict("records"), "text_columns": text_columns}, headline
+    tables = {
+        "accuracy": html_table(accuracy),
+        "cost": html_table(cost, [column for column in cost.columns if column.startswith("device")]),
+        "interval_notes": [INTERVAL_NOTES[kind] for kind in interval_kinds(architectures)],
+    }
+    return tables, headline
+
+
+# The data stage's settings (the manifest's `settings`) named for a reader.
+DATA_SETTING_LABELS = {
+    "image_size": "image size (px)",
+    "jpeg_quality": "JPEG quality",
+    "validation_fraction": "held out for validation",
+    "shards": "TFRecord files per split",
+    "seed": "split seed",
+}
+
+
+def data_setting_value(key: str, value: Any) -> Any:
+    """A data setting's value, explained where a bare number would puzzle a reader."""
+    if key == "validation_fraction":
+        return f"{float(value):.0%} of each class"
+    if key == "seed":
+        course = " (the course's)" if value == schema.default("data", "seed") else ""
+        return f"{value}{course}: which photos go to validation"
+    return value
 
 
 def data_settings(manifest: dict[str, Any] | None) -> list[tuple[str, Any]]:
@@ -97,7 +136,8 @@ def data_settings(manifest: dict[str, Any] | None) -> list[tuple[str, Any]]:
         return []
     items: list[tuple[str, Any]] = [("photos", photos_label(manifest.get("data_source"))),
                                     ("classes", ", ".join(manifest.get("classes", [])))]
-    items += [(key.replace("_", " "), value) for key, value in manifest.get("settings", {}).items()]
+    items += [(DATA_SETTING_LABELS.get(key, key.replace("_", " ")), data_setting_value(key, value))
+              for key, value in manifest.get("settings", {}).items()]
     items += [(f"{split} images", f"{int(info.get('records', 0)):,}") for split, info in manifest.get("splits", {}).items()]
     return items
 
@@ -110,13 +150,27 @@ def photos_label(data_source: str | None) -> str:
         data_source, f"the local folder {data_source}")
 
 
-def plain(value: Any) -> Any:
-    """A hyperparameter as a reader wants it: 0.001 not 0.0010000, yes/no, – for none."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "–" if value is None else value
+def weights_label(weights: Any) -> str:
+    """The backbone's weights as a reader wants them: 'imagenet', 'none', or a local file's name."""
+    if weights in (None, "none"):
+        return "none (random)"
+    return "imagenet" if weights == "imagenet" else f"local file {Path(str(weights)).name}"
+
+
+def recipe_cells(arch: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """One architecture's hyperparameters as the recipes table shows them: the learning rate with only
+    the schedule settings it uses, the weights by name, the feature cache only for a frozen backbone."""
+    cells: dict[str, Any] = {"epochs": hparams.get("epochs"), "batch size": hparams.get("batch_size")}
+    if "learning_rate" in hparams:
+        cells["learning rate"] = schedules.describe(hparams)
+    cells["augmentation"] = "yes" if hparams.get("augment") else "no"
+    if hparams.get("image_size"):
+        cells["image size (px)"] = hparams["image_size"]
+    if "weights" in hparams:
+        cells["backbone weights"] = weights_label(hparams["weights"])
+    if arch in registry.ARCHITECTURES and registry.ARCHITECTURES[arch].frozen_backbone_features:
+        cells["backbone features cached"] = "yes" if hparams.get("cache_features", True) else "no"
+    return cells
 
 
 def read_evaluations(evaluation_paths: Sequence[Path]) -> list[tuple[str, dict[str, Any]]]:
@@ -137,7 +191,7 @@ def recipes(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]
         if arch not in rows:
             rows[arch] = {
                 "architecture": arch,
-                **{key.replace("_", " "): plain(value) for key, value in (training.get("hparams") or {}).items()},
+                **recipe_cells(arch, training.get("hparams") or {}),
                 "precision": training.get("precision"),
                 "seeds": [],
             }
@@ -145,7 +199,7 @@ def recipes(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]
         rows[arch]["seeds"].append(str(training.get("seed")))
     for row in rows.values():
         row["seeds"] = ", ".join(row["seeds"])
-    return {"columns": columns, "rows": list(rows.values()), "text_columns": ["weights", "seeds"]}
+    return {"columns": columns, "rows": list(rows.values()), "text_columns": ["learning rate", "backbone weights", "seeds"]}
 
 
 def training_code_label(version: dict[str, Any]) -> str:
@@ -201,7 +255,7 @@ def render_page(
              ("architectures.csv (one row per architecture)", architectures)]
     if snakemake_report.is_file():
         links.append(("Snakemake report (provenance of every file)", snakemake_report))
-    table, headline = summary(architectures)
+    tables, headline = summary(architectures, metrics)
     manifest_data = read_json(manifest, "manifest") if manifest is not None else None
     read = read_evaluations(evaluations)
     environment = jinja2.Environment(
@@ -215,7 +269,7 @@ def render_page(
         headline=headline,
         links=[{"label": label, "href": relative_href(target, page_dir)} for label, target in links],
         snakemake_report_command="" if snakemake_report.is_file() else report_command,
-        summary=table,
+        summary=tables,
         figures=figure_entries(figures_dir, page_dir),
         data_settings=data_settings(manifest_data),
         synthetic=manifest_data is not None and manifest_data.get("data_source") == SYNTHETIC,

@@ -24,7 +24,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator, PercentFormatter
 
 from flowerlab import filesystem
 from flowerlab.errors import DataError
@@ -81,8 +81,64 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> N
 
 
 def label_points(ax: Any, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
-    for x, y, label in zip(xs, ys, labels, strict=True):
-        ax.annotate(label, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=9)
+    """Each point's label above right of it; a label that would overlap one already placed moves up
+    a line, so that architectures at nearly the same spot stay readable. Call it after the axes'
+    scales and limits are set: it places the labels in screen space."""
+    line = 12.0  # points: one label's height at font size 9, with a little air
+    placed: list[tuple[float, float, float, float]] = []  # (left, bottom, right, top) in points
+    to_points = 72.0 / ax.figure.dpi
+    for x, y, label in sorted(zip(xs, ys, labels, strict=True), key=lambda point: (point[1], point[0])):
+        px, py = (value * to_points for value in ax.transData.transform((x, y)))
+        width = 5.6 * len(label)  # an average character at 9 pt, roughly
+        offset = 5.0
+        while any(px + 6 < right and left < px + 6 + width and py + offset < top and bottom < py + offset + line
+                  for left, bottom, right, top in placed):
+            offset += line
+        placed.append((px + 6, py + offset, px + 6 + width, py + offset + line))
+        ax.annotate(label, (x, y), xytext=(6, offset), textcoords="offset points", fontsize=9)
+
+
+# Tick values a reader takes in at a glance on a log axis: 1-2-5 in each decade.
+ONE_TWO_FIVE = (1.0, 2.0, 5.0)
+# Wall times a reader takes in at a glance (seconds): 10 s, 30 s, 1 min, 2 min, 5 min, ... 1 h, 2 h, ...
+NICE_SECONDS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 18000, 36000, 72000, 172800)
+
+
+def log_ticks(low: float, high: float, candidates: Sequence[float] | None = None, most: int = 7) -> list[float]:
+    """At most `most` tick values between `low` and `high` for a log axis: from `candidates`, or
+    1-2-5 in each decade (only the decades when those are too many). matplotlib's own log
+    locator labels minor ticks in scientific notation (2x10^1, 3x10^1) that collide when the axis
+    spans less than a decade."""
+    if candidates is None:
+        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        steps = ONE_TWO_FIVE if len(decades) <= 3 else (1.0,)
+        candidates = [step * 10.0 ** decade for decade in decades for step in steps]
+    inside = [value for value in candidates if low <= value <= high]
+    stride = 1
+    while len(inside[::stride]) > most:
+        stride += 1
+    return inside[::stride]
+
+
+def log_x_axis(ax: Any, low: float, high: float, label: Any, candidates: Sequence[float] | None = None) -> None:
+    """The x axis log-scaled from `low` to `high` with only readable, labelled ticks (`label`:
+    value -> text)."""
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    axis = ax.xaxis
+    axis.set_major_locator(FixedLocator(log_ticks(low, high, candidates)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: label(value)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def seconds_label(seconds: float) -> str:
+    """A tick's wall time: '30 s', '5 min', '2 h'."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
 
 
 def percent_axis(ax: Any, values: Sequence[float]) -> None:

@@ -11,27 +11,36 @@ from typing import Any
 
 from flowerlab.reporting import timings
 
-# The summary table: architectures.csv column -> heading shown to readers.
-SUMMARY_COLUMNS: dict[str, str] = {
+# The summary, in two tables narrow enough to read side by side with nothing hidden at 1,280 px:
+# how accurate each architecture is, and what it costs. architectures.csv column -> heading.
+ACCURACY_COLUMNS: dict[str, str] = {
     "arch": "architecture",
     "runs": "runs",
-    "val_accuracy_mean": "validation accuracy, mean (95% CI)",
-    "val_macro_f1_mean": "macro-F1, mean (95% CI)",
+    "val_accuracy_mean": "validation accuracy (95% CI)",
+    "val_macro_f1_mean": "macro-F1 (95% CI)",
     "course_val_accuracy": "course's accuracy",
     "course_placement": "course's figure against ours",
     "p_beats_course": "P(run beats course)",
+}
+COST_COLUMNS: dict[str, str] = {
+    "arch": "architecture",
     "parameters": "parameters",
     "gflops_per_image": "GFLOPs / image",
-    "train_images_per_s_mean": "training images/s",
-    "inference_images_per_s_mean": "inference images/s",
-    "training_seconds_mean": "training time per run",
     "epochs": "epochs",
+    "train_images_per_s_mean": "training images/s",
+    "training_seconds_mean": "training time per run",
+    "inference_images_per_s_mean": "inference images/s",
     "device": "device (inference)",
     "training_device": "device (training)",
-    "training_code": "training code",
+}
+# What the accuracy interval is, said under the table: across runs, or one run's photos.
+INTERVAL_NOTES = {
+    "across runs": "With several runs (seeds), the interval is the 95% Student-t interval of the mean across them.",
+    "one run": "With one run, the interval is that run's 95% Wilson interval over the validation photos: the "
+               "photos' sampling alone; replicates (seeds) are needed for the spread between runs.",
 }
 
-# The per-run table: metrics.csv column -> heading.
+# The per-run tables: metrics.csv column -> heading.
 RUN_COLUMNS: dict[str, str] = {
     "arch": "architecture",
     "replicate": "replicate",
@@ -41,6 +50,26 @@ RUN_COLUMNS: dict[str, str] = {
     "train_images_per_s": "training images/s",
     "training_seconds": "training time",
     "precision": "precision",
+}
+SPEED_COLUMNS: dict[str, str] = {
+    "arch": "architecture",
+    "replicate": "replicate",
+    "train_images_per_s": "training images/s",
+    "inference_images_per_s": "inference images/s",
+    "eval_batch_size": "inference batch",
+    "latency_ms_median": "latency, median (ms)",
+    "latency_ms_p95": "latency, 95th percentile (ms)",
+    "training_device": "device (training)",
+    "device": "device (inference)",
+}
+HARDWARE_SHARE_COLUMNS: dict[str, str] = {
+    "arch": "architecture",
+    "replicate": "replicate",
+    "train_gflops_per_s": "training GFLOP/s",
+    "peak_gflops_per_s": "the machine's peak GFLOP/s",
+    "fraction_of_peak": "share of the peak",
+    "kernels": "kernels",
+    "training_device": "device (training)",
 }
 
 
@@ -120,44 +149,70 @@ def format_cell(column: str, value: Any) -> str:
         return f"{float(value):,.1f}" if float(value) < 100 else f"{float(value):,.0f}"
     if column.startswith("training_seconds"):
         return format_seconds(float(value))
-    if column in {"epochs", "runs"}:
+    if column == "fraction_of_peak":
+        return f"{float(value):.0%}"
+    if column.startswith(("latency_ms", "train_gflops", "peak_gflops")):
+        return f"{float(value):,.1f}"
+    if column in {"epochs", "runs", "eval_batch_size"}:
         return str(int(value))
     return str(value)
 
 
-def _interval_cell(row: Any, column: str) -> str:
+def _interval_cell(row: Any, column: str, runs: Any = None) -> str:
+    """The mean and its t-interval across runs; for an architecture of one run, that run's Wilson
+    interval from the metrics table `runs` (the macro-F1 of one run has none)."""
     stem = column.removesuffix("_mean")
-    return format_percent_interval(row[column], row.get(f"{stem}_ci_low"), row.get(f"{stem}_ci_high"))
+    low, high = row.get(f"{stem}_ci_low"), row.get(f"{stem}_ci_high")
+    if stem == "val_accuracy" and int(row["runs"]) == 1 and runs is not None:
+        own = runs[runs["arch"] == row["arch"]]
+        if len(own) == 1:
+            low, high = own.iloc[0].get("val_accuracy_ci_low"), own.iloc[0].get("val_accuracy_ci_high")
+    return format_percent_interval(row[column], low, high)
 
 
-def summary_table(architectures: Any) -> Any:
-    """The report's summary: one row per architecture, the mean and 95% t-interval across its
-    runs, formatted, columns named for readers. The training device column is left out when it
-    equals the inference device everywhere."""
+def interval_kinds(architectures: Any) -> list[str]:
+    """Which accuracy intervals the summary shows (INTERVAL_NOTES' keys), for the note under it."""
+    runs = {int(n) for n in architectures["runs"]}
+    return [kind for kind, present in (("across runs", max(runs) >= 2), ("one run", min(runs) == 1)) if present]
+
+
+def accuracy_table(architectures: Any, runs: Any = None) -> Any:
+    """How accurate each architecture is: the mean and 95% t-interval across its runs (with one
+    run, that run's Wilson interval, read from the metrics table `runs`) and the course's figure."""
     import pandas as pd
 
-    columns = [c for c in SUMMARY_COLUMNS if c in architectures.columns]
+    columns = [c for c in ACCURACY_COLUMNS if c in architectures.columns]
+    rows = [{ACCURACY_COLUMNS[c]: _interval_cell(row, c, runs) if c in {"val_accuracy_mean", "val_macro_f1_mean"}
+             else format_cell(c, row[c]) for c in columns} for _, row in architectures.iterrows()]
+    return pd.DataFrame(rows, columns=[ACCURACY_COLUMNS[c] for c in columns])
+
+
+def cost_table(architectures: Any) -> Any:
+    """What each architecture costs: its size, FLOPs, epochs, speed and the devices it ran on. One
+    device column when training and inference ran on the same devices everywhere."""
+    import pandas as pd
+
+    columns = [c for c in COST_COLUMNS if c in architectures.columns]
+    headings = COST_COLUMNS
     if {"device", "training_device"} <= set(columns) and (
         architectures["device"].fillna("") == architectures["training_device"].fillna("")
     ).all():
         columns.remove("training_device")
-        headings = {**SUMMARY_COLUMNS, "device": "device"}
-    else:
-        headings = SUMMARY_COLUMNS
-    rows = [{headings[c]: _interval_cell(row, c) if c in {"val_accuracy_mean", "val_macro_f1_mean"}
-             else format_cell(c, row[c]) for c in columns} for _, row in architectures.iterrows()]
+        headings = {**COST_COLUMNS, "device": "device"}
+    rows = [{headings[c]: format_cell(c, row[c]) for c in columns} for _, row in architectures.iterrows()]
     return pd.DataFrame(rows, columns=[headings[c] for c in columns])
 
 
-def runs_table(metrics: Any) -> Any:
-    """One row per run: its accuracy with the Wilson interval of its validation photos."""
+def runs_table(metrics: Any, headings: dict[str, str] = RUN_COLUMNS) -> Any:
+    """One row per run, the `headings`' columns formatted (RUN_COLUMNS: its accuracy with the
+    Wilson interval of its validation photos; SPEED_COLUMNS, HARDWARE_SHARE_COLUMNS)."""
     import pandas as pd
 
-    columns = [c for c in RUN_COLUMNS if c in metrics.columns]
-    rows = [{RUN_COLUMNS[c]: format_percent_interval(row[c], row.get("val_accuracy_ci_low"),
-                                                     row.get("val_accuracy_ci_high"))
+    columns = [c for c in headings if c in metrics.columns]
+    rows = [{headings[c]: format_percent_interval(row[c], row.get("val_accuracy_ci_low"),
+                                                  row.get("val_accuracy_ci_high"))
              if c == "val_accuracy" else format_cell(c, row[c]) for c in columns} for _, row in metrics.iterrows()]
-    return pd.DataFrame(rows, columns=[RUN_COLUMNS[c] for c in columns])
+    return pd.DataFrame(rows, columns=[headings[c] for c in columns])
 
 
 def mcnemar_table(mcnemar: Any) -> Any:

@@ -79,3 +79,16 @@ def schedule_function(hparams: Mapping[str, Any], *, replicas: int = 1) -> Calla
     """`epoch -> learning rate`, for `keras.callbacks.LearningRateScheduler` and for the records."""
     learning_rate_at(0, hparams, replicas=replicas)  # fail now on a bad schedule, not at epoch 0
     return lambda epoch: learning_rate_at(int(epoch), hparams, replicas=replicas)
+
+
+def describe(hparams: Mapping[str, Any]) -> str:
+    """The schedule in words, with only the settings it uses: '0.001, constant',
+    'cosine from 0.001 to 1e-05', 'ramp from 1e-05 to 5e-05 over 5 epochs, then x0.8 per epoch towards 1e-05'."""
+    schedule = hparams.get("schedule", "constant")
+    peak = f"{float(hparams['learning_rate']):g}"
+    if schedule == "cosine":
+        return f"cosine from {peak} to {float(hparams['lr_min']):g}"
+    if schedule == "ramp_decay":
+        return (f"ramp from {float(hparams['lr_start']):g} to {peak} x replicas over {int(hparams['rampup_epochs'])} "
+                f"epochs, then x{float(hparams['decay']):g} per epoch towards {float(hparams['lr_min']):g}")
+    return f"{peak}, constant"
