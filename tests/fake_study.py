@@ -201,6 +201,7 @@ def write_model(models_dir: Path, arch: str, manifest_path: Path, *, epochs: int
     record = {
         "arch": arch,
         "hparams": {"epochs": epochs, "batch_size": 4, "learning_rate": 0.001, "augment": False},
+        "learning_rate_schedule": "0.001, constant",
         "device": {"kind": "cpu", "name": "test CPU (2 cores)", "replicas": 1},
         "precision": "float32",
         "seed": seed,

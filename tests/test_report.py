@@ -28,6 +28,7 @@ from flowerlab.reporting import (
     tables,
     time_figures,
 )
+from flowerlab.training import schedules
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -856,7 +857,10 @@ def test_study_time_rows_give_each_job_the_total_the_span_and_the_course_subtota
     ],
 )
 def test_recipes_say_the_learning_rate_with_only_its_schedule_settings(hparams: dict, text: str) -> None:
-    cells = landing.recipe_cells("dense", {"epochs": 3, "batch_size": 8, "augment": False, **hparams})
+    """Training writes the schedule in words into its record; the landing page shows that."""
+    hparams = {"epochs": 3, "batch_size": 8, "augment": False, **hparams}
+    assert schedules.describe(hparams) == text
+    cells = landing.recipe_cells("dense", {"hparams": hparams, "learning_rate_schedule": schedules.describe(hparams)})
     assert cells["learning rate"] == text
     assert "backbone weights" not in cells and "backbone features cached" not in cells
 
@@ -864,10 +868,11 @@ def test_recipes_say_the_learning_rate_with_only_its_schedule_settings(hparams: 
 def test_recipes_name_the_backbone_weights_and_the_feature_cache_only_for_a_frozen_backbone() -> None:
     local = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "weights": "/data/w/mobilenet_no_top.h5",
              "cache_features": True}
-    frozen = landing.recipe_cells("mobilenet_v2", local)
+    frozen = landing.recipe_cells("mobilenet_v2", {"hparams": local})
     assert frozen["backbone weights"] == "local file mobilenet_no_top.h5"
     assert frozen["backbone features cached"] == "yes"
-    finetuned = landing.recipe_cells("mobilenet_v2_finetune", {**local, "weights": "imagenet"})
+    finetuned = landing.recipe_cells("mobilenet_v2_finetune", {"hparams": {**local, "weights": "imagenet"}})
+    assert frozen["learning rate"] == "0.001 (constant)"  # a record from before the words
     assert finetuned["backbone weights"] == "imagenet" and "backbone features cached" not in finetuned
 
 

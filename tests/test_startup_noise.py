@@ -26,9 +26,12 @@ NOTICE_LINES = [
 REAL = "W0000 00:00:1796312644.3 6732 op_kernel.cc:1857] OP_REQUIRES failed: a real warning"
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+def run_python(code: str, **env: str | None) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter, with `env` set in its environment (None: removed)."""
+    environment = {**os.environ, **env}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300, check=False)
+                          env={name: value for name, value in environment.items() if value is not None},
+                          timeout=300, check=False)
 
 
 def test_the_filter_drops_the_notices_and_keeps_everything_else_in_order() -> None:
@@ -76,3 +79,9 @@ def test_importing_tensorflow_after_flowerlab_prints_no_notice() -> None:
     assert shown.returncode == 0
     if not any(startup_noise.NOTICES.search(line) for line in shown.stderr.splitlines()):
         pytest.skip("this TensorFlow build prints no start-up notice: nothing to filter here")
+
+
+def test_tensorflow_info_logs_are_off_unless_the_user_set_the_level() -> None:
+    code = "import os, flowerlab; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    assert run_python(code, TF_CPP_MIN_LOG_LEVEL=None).stdout.strip() == "1"
+    assert run_python(code, TF_CPP_MIN_LOG_LEVEL="0").stdout.strip() == "0"

@@ -24,6 +24,7 @@ DOCUMENTED_RECORD_KEYS = {
     "arch", "hparams", "device", "precision", "seed", "deterministic", "versions", "wall_seconds",
     "train_images_per_second", "epochs", "best_val_accuracy", "final_val_accuracy", "parameters",
     "resumed_from_epoch", "manifest_sha256", "code_version", "kernels", "hardware_share",
+    "wall_seconds_before_resume", "learning_rate_schedule",
 }
 
 # train() sets process-wide TensorFlow state; conftest puts it back after this module.

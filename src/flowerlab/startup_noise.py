@@ -16,6 +16,10 @@ is not one of the known start-up notices (NOTICES) is written to the real stderr
 Whatever TensorFlow or anything else writes later, warnings and errors included, passes
 untouched, and a line from the window that matches no notice (a real warning) is kept.
 
+Once its logging has started, TensorFlow also logs at INFO level from C++ (grappler's "Starting
+new session" when the FLOPs are counted, say); `TF_CPP_MIN_LOG_LEVEL=1` is set for those, unless
+the user set it, which keeps its warnings and errors.
+
 `import flowerlab` installs the hook (flowerlab/__init__.py), so every process of the study gets
 it: each `flowerlab` command, the report notebook's kernel, bench/.
 `FLOWERLAB_TF_STARTUP_NOISE=show` leaves TensorFlow's output as it is.
@@ -51,6 +55,8 @@ NOTICES = re.compile(
     r"|TF-TRT Warning: Could not find TensorRT"
 )
 SWITCH = ("FLOWERLAB_TF_STARTUP_NOISE", "show")
+# TensorFlow's C++ log level once absl logging runs: 1 drops INFO, keeps WARNING and ERROR.
+LOG_LEVEL = ("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def kept_lines(text: bytes) -> bytes:
@@ -120,6 +126,7 @@ def install() -> bool:
     """Filter the notices of TensorFlow's import to come, unless switched off or already loaded."""
     if os.environ.get(SWITCH[0]) == SWITCH[1] or "tensorflow" in sys.modules:
         return False
+    os.environ.setdefault(*LOG_LEVEL)
     if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
     return True

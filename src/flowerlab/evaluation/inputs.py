@@ -65,6 +65,7 @@ def check_training_record(
 TRAINING_FIGURES = (
     "wall_seconds",
     "wall_seconds_before_resume",
+    "learning_rate_schedule",
     "train_images_per_second",
     "hardware_share",
     "kernels",

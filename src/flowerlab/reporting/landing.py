@@ -42,7 +42,6 @@ from flowerlab.reporting.tables import (
     cost_table,
     interval_kinds,
 )
-from flowerlab.training import schedules
 
 logger = logging.getLogger(__name__)
 
@@ -157,12 +156,16 @@ def weights_label(weights: Any) -> str:
     return "imagenet" if weights == "imagenet" else f"local file {Path(str(weights)).name}"
 
 
-def recipe_cells(arch: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    """One architecture's hyperparameters as the recipes table shows them: the learning rate with only
-    the schedule settings it uses, the weights by name, the feature cache only for a frozen backbone."""
+def recipe_cells(arch: str, training: dict[str, Any]) -> dict[str, Any]:
+    """One architecture's hyperparameters (a training.json's) as the recipes table shows them: the
+    learning rate with only the schedule settings it uses (as training recorded it in words), the
+    weights by name, the feature cache only for a frozen backbone."""
+    hparams = training.get("hparams") or {}
     cells: dict[str, Any] = {"epochs": hparams.get("epochs"), "batch size": hparams.get("batch_size")}
-    if "learning_rate" in hparams:
-        cells["learning rate"] = schedules.describe(hparams)
+    if training.get("learning_rate_schedule"):
+        cells["learning rate"] = training["learning_rate_schedule"]
+    elif "learning_rate" in hparams:  # a record from before the schedule was written in words
+        cells["learning rate"] = f"{float(hparams['learning_rate']):g} ({hparams.get('schedule', 'constant')})"
     cells["augmentation"] = "yes" if hparams.get("augment") else "no"
     if hparams.get("image_size"):
         cells["image size (px)"] = hparams["image_size"]
@@ -191,7 +194,7 @@ def recipes(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]
         if arch not in rows:
             rows[arch] = {
                 "architecture": arch,
-                **recipe_cells(arch, training.get("hparams") or {}),
+                **recipe_cells(arch, training),
                 "precision": training.get("precision"),
                 "seeds": [],
             }

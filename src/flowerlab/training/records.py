@@ -19,7 +19,7 @@ from typing import Any
 from flowerlab import filesystem, provenance
 from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.filesystem import sha256_file
-from flowerlab.training import checkpoints
+from flowerlab.training import checkpoints, schedules
 from flowerlab.training.setup import Batching, DataPlan, TrainSettings
 
 HISTORY_COLUMNS = (
@@ -164,6 +164,7 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
     return {
         "arch": settings.arch,
         "hparams": settings.hparams,
+        "learning_rate_schedule": schedules.describe(settings.hparams),  # in words, for the report
         "device": device.to_json(),
         "precision": precision,
         "seed": settings.seed,
