@@ -277,8 +277,9 @@ def test_data_overview_with_and_without_skipped_files() -> None:
     bars, skipped = figure.axes[:2]
     assert sorted(p.get_height() for p in bars.patches if p.get_height() > 0) == [1, 1, 3, 4]
     assert [t.get_text() for t in skipped.get_yticklabels()] == ["zero_bytes"]
-    figure = photo_figures.data_overview(manifest, {"files_found": 9, "kept": 9, "skipped_by_reason": {}})
-    assert "no file skipped" in [t.get_text() for t in figure.axes[1].texts]
+    for nothing_skipped in ({}, {"zero_bytes": 0, "not_an_image": 0}):  # inventory.json lists every reason
+        figure = photo_figures.data_overview(manifest, {"files_found": 9, "kept": 9, "skipped_by_reason": nothing_skipped})
+        assert "no file skipped" in [t.get_text() for t in figure.axes[1].texts]
 
 
 def test_save_figure_writes_png_svg_and_the_caption_atomically(tmp_path: Path) -> None:
@@ -915,3 +916,14 @@ def test_accuracy_figure_labels_do_not_overlap_and_the_legend_is_off_the_axes() 
     assert figure.legends[0].get_window_extent().y1 <= ax.get_window_extent().y0
     labels = [tick.get_text() for tick in ax.get_xticklabels() if tick.get_text()]
     assert labels and not any("times" in label or "^" in label or "×" in label for label in labels), labels
+
+
+@pytest.mark.slow
+def test_the_executed_notebook_shows_no_stderr(two_architectures: Path, one_seed: Path) -> None:
+    """Nothing in a pink stderr block: no TensorFlow start-up notice, INFO log or stray warning
+    (flowerlab.startup_noise; a warning that a reader should see is said in the notebook's text)."""
+    for page in (two_architectures, one_seed):
+        cells = json.loads((page.parent / "report.ipynb").read_text())["cells"]
+        stderr = ["".join(output.get("text", "")) for cell in cells for output in cell.get("outputs", [])
+                  if output.get("name") == "stderr"]
+        assert stderr == [], stderr

@@ -122,7 +122,8 @@ def data_overview(manifest: Mapping[str, Any], inventory: Mapping[str, Any]) -> 
             for name in classes
         ]
     )
-    skipped = dict(inventory.get("skipped_by_reason") or {})
+    # inventory.json lists every reason, most with 0 files: only the reasons that skipped a file are drawn.
+    skipped = {reason: int(n) for reason, n in (inventory.get("skipped_by_reason") or {}).items() if n}
     with style():
         figure, axes = new_figure(1, 2, width=11, height=4.2, gridspec_kw={"width_ratios": [3, 2]})
         left, right = axes[0]
