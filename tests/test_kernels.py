@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from synthetic_records import write_dataset
 
-from flowerlab import kernels
+from flowerlab import console, kernels
 from flowerlab.training import estimate, peak
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,13 +237,13 @@ def test_the_study_estimate_adds_every_run_one_after_another() -> None:
     expected = 3 * (20 * 3220 / 30 + 10) + 2 * (10 * 3220 / 300)
     assert estimate.total_seconds(plans) == pytest.approx(expected)
     table = estimate.report(plans, "Some CPU, 2 threads, oneDNN kernels")
-    assert "Some CPU" in table and "convnet" in table and estimate.duration(expected) in table
+    assert "Some CPU" in table and "convnet" in table and console.duration(expected) in table
 
 
 @pytest.mark.parametrize("seconds, text", [(42.4, "42 s"), (450, "7 min 30 s"), (3900, "1 h 05 min"),
                                            (8 * 3600 + 59, "8 h 00 min")])
 def test_durations_read_as_a_person_would_say_them(seconds: float, text: str) -> None:
-    assert estimate.duration(seconds) == text
+    assert console.duration(seconds) == text
 
 
 def test_the_data_an_estimate_counts_before_the_data_stage_ran(tmp_path: Path, monkeypatch) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from synthetic_records import write_dataset
 
-from flowerlab.training import checkpoints, setup, stage
+from flowerlab.training import checkpoints, progress, setup, stage
 
 SIZE = 16
 
@@ -155,8 +155,10 @@ def test_resumed_run_equals_the_uninterrupted_run(manifest: Path, tmp_path: Path
     straight = stage.train(settings("straight"))
     with pytest.raises(Interrupted):
         stage.train(settings("resumed"), extra_callbacks=[InterruptAfter(2)])
-    assert [p.name for p in (tmp_path / "resumed" / "ckpt").iterdir()] == ["epoch-0002"]
+    assert sorted(p.name for p in (tmp_path / "resumed" / "ckpt").iterdir()) == ["epoch-0002", "progress.json"]
+    assert json.loads((tmp_path / "resumed" / "ckpt" / "progress.json").read_text())["epoch"] == 2
     resumed = stage.train(settings("resumed"))
+    assert not (tmp_path / "resumed" / "ckpt").exists()  # done: the checkpoints and the progress file go
 
     assert straight["resumed_from_epoch"] == 0 and resumed["resumed_from_epoch"] == 2
     # The time of the part before the interruption is kept: the report adds it to the last part's job.
@@ -254,3 +256,31 @@ def test_fingerprint_covers_code_data_settings_and_hparams() -> None:
     ]
     for changed_manifest, changed in variants:
         assert checkpoints.fingerprint(checkpoints.fingerprint_inputs(changed_manifest, **changed)) != reference
+
+
+def test_status_shows_each_training_running_stopped_or_done(tmp_path: Path) -> None:
+    """`flowerlab status` from the files a run leaves: a progress file per training under way (its
+    process alive: running; gone: stopped), a training.json per finished one."""
+    results = tmp_path / "results"
+    now = time.time()
+    progress.write_progress(results / "checkpoints/convnet/seed-1", epoch=7, epochs=20, line="epoch 7/20 ...",
+                            images_per_second=31.2, seconds_left=725.0)
+    gone = progress.write_progress(results / "checkpoints/squeezenet/seed-2", epoch=12, epochs=35, line="...",
+                                   images_per_second=16.0, seconds_left=3000.0)
+    record = json.loads(gone.read_text())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone.write_text(json.dumps({**record, "pid": int(dead.stdout)}))
+    (results / "models/dense/seed-1").mkdir(parents=True)
+    (results / "models/dense/seed-1/training.json").write_text(json.dumps({"epochs": 10, "wall_seconds": 150.0}))
+    found = progress.trainings(results, now=now + 30)
+    assert [(t.state, t.run) for t in found] == [("running", "convnet/seed-1"), ("stopped", "squeezenet/seed-2"),
+                                                 ("done", "dense/seed-1")]
+    assert "epoch 7/20 done, 31 img/s, about 12 min 05 s left (updated 30 s ago)" in found[0].text
+    assert "rerunning the workflow resumes it" in found[1].text
+    assert found[2].text.startswith("10 epochs in 2 min 30 s")
+    printed = subprocess.run([sys.executable, "-m", "flowerlab", "status", "--results", str(results)],
+                             capture_output=True, text=True, check=False)
+    assert printed.returncode == 0 and "running  convnet/seed-1" in printed.stdout, printed.stderr
+    missing = subprocess.run([sys.executable, "-m", "flowerlab", "status", "--results", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and "not found" in missing.stderr and "Traceback" not in missing.stderr

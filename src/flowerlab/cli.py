@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tfrecords": ("flowerlab.data.tfrecords", "split, resize and write sharded TFRecords"),
     "estimate": ("flowerlab.training.estimate", "say how long the study's trainings will take on this machine"),
     "train": ("flowerlab.training.stage", "train one architecture (resumable)"),
+    "status": ("flowerlab.training.progress", "how far each training is: epoch, images/s, time left"),
     "evaluate": ("flowerlab.evaluation.stage", "evaluate one trained model on the validation split"),
     "predict": ("flowerlab.evaluation.predict", "classify photos with a trained model (top-k classes, CSV or JSON)"),
     "collect": ("flowerlab.evaluation.collect", "gather every evaluation into one metrics table"),

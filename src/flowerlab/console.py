@@ -34,6 +34,16 @@ def progress(total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> t
     )
 
 
+def duration(seconds: float) -> str:
+    """A time as people say it in a progress line: '42 s', '7 min 30 s', '1 h 05 min'."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Progress to stderr with timestamps (Snakemake sends stderr to the rule's log)."""
     root = logging.getLogger()

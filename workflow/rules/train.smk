@@ -64,9 +64,9 @@ rule train_model:
         out_dir="results/models/{arch}/{replicate}",
         weights=lambda wildcards, input: weights_option(input.weights),
     message:
-        "Training {wildcards.arch} {wildcards.replicate} for {params.epochs} epochs; its epochs, images/s"
-        " and time left go to {log} (tail -f {log}). Stopped, it keeps its last epoch's checkpoint and"
-        " the next run resumes from it."
+        "Training {wildcards.arch} {wildcards.replicate} for {params.epochs} epochs: `flowerlab status`"
+        " shows its epoch, images/s and time left (its log: {log}). Stopped, it keeps its last"
+        " epoch's checkpoint and the next run resumes from it."
     shell:
         "flowerlab train --arch {wildcards.arch} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --checkpoint-dir {params.checkpoints:q}"

@@ -15,8 +15,9 @@ from typing import Any
 
 import keras
 
+from flowerlab.console import duration
 from flowerlab.filesystem import json_safe
-from flowerlab.training import checkpoints
+from flowerlab.training import checkpoints, progress
 
 logger = logging.getLogger(__name__)
 
@@ -118,25 +119,22 @@ def format_epoch(row: Mapping[str, Any], epochs: int, left_seconds: float | None
         f"val_loss {number(row['val_loss'], '.4f')} val_acc {number(row['val_accuracy'], '.4f')} "
         f"lr {number(row['learning_rate'], '.2e')} {row['epoch_seconds']:.1f} s "
         f"{number(row['images_per_second'], '.0f')} img/s"
-        + (f", about {_duration(left_seconds)} left" if left_seconds is not None and row["epoch"] < epochs else "")
+        + (f", about {duration(left_seconds)} left" if left_seconds is not None and row["epoch"] < epochs else "")
     )
 
 
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
-
-
 class EpochLogger(keras.callbacks.Callback):
-    """One log line per epoch: what a Snakemake log (not a terminal) shows of the progress."""
+    """One progress line per epoch: into the log (what a Snakemake log, not a terminal, shows of the
+    progress) unless `log_lines` is off (a terminal has Keras' bar), and into `progress_dir`'s
+    progress file for `flowerlab status` (flowerlab.training.progress)."""
 
-    def __init__(self, recorder: EpochRecorder, epochs: int) -> None:
+    def __init__(self, recorder: EpochRecorder, epochs: int, *, progress_dir: Path | None = None,
+                 log_lines: bool = True) -> None:
         super().__init__()
         self.recorder = recorder
         self.epochs = epochs
+        self.progress_dir = progress_dir
+        self.log_lines = log_lines
         self.seen = 0  # epochs this process trained
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -146,4 +144,10 @@ class EpochLogger(keras.callbacks.Callback):
         # cache) say best what the rest will take; the first alone when there is no other.
         own = [r["epoch_seconds"] for r in self.recorder.rows[-self.seen:]]
         typical = sum(own[1:]) / len(own[1:]) if len(own) > 1 else own[0]
-        logger.info(format_epoch(row, self.epochs, typical * (self.epochs - int(row["epoch"]))))
+        left = typical * (self.epochs - int(row["epoch"]))
+        line = format_epoch(row, self.epochs, left)
+        if self.log_lines:
+            logger.info(line)
+        if self.progress_dir is not None:
+            progress.write_progress(self.progress_dir, epoch=int(row["epoch"]), epochs=self.epochs, line=line,
+                                    images_per_second=row.get("images_per_second"), seconds_left=left)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerlab import filesystem
+from flowerlab.console import duration
 
 VALIDATION_SHARE = 1 / 3  # a forward pass, of a training step's forward + backward FLOPs
 OFFICIAL_PHOTOS = 3670  # photos in the official flower_photos.tgz (docs/course.md), before it is downloaded
@@ -71,16 +72,6 @@ def training_seconds(plan: PlannedTraining) -> float:
 def total_seconds(plans: Sequence[PlannedTraining]) -> float:
     """All trainings one after another, as a local run gives each the whole machine."""
     return sum(plan.runs * plan.seconds_per_run for plan in plans)
-
-
-def duration(seconds: float) -> str:
-    """'1 h 05 min', '7 min 30 s', '42 s'."""
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def report(plans: Sequence[PlannedTraining], machine: str) -> str:

@@ -39,7 +39,7 @@ from flowerlab import code_fingerprint, kernels, schema
 from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.console import configure_logging, run_command, thread_count
 from flowerlab.errors import ConfigError, DataError
-from flowerlab.training import checkpoints
+from flowerlab.training import checkpoints, progress
 from flowerlab.training.records import (
     Session,
     check_history,
@@ -195,8 +195,9 @@ def make_callbacks(run: Run, recorder: Any, extra_callbacks: Sequence[Any]) -> l
     callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch, lr: run.schedule(epoch)), recorder]
     if not run.cached:
         callbacks.append(EpochCheckpointer(settings.checkpoint_dir, recorder, state_for))
-    if settings.log_every_epoch or not sys.stderr.isatty() or run.cached:  # a head epoch is too short for a bar
-        callbacks.append(EpochLogger(recorder, run.epochs))
+    # A head epoch is too short for a bar; a terminal has Keras' bar, a log the lines.
+    log_lines = settings.log_every_epoch or not sys.stderr.isatty() or run.cached
+    callbacks.append(EpochLogger(recorder, run.epochs, progress_dir=settings.checkpoint_dir, log_lines=log_lines))
     return callbacks + list(extra_callbacks)
 
 
@@ -239,6 +240,7 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         precision_choice=run.precision_choice, kernels=kernels.record(),
         hardware_share=hardware_share(run, model, throughput[0]))
     write_outputs(run.settings.out_dir, model, rows, record)
+    progress.remove_progress(run.settings.checkpoint_dir)
     checkpoints.remove_checkpoints(run.settings.checkpoint_dir)
     return record
 
