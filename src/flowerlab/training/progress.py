@@ -103,7 +103,8 @@ def trainings(results: Path, now: float | None = None) -> list[Training]:
             continue
         record = filesystem.read_json(path, "training record")
         when = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        found[run] = Training(run, "done", f"{record.get('epochs')} epochs in "
+        epochs = record.get("epochs")
+        found[run] = Training(run, "done", f"{epochs} epoch{'' if epochs == 1 else 's'} in "
                                            f"{duration(record.get('wall_seconds') or 0)} (finished {when})")
     order = {"running": 0, "stopped": 1, "done": 2}
     return sorted(found.values(), key=lambda training: (order[training.state], training.run))
