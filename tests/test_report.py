@@ -927,3 +927,15 @@ def test_the_executed_notebook_shows_no_stderr(two_architectures: Path, one_seed
         stderr = ["".join(output.get("text", "")) for cell in cells for output in cell.get("outputs", [])
                   if output.get("name") == "stderr"]
         assert stderr == [], stderr
+
+
+def test_learning_curves_of_one_epoch_have_whole_epoch_ticks() -> None:
+    """A one-epoch study (a quick real-data check) draws one point per curve at epoch 1, with
+    the ticks on whole epochs, not 0.96, 0.98, ..."""
+    history = pd.DataFrame([{"arch": "dense", "replicate": "seed-1", "epoch": 1, "accuracy": 0.4,
+                             "val_accuracy": 0.35, "loss": 1.4, "val_loss": 1.5}])
+    figure = figures.learning_curves(history)
+    figure.canvas.draw()
+    ticks = [tick for tick in figure.axes[0].get_xticks() if figure.axes[0].get_xlim()[0] <= tick
+             <= figure.axes[0].get_xlim()[1]]
+    assert ticks == [1.0]

@@ -25,7 +25,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from flowerlab.errors import DataError
 from flowerlab.reporting.captions import devices_text
@@ -320,10 +320,13 @@ def learning_curves(histories: pd.DataFrame, architectures: pd.DataFrame | None 
             for ax, metric in ((top, "accuracy"), (bottom, "loss")):
                 sns.lineplot(data=long[long["metric"] == metric], x="epoch", y="value", hue="split",
                              hue_order=["train", "validation"], estimator="mean", errorbar=("pi", 100),
-                             marker="o", markersize=3, ax=ax, legend=column == 0 and metric == "accuracy")
+                             marker="o", markersize=3 if history["epoch"].nunique() > 3 else 6, ax=ax, legend=column == 0 and metric == "accuracy")
                 ax.set_xlabel("epoch")
                 ax.set_ylabel("")
-                ax.xaxis.get_major_locator().set_params(integer=True)
+                # Whole epochs only, also for a run of one or two epochs (matplotlib would pad a
+                # lone point with ticks at 0.96, 0.98, ...).
+                ax.set_xlim(history["epoch"].min() - 0.5, history["epoch"].max() + 0.5)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
             course = course_figures.get(arch)
             if course is not None and pd.notna(course):
                 top.axhline(course, color="grey", linestyle=":", linewidth=1.2, label="course (final)")

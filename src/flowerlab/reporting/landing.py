@@ -98,8 +98,9 @@ def summary(architectures_path: Path, metrics_path: Path) -> tuple[dict[str, Any
                   if runs > 1 else "one run each, so the intervals are each run's photos' sampling alone "
                                    "(replicates, seeds, are needed for the spread between runs)")
     headline = (
-        f"{count} architecture{'s' if count != 1 else ''} compared, {replicates}; the best on average, "
-        f"{best}, classifies {best_accuracy} of the validation photos correctly."
+        f"{count} architecture{'s' if count != 1 else ''} compared, {replicates}; the "
+        f"{'best on average' if runs > 1 else 'most accurate'}, {best}, classifies {best_accuracy} of the "
+        "validation photos correctly."
     )
     tables = {
         "accuracy": html_table(accuracy),
