@@ -11,11 +11,11 @@ uses, bench/flowerlab_side.py); the processes' rounds alternate. The settings:
 
 * tensorflow   TensorFlow's own defaults: Eigen kernels on an AVX2-only CPU, oneDNN on a CPU with
                AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX; the default allocator;
-* onednn       TF_ENABLE_ONEDNN_OPTS=1 alone: what an AVX-512 CPU runs by default, forced here, so
-               that an AVX2-only machine also shows whether flowerlab's settings keep an AVX-512 CPU
-               at least as fast as TensorFlow's defaults do;
+* flowerlab    what every flowerlab process runs unless the user says otherwise (kernels.DEFAULTS):
+               TF_ENABLE_ONEDNN_OPTS=1, which is also what an AVX-512 CPU runs by default, forced
+               here on any CPU;
 * bfc          TF_CPU_ALLOCATOR_USE_BFC=true alone (Eigen kernels on an AVX2-only CPU);
-* flowerlab    both: what every flowerlab process runs unless the user says otherwise.
+* onednn+bfc   both: the allocator on top of flowerlab's kernels, measured and not kept.
 
 Results go to results/bench/kernels.csv (--out): one row per architecture and setting, with its
 images/s and its ratio to TensorFlow's defaults measured in the same run.
@@ -42,9 +42,9 @@ logger = logging.getLogger("bench_kernels")
 # setting -> the kernel variables its process starts with (beside FLOWERLAB_KERNELS=tensorflow)
 SETTINGS: dict[str, dict[str, str]] = {
     "tensorflow": {},
-    "onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"},
-    "bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true"},
     "flowerlab": dict(kernels.DEFAULTS),
+    "bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    "onednn+bfc": {**kernels.DEFAULTS, "TF_CPU_ALLOCATOR_USE_BFC": "true"},
 }
 COLUMNS = ("arch", "setting", "kernels", "images_per_s", "vs_tensorflow_defaults", "batch_size", "rounds",
            "timed_steps", "threads", "cpu")
@@ -62,7 +62,7 @@ def flowerlab_side(arch: str, manifest_path: Path, settings: BenchSettings, scra
 def environment_for(setting: str) -> dict[str, str]:
     """This process's environment without any kernel variable (the user's too), plus `setting`'s."""
     env = {name: value for name, value in kernels.tensorflow_defaults_environment().items()
-           if name not in kernels.DEFAULTS}
+           if name not in kernels.RECORDED}
     return {**env, **SETTINGS[setting]}
 
 

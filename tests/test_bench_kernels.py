@@ -21,9 +21,9 @@ def test_each_setting_runs_the_kernels_it_names(repo_root: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, newline="") as handle:
         rows = {row["setting"]: row for row in csv.DictReader(handle)}
-    assert list(rows) == ["tensorflow", "onednn", "bfc", "flowerlab"]
+    assert list(rows) == ["tensorflow", "flowerlab", "bfc", "onednn+bfc"]
     # Forced on, oneDNN runs on any x86-64 CPU; TensorFlow's own default depends on the CPU.
-    assert rows["onednn"]["kernels"] == rows["flowerlab"]["kernels"] == "oneDNN"
+    assert rows["onednn+bfc"]["kernels"] == rows["flowerlab"]["kernels"] == "oneDNN"
     assert rows["bfc"]["kernels"] == rows["tensorflow"]["kernels"] in ("oneDNN", "Eigen")
     assert rows["tensorflow"]["vs_tensorflow_defaults"] == "1.0"
     for row in rows.values():

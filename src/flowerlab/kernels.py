@@ -1,14 +1,15 @@
-"""TensorFlow's CPU kernel library and allocator, chosen before TensorFlow loads.
+"""TensorFlow's CPU kernel library, chosen before TensorFlow loads.
 
 TensorFlow's Linux wheels run their oneDNN kernels by default only on CPUs with AVX512_VNNI,
 AVX512_BF16, AVX_VNNI or AMX (TensorFlow RFC 400); on every other x86-64 CPU (AVX2 only: most
-laptops, desktops and many cloud VMs) they run Eigen kernels. TensorFlow's default CPU allocator
-also maps and zeroes every large tensor afresh, which on an AVX2-only AMD EPYC cost squeezenet
-about 1.9 million minor page faults per training step; the BFC allocator keeps and reuses them.
-On that CPU the two settings together trained squeezenet 2.3x faster (bench/bench_kernels.py).
-On a CPU where oneDNN is already TensorFlow's default the first setting changes nothing.
+laptops, desktops and many cloud VMs) they run Eigen kernels. On a 2-core AVX2-only AMD EPYC,
+`TF_ENABLE_ONEDNN_OPTS=1` trained squeezenet 2.7x and the convnet 1.7x faster on the study's path
+(bench/bench_kernels.py). On a CPU where oneDNN is already TensorFlow's default, flowerlab changes
+nothing. The BFC allocator (`TF_CPU_ALLOCATOR_USE_BFC=true`), which pays with Eigen kernels, was
+measured on top of oneDNN and not kept: whole squeezenet training jobs took the same time with and
+without it, and bench_kernels timed it 3-5% slower. It is recorded when a user sets it.
 
-TensorFlow reads both from the environment once, when it is imported, so they must be set
+TensorFlow reads the setting from the environment once, when it is imported, so it must be set
 before: `import flowerlab` does it (flowerlab/__init__.py), and every process of the study
 (each `flowerlab` command and so each Snakemake job, the report notebook's kernel, bench/)
 imports flowerlab before TensorFlow. A value the user set is kept, and the records say who set
@@ -28,8 +29,9 @@ from typing import Any
 # Environment variable -> the value flowerlab sets where the user has not set one.
 DEFAULTS: dict[str, str] = {
     "TF_ENABLE_ONEDNN_OPTS": "1",  # oneDNN kernels on every x86-64 CPU, not only AVX-512/AMX ones
-    "TF_CPU_ALLOCATOR_USE_BFC": "true",  # reuse large tensors instead of mapping them each step
 }
+# The kernel and allocator variables a training records, whoever set them.
+RECORDED: tuple[str, ...] = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC")
 # Which of DEFAULTS flowerlab set (comma-separated), inherited by the processes a run starts.
 MARKER = "FLOWERLAB_KERNEL_DEFAULTS"
 # FLOWERLAB_KERNELS=tensorflow: set nothing, run with TensorFlow's own defaults.
@@ -60,13 +62,14 @@ def tensorflow_defaults_environment(environ: MutableMapping[str, str] | None = N
 
 
 def settings(environ: MutableMapping[str, str] | None = None) -> dict[str, dict[str, str | None]]:
-    """{variable: {"value": ..., "set_by": "flowerlab" | "user" | None (unset)}} for each of DEFAULTS."""
+    """{variable: {"value": ..., "set_by": "flowerlab" | "user" | None (unset)}} for each of RECORDED."""
     env = os.environ if environ is None else environ
     ours = set(env.get(MARKER, "").split(","))
     result: dict[str, dict[str, str | None]] = {}
-    for name in DEFAULTS:
+    for name in RECORDED:
         value = env.get(name)
-        set_by = None if value is None else ("flowerlab" if name in ours and value == DEFAULTS[name] else "user")
+        set_by = None if value is None else (
+            "flowerlab" if name in ours and value == DEFAULTS.get(name) else "user")
         result[name] = {"value": value, "set_by": set_by}
     return result
 
