@@ -85,3 +85,14 @@ def test_tensorflow_info_logs_are_off_unless_the_user_set_the_level() -> None:
     code = "import os, flowerlab; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
     assert run_python(code, TF_CPP_MIN_LOG_LEVEL=None).stdout.strip() == "1"
     assert run_python(code, TF_CPP_MIN_LOG_LEVEL="0").stdout.strip() == "0"
+
+
+def test_without_a_stderr_to_redirect_tensorflow_still_imports() -> None:
+    """A process whose fd 2 is closed (a daemon, say): nothing is filtered, nothing fails."""
+    done = run_python("""
+        import os
+        os.close(2)
+        import flowerlab, tensorflow as tf
+        print(float(tf.reduce_sum(tf.ones(2))))
+    """)
+    assert done.returncode == 0 and done.stdout.strip() == "2.0"

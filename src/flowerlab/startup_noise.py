@@ -68,24 +68,32 @@ def kept_lines(text: bytes) -> bytes:
 @contextlib.contextmanager
 def notices_filtered() -> Iterator[None]:
     """While inside, fd 2 (native and Python writes alike) goes to a temporary file; on the way out
-    its lines, less the start-up notices, go to the real stderr in order, also when the body raised."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as capture:
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield
-            finally:
-                with contextlib.suppress(Exception):
-                    sys.stderr.flush()
-                os.dup2(saved, 2)
-                capture.seek(0)
-                kept = kept_lines(capture.read())
-                if kept:
-                    os.write(2, kept)
-    finally:
-        os.close(saved)
+    its lines, less the start-up notices, go to the real stderr in order, also when the body raised.
+    Where fd 2 cannot be redirected (closed, or no temporary file can be made), nothing is filtered:
+    the notices are noise, and TensorFlow must import anyway."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    with contextlib.ExitStack() as stack:
+        try:
+            saved = os.dup(2)
+            stack.callback(os.close, saved)
+            capture = stack.enter_context(tempfile.TemporaryFile())
+        except OSError:
+            saved = None
+        if saved is None:
+            yield
+            return
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            capture.seek(0)
+            kept = kept_lines(capture.read())
+            if kept:
+                os.write(2, kept)
 
 
 class _QuietLoader(importlib.abc.Loader):
