@@ -42,10 +42,10 @@ def write_progress(checkpoint_dir: str | os.PathLike[str], *, epoch: int, epochs
                    images_per_second: float | None, seconds_left: float | None) -> Path:
     """The training's progress after `epoch`, for `flowerlab status` (atomically replaced)."""
     path = Path(checkpoint_dir) / PROGRESS_FILE
-    filesystem.write_json(path, {
+    filesystem.write_json(path, filesystem.json_safe({  # a diverged epoch's NaN rate is null, not a crash
         "epoch": int(epoch), "epochs": int(epochs), "line": line, "images_per_second": images_per_second,
         "seconds_left": seconds_left, "updated": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-    })
+    }))
     return path
 
 
