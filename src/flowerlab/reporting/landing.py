@@ -75,10 +75,11 @@ def figure_entries(figures_dir: Path, page_dir: Path) -> list[dict[str, str]]:
     return entries
 
 
-def html_table(frame: Any, text_columns: Sequence[str] = ()) -> dict[str, Any]:
-    """A formatted DataFrame as the template's table macro takes it."""
-    columns = list(frame.columns)
-    return {"columns": columns, "rows": frame.to_dict("records"),
+def html_table(columns: Sequence[str], rows: Sequence[dict[str, Any]],
+               text_columns: Sequence[str] = ()) -> dict[str, Any]:
+    """A table as the template's table macro takes it: its columns, its rows ({column: text}), and
+    which columns hold text (left-aligned, wrapped)."""
+    return {"columns": list(columns), "rows": list(rows),
             "text_columns": [column for column in columns if column in text_columns]}
 
 
@@ -103,8 +104,9 @@ def summary(architectures_path: Path, metrics_path: Path) -> tuple[dict[str, Any
         "validation photos correctly."
     )
     tables = {
-        "accuracy": html_table(accuracy),
-        "cost": html_table(cost, [column for column in cost.columns if column.startswith("device")]),
+        "accuracy": html_table(accuracy.columns, accuracy.to_dict("records")),
+        "cost": html_table(cost.columns, cost.to_dict("records"),
+                           [column for column in cost.columns if column.startswith("device")]),
         "interval_notes": [INTERVAL_NOTES[kind] for kind in interval_kinds(architectures)],
     }
     return tables, headline
@@ -203,7 +205,7 @@ def recipes(evaluations: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]
         rows[arch]["seeds"].append(str(training.get("seed")))
     for row in rows.values():
         row["seeds"] = ", ".join(row["seeds"])
-    return {"columns": columns, "rows": list(rows.values()), "text_columns": ["learning rate", "backbone weights", "seeds"]}
+    return html_table(columns, rows.values(), ["learning rate", "backbone weights", "seeds"])
 
 
 def training_code_label(version: dict[str, Any]) -> str:

@@ -176,43 +176,43 @@ def interval_kinds(architectures: Any) -> list[str]:
     return [kind for kind, present in (("across runs", max(runs) >= 2), ("one run", min(runs) == 1)) if present]
 
 
+def formatted(frame: Any, headings: dict[str, str], cell: Any = None) -> Any:
+    """`frame`'s columns named in `headings` (those it has), each cell as people read it:
+    `cell(row, column)` where given and not None, else format_cell; the columns renamed."""
+    import pandas as pd
+
+    def text(row: Any, column: str) -> str:
+        shown = None if cell is None else cell(row, column)
+        return format_cell(column, row[column]) if shown is None else shown
+
+    columns = [c for c in headings if c in frame.columns]
+    rows = [{headings[c]: text(row, c) for c in columns} for _, row in frame.iterrows()]
+    return pd.DataFrame(rows, columns=[headings[c] for c in columns])
+
+
 def accuracy_table(architectures: Any, runs: Any = None) -> Any:
     """How accurate each architecture is: the mean and 95% t-interval across its runs (with one
     run, that run's Wilson interval, read from the metrics table `runs`) and the course's figure."""
-    import pandas as pd
-
-    columns = [c for c in ACCURACY_COLUMNS if c in architectures.columns]
-    rows = [{ACCURACY_COLUMNS[c]: _interval_cell(row, c, runs) if c in {"val_accuracy_mean", "val_macro_f1_mean"}
-             else format_cell(c, row[c]) for c in columns} for _, row in architectures.iterrows()]
-    return pd.DataFrame(rows, columns=[ACCURACY_COLUMNS[c] for c in columns])
+    return formatted(architectures, ACCURACY_COLUMNS, lambda row, c: _interval_cell(row, c, runs)
+                     if c in {"val_accuracy_mean", "val_macro_f1_mean"} else None)
 
 
 def cost_table(architectures: Any) -> Any:
     """What each architecture costs: its size, FLOPs, epochs, speed and the devices it ran on. One
     device column when training and inference ran on the same devices everywhere."""
-    import pandas as pd
-
-    columns = [c for c in COST_COLUMNS if c in architectures.columns]
     headings = COST_COLUMNS
-    if {"device", "training_device"} <= set(columns) and (
+    if {"device", "training_device"} <= set(architectures.columns) and (
         architectures["device"].fillna("") == architectures["training_device"].fillna("")
     ).all():
-        columns.remove("training_device")
-        headings = {**COST_COLUMNS, "device": "device"}
-    rows = [{headings[c]: format_cell(c, row[c]) for c in columns} for _, row in architectures.iterrows()]
-    return pd.DataFrame(rows, columns=[headings[c] for c in columns])
+        headings = {**{c: h for c, h in COST_COLUMNS.items() if c != "training_device"}, "device": "device"}
+    return formatted(architectures, headings)
 
 
 def runs_table(metrics: Any, headings: dict[str, str] = RUN_COLUMNS) -> Any:
     """One row per run, the `headings`' columns formatted (RUN_COLUMNS: its accuracy with the
     Wilson interval of its validation photos; SPEED_COLUMNS, HARDWARE_SHARE_COLUMNS)."""
-    import pandas as pd
-
-    columns = [c for c in headings if c in metrics.columns]
-    rows = [{headings[c]: format_percent_interval(row[c], row.get("val_accuracy_ci_low"),
-                                                  row.get("val_accuracy_ci_high"))
-             if c == "val_accuracy" else format_cell(c, row[c]) for c in columns} for _, row in metrics.iterrows()]
-    return pd.DataFrame(rows, columns=[headings[c] for c in columns])
+    return formatted(metrics, headings, lambda row, c: format_percent_interval(
+        row[c], row.get("val_accuracy_ci_low"), row.get("val_accuracy_ci_high")) if c == "val_accuracy" else None)
 
 
 def mcnemar_table(mcnemar: Any) -> Any:

@@ -21,6 +21,7 @@ for the trainings it is about to run (workflow/rules/common.smk, `onstart`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -149,10 +150,9 @@ def measure_speed(setup: Any, policy: str, *, cache_dir: Path | None, device_nam
 
     path = speed_cache_path(cache_dir, setup, policy, device_name) if cache_dir is not None else None
     cached = filesystem.read_cache(path, CACHE_FORMAT)
-    try:
-        return Speed(**cached["speed"])
-    except (TypeError, KeyError):  # no cache, or the fields of another version: measure
-        pass
+    if cached is not None:
+        with contextlib.suppress(TypeError, KeyError):  # the fields of another version: measure
+            return Speed(**cached["speed"])
     started = time.perf_counter()
     rate = measured_rate or measure_training_speed(policy, setup)
     setup_seconds = max(0.0, time.perf_counter() - started - _timed_seconds(setup, rate))
