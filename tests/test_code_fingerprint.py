@@ -87,7 +87,7 @@ def test_editing_one_model_changes_that_models_fingerprint_only(tmp_path: Path) 
 def test_a_checkpoint_made_by_other_code_is_not_resumed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     manifest = {"inventory_sha256": "i", "settings": {}, "shards": []}
     settings = {"arch": "convnet", "hparams": {"epochs": 3}, "seed": 1, "deterministic": False,
-                "accelerator_kind": "cpu", "replicas": 1, "precision": "float32"}
+                "accelerator_kind": "cpu", "replicas": 1, "precision": "float32", "backend": "tensorflow"}
     old = checkpoints.fingerprint_inputs(manifest, **settings, code="a" * 64)
     folder = tmp_path / "epoch-0001"
     folder.mkdir()

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 from synthetic_records import write_dataset
+from training_runs import kill_after_first_checkpoint
 
 from flowerlab.training import checkpoints, progress, setup, stage
 
@@ -46,26 +47,6 @@ def train_command(manifest: Path, folder: Path, checkpoint_dir: Path, hparams: d
     return [sys.executable, "-m", "flowerlab", "train", "--arch", "dense", "--manifest", str(manifest),
             "--out-dir", str(folder / "model"), "--checkpoint-dir", str(checkpoint_dir),
             "--hparams", json.dumps(hparams), "--accelerator", "cpu", "--seed", "5", "--threads", "2"]
-
-
-def kill_after_first_checkpoint(command: list[str], checkpoint_dir: Path, log: Path,
-                                how: signal.Signals = signal.SIGKILL) -> int:
-    """Send `how` to the training once its first checkpoint is there; its exit status."""
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 120
-    try:
-        while not any(checkpoint_dir.glob("epoch-*")):
-            assert process.poll() is None, f"training exited ({process.returncode}) before a checkpoint:\n{log.read_text()}"
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.01)
-        process.send_signal(how)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode != 0, "training finished before it could be stopped"
-    return process.returncode
 
 
 @pytest.mark.slow
@@ -239,7 +220,8 @@ def test_fingerprint_covers_code_data_settings_and_hparams() -> None:
     manifest = {"inventory_sha256": "i", "settings": {"image_size": 192},
                 "shards": [{"file": "train-00-1.tfrec", "split": "train", "records": 1, "sha256": "s"}]}
     base = {"arch": "dense", "hparams": {"epochs": 2}, "seed": 1, "deterministic": False,
-            "accelerator_kind": "cpu", "replicas": 1, "precision": "float32", "code": "c" * 64}
+            "accelerator_kind": "cpu", "replicas": 1, "precision": "float32", "code": "c" * 64,
+            "backend": "tensorflow"}
     reference = checkpoints.fingerprint(checkpoints.fingerprint_inputs(manifest, **base))
     assert reference == checkpoints.fingerprint(checkpoints.fingerprint_inputs(dict(manifest), **base))
     variants = [
@@ -253,6 +235,7 @@ def test_fingerprint_covers_code_data_settings_and_hparams() -> None:
         (manifest, {**base, "precision": "mixed_bfloat16"}),
         (manifest, {**base, "replicas": 8}),
         (manifest, {**base, "code": "d" * 64}),
+        (manifest, {**base, "backend": "jax"}),
     ]
     for changed_manifest, changed in variants:
         assert checkpoints.fingerprint(checkpoints.fingerprint_inputs(changed_manifest, **changed)) != reference

@@ -30,8 +30,10 @@ def copy_workflow(dest: Path, *, with_source: bool = False) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def snakemake(workdir: Path, *args: str, timeout: int = 900,
+              environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Snakemake in `workdir`, with `environment` added to this process's for it and its jobs."""
+    env = {**os.environ, **(environment or {})}
     if (workdir / "src" / "flowerlab").is_dir():  # the checkout's own code, for the jobs too
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), env.get("PYTHONPATH")]))
     return subprocess.run(

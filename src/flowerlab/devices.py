@@ -54,14 +54,16 @@ TPU_NOT_FOUND_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    strategy: tf.distribute.Strategy
+    strategy: Any  # a tf.distribute.Strategy; on JAX a flowerlab.jax_devices.DistributionScope
     kind: str  # "tpu" | "gpu" | "cpu"
     name: str  # e.g. "NVIDIA H100 80GB HBM3", "2 x NVIDIA A100-SXM4-40GB", "AMD EPYC"
     replicas: int  # strategy.num_replicas_in_sync: the global batch is per-replica x this
+    distribution: str | None = None  # on JAX: Keras' distribution over the replicas ("DataParallel")
 
     def to_json(self) -> dict[str, Any]:
         """The `device` object of training.json / metrics.json."""
-        return {"kind": self.kind, "name": self.name, "replicas": self.replicas}
+        record = {"kind": self.kind, "name": self.name, "replicas": self.replicas}
+        return record | ({"distribution": self.distribution} if self.distribution else {})
 
 
 # ---------------------------------------------------------------------------------------------

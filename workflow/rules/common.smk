@@ -14,6 +14,7 @@ import yaml
 
 from snakemake.exceptions import WorkflowError
 
+from flowerlab.backends import check_accelerator
 from flowerlab.cli import code_version
 from flowerlab.errors import FlowerlabError
 from flowerlab.config import (
@@ -180,13 +181,22 @@ def write_yaml(text_json, path):
     write_text(path, yaml.safe_dump(json.loads(text_json), sort_keys=False))
 
 
+def check_before_jobs(planned):
+    """What would stop the run's jobs, checked before any: a download it cannot make
+    (flowerlab.config.check_downloads) and, run locally, an accelerator this machine lacks or its
+    backend cannot use (flowerlab.backends; on a cluster the submitting host is not the one that trains)."""
+    check_downloads(config, planned)
+    if workflow.local_exec and planned_trainings(planned):
+        check_accelerator(config["accelerator"], config["backend"])
+
+
 def before_the_first_job():
-    """What a run checks and says once its DAG is built: a download it cannot make stops it
-    (flowerlab.config.check_downloads), then it says how long its trainings will take.
+    """What a run checks and says once its DAG is built: what would stop its jobs stops it here
+    (check_before_jobs), then it says how long its trainings will take.
     """
     planned = planned_outputs()
     try:
-        check_downloads(config, planned)
+        check_before_jobs(planned)
     except FlowerlabError as error:
         stop(error)
     print_training_estimate(planned)
@@ -204,7 +214,7 @@ def after_a_dry_run():
     except (AttributeError, TypeError):  # no DAG: Snakemake stopped before building one
         return
     try:
-        check_downloads(config, planned)
+        check_before_jobs(planned)
     except FlowerlabError as error:
         print(
             f"flowerlab: the run (without -n) would stop before its first job: {error}",

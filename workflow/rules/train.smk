@@ -54,6 +54,7 @@ rule train_model:
         hparams=hparams_json,
         epochs=lambda wildcards: config["models"][wildcards.arch]["epochs"],
         accelerator=config["accelerator"],
+        backend=config["backend"],
         seed=lambda wildcards: parse_replicate(wildcards.replicate).seed,
         deterministic="--deterministic" if config["deterministic"] else "",
         checkpoints="results/checkpoints/{arch}/{replicate}",
@@ -71,7 +72,7 @@ rule train_model:
         "flowerlab train --arch {wildcards.arch} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --checkpoint-dir {params.checkpoints:q}"
         " --hparams {params.hparams:q} --accelerator {params.accelerator}"
-        " --seed {params.seed} {params.deterministic} --threads {threads}"
+        " --backend {params.backend} --seed {params.seed} {params.deterministic} --threads {threads}"
         " {params.weights} --precision-cache {params.precision_cache:q}"
         " --peak-cache {params.peak_cache:q}"
         " > {log:q} 2>&1"

@@ -141,6 +141,7 @@ def make_dataset(
     check_first_records: bool = True,
     expected_records: int | None = None,
     keys: bool = False,
+    pad_to_multiple: int = 1,
 ) -> tf.data.Dataset:
     """Batches of `(images, labels)` from TFRecord shards written as docs/architecture.md says.
 
@@ -163,6 +164,10 @@ def make_dataset(
     knows how many validation batches to expect.
     keys (not training): batches are `(images, labels, {"id": ..., "source": ...})`, each record
     with its photo's sha256 and inventory path (bytes), for predictions that name their photos.
+    pad_to_multiple (not training, no keys): batches are `(images, labels, weights)`, each padded
+    with blank images to a multiple of this, weight 1 for a record and 0 for a pad: data-parallel
+    Keras on JAX splits every batch evenly across its devices, and the last validation batch must
+    still count every record once and nothing else.
     """
     paths = existing_files(files)
     _validate_arguments(
@@ -197,6 +202,10 @@ def make_dataset(
                                    static_batch=batch_size if drop_remainder else None,
                                    already_float=per_image_float)
     dataset = dataset.map(finish_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if pad_to_multiple > 1:
+        if training or keys:
+            raise ConfigError("input pipeline: pad_to_multiple is for validation datasets without keys")
+        dataset = dataset.map(_batch_padder(pad_to_multiple), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     dataset = dataset.prefetch(AUTOTUNE)
     return dataset.with_options(_options(deterministic=deterministic, threads=threads))
 
@@ -259,6 +268,20 @@ def _batch_finisher(*, image_size: int, target_size: int | None, num_classes: in
         return (images, labels, *record_keys)
 
     return finish_batch
+
+
+def _batch_padder(multiple: int) -> Any:
+    """(images, labels) -> (images, labels, weights), padded to a multiple of `multiple` with
+    blank images of weight 0."""
+
+    def pad(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        count = tf.shape(images)[0]
+        extra = (multiple - count % multiple) % multiple
+        weights = tf.concat([tf.ones([count]), tf.zeros([extra])], 0)
+        return (tf.pad(images, [[0, extra], [0, 0], [0, 0], [0, 0]]), tf.pad(labels, [[0, extra], [0, 0]]),
+                weights)
+
+    return pad
 
 
 def _options(*, deterministic: bool, threads: int | None) -> tf.data.Options:

@@ -148,6 +148,9 @@ def as_json(predictions: Sequence[Prediction]) -> str:
 
 def predict(model_path: Path, paths: Sequence[Path], *, training_json: Path | None = None, top_k: int = 3,
             output_format: str = "csv", out: Path | None = None) -> list[Prediction]:
+    from flowerlab import backends
+
+    backends.activate("tensorflow")  # the photos are decoded by TensorFlow; any backend's model opens on it
     from flowerlab.evaluation.inputs import load_model
 
     if not model_path.is_file():

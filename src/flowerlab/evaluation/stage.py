@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from flowerlab import filesystem, schema
+from flowerlab import backends, filesystem, schema
 from flowerlab.console import configure_logging, positive_int, run_command, thread_count
 from flowerlab.data.manifest import load_manifest
 from flowerlab.errors import ConfigError, DataError
@@ -249,6 +249,9 @@ def evaluate(
     manifest = load_manifest(manifest_path)
     classes, record_size = check_manifest(manifest, manifest_path)
 
+    # Every model, whichever backend trained it, is evaluated by Keras on TensorFlow on the host: the
+    # model file is portable, and FLOPs, latency and sizes are then counted the same way for all.
+    backends.activate("tensorflow")
     thread_pools = configure_threads(threads)  # before TensorFlow's first op
     device = select_device(accelerator)
     logger.info("evaluating %s on %s (%s)", arch, device["name"], device["kind"])

@@ -8,10 +8,11 @@ batch norms' moving statistics) with 5 classes, at any image size.
 fire(s, e): y = BN(Conv1x1 s, relu)(x); concat[BN(Conv1x1 e/2, relu)(y), BN(Conv3x3 e/2, relu)(y)],
 every BatchNormalization with momentum 0.9.
 
-Batch normalisation uses TensorFlow's fused kernel by default (`FusedBatchNormalization`, same
-weights and math as Keras' layer, checked by tests/test_models.py): on 2 CPU cores it trains
-about twice as fast (bench/bench_models.py). `batch_norm="keras"` builds the same network with
-`keras.layers.BatchNormalization`, for comparison.
+Batch normalisation uses TensorFlow's fused kernel on the TensorFlow backend
+(`FusedBatchNormalization`, same weights and math as Keras' layer, checked by tests/test_models.py):
+on 2 CPU cores it trains faster (bench/bench_models.py). On any other backend, and with
+`batch_norm="keras"`, the same network is built with `keras.layers.BatchNormalization`: the same
+weights, so the same parameter count and the same saved model.
 """
 
 from __future__ import annotations
@@ -51,14 +52,20 @@ def fire(x: keras.KerasTensor, squeeze: int, expand: int, bn: BatchNormKind) -> 
     return keras.layers.Concatenate()([left, right])
 
 
+def default_batch_norm() -> BatchNormKind:
+    """The fused kernel is TensorFlow's: other backends get the stock layer."""
+    return "fused" if keras.backend.backend() == "tensorflow" else "keras"
+
+
 def build(
     *,
     num_classes: int,
     image_size: int,
     weights: str = "none",
-    batch_norm: BatchNormKind = "fused",
+    batch_norm: BatchNormKind | None = None,
 ) -> keras.Model:
     require_no_weights("squeezenet", weights)
+    batch_norm = batch_norm or default_batch_norm()
     if batch_norm not in BATCH_NORM_KINDS:
         raise ValueError(f"batch_norm must be one of {BATCH_NORM_KINDS}, got {batch_norm!r}")
     inputs = image_input(image_size)

@@ -91,6 +91,7 @@ def fingerprint_inputs(
     replicas: int,
     precision: str,
     code: str,
+    backend: str,
 ) -> dict[str, Any]:
     """Everything a checkpoint must share with the current run to be resumed by it; `code` is
     the training code's fingerprint (flowerlab.code_fingerprint): other code, other experiment."""
@@ -101,6 +102,7 @@ def fingerprint_inputs(
         "hparams": dict(sorted(hparams.items())),
         "seed": seed,
         "deterministic": deterministic,
+        "backend": backend,  # a checkpoint is resumed only by the backend that wrote it
         "accelerator_kind": accelerator_kind,
         "replicas": replicas,  # the global batch and ramp_decay's peak scale with them
         "precision": precision,

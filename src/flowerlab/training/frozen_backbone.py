@@ -62,12 +62,14 @@ logger = logging.getLogger(__name__)
 LOG_EVERY_SECONDS = 10.0  # extraction progress lines (Snakemake logs have no progress bar)
 
 
-def image_path_reason(spec: Any, hparams: Mapping[str, Any], device_kind: str) -> str | None:
+def image_path_reason(spec: Any, hparams: Mapping[str, Any], device_kind: str, backend: str = "tensorflow") -> str | None:
     """Why this run trains on images rather than on cached features; None: use the cache."""
     if not spec.frozen_backbone_features:
         return f"{spec.name} has no frozen backbone"
     if not hparams.get("cache_features", True):
         return "cache_features is false"
+    if backend != "tensorflow":
+        return "the feature cache is TensorFlow code (tf.function extraction); on JAX the head trains on the images"
     if device_kind == "tpu":
         # Extraction calls the model outside a TPU strategy's replicas; never tried on a TPU.
         return "the feature cache is not supported on TPUs"

@@ -53,9 +53,11 @@ class Peak:
         return asdict(self)
 
 
-def cache_key(device: str, tensorflow: str, kernels: str, threads: int | None) -> str:
+def cache_key(device: str, library_version: str, kernels: str, threads: int | None) -> str:
+    """`library_version`: TensorFlow's version ("2.21.0"), or "jax" and JAX's for a JAX device."""
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "unknown-device"
-    return f"{slug}__tf{tensorflow}__{kernels}__t{threads or 'all'}.json"
+    version = library_version if library_version.startswith("jax") else f"tf{library_version}"
+    return f"{slug}__{version}__{kernels}__t{threads or 'all'}.json"
 
 
 def read_cache(path: Path | None) -> Peak | None:
@@ -69,18 +71,28 @@ def read_cache(path: Path | None) -> Peak | None:
 
 def machine_peak(device_kind: str, device_name: str, dtypes: Iterable[str], *, threads: int | None,
                  cache_dir: Path | None, matmul: Callable[[str, int, float], float] | None = None,
-                 bandwidth: Callable[[float], float] | None = None) -> Peak:
+                 bandwidth: Callable[[float], float] | None = None, on_jax: bool = False) -> Peak:
     """The peak of this device in each of `dtypes`, from the cache or measured now (and cached).
 
+    on_jax: the device is a JAX accelerator (TPU, GPU) that TensorFlow does not see: probed with
+    JAX. A CPU is always probed with TensorFlow's kernels, whatever backend trains on it: its peak
+    is the machine's, and oneDNN's matrix product reaches more of it than XLA's CPU one.
     `matmul(dtype, size, seconds)` and `bandwidth(seconds)` replace the probes (tests)."""
     import tensorflow as tf
 
     from flowerlab import kernels
 
-    matmul = matmul or matmul_gflops
-    bandwidth = bandwidth or bandwidth_gb_per_s
-    library = kernels.kernel_library()
-    key = cache_key(device_name, tf.__version__, library, threads)
+    if on_jax and device_kind != "cpu":
+        import jax
+
+        matmul = matmul or jax_matmul_gflops
+        bandwidth = bandwidth or jax_bandwidth_gb_per_s
+        library, version = "XLA", f"jax{jax.__version__}"
+    else:
+        matmul = matmul or matmul_gflops
+        bandwidth = bandwidth or bandwidth_gb_per_s
+        library, version = kernels.kernel_library(), tf.__version__
+    key = cache_key(device_name, version, library, threads)
     path = cache_dir / key if cache_dir else None
     peak = read_cache(path) or _MEASURED.get(key)
     if peak is None:
@@ -131,21 +143,22 @@ def _synchronise(tensor: Any) -> None:
     tf.reshape(tensor, [-1])[0].numpy()
 
 
-def _best_rate(run: Callable[[], Any], work: float, seconds: float) -> float:
+def _best_rate(run: Callable[[], Any], work: float, seconds: float,
+               synchronise: Callable[[Any], Any] = _synchronise) -> float:
     """The best `work` per second of `run` over chunks of about 1/8 of `seconds`, after two
     warm-up calls (they pick and initialise the kernels). The best chunk, not the mean: on a
     shared machine the peak is what the chip does when nothing else runs."""
     for _ in range(2):
-        _synchronise(run())
+        synchronise(run())
     started = time.perf_counter()
-    _synchronise(run())
+    synchronise(run())
     calls = max(1, int(seconds / 8 / max(time.perf_counter() - started, 1e-6)))
     best, deadline = 0.0, time.perf_counter() + seconds
     while True:
         started = time.perf_counter()
         for _ in range(calls):
             result = run()
-        _synchronise(result)
+        synchronise(result)
         best = max(best, calls * work / (time.perf_counter() - started))
         if time.perf_counter() >= deadline:
             return best
@@ -175,3 +188,31 @@ def bandwidth_gb_per_s(seconds: float) -> float:
         return y
 
     return _best_rate(scale, 2.0 * 4 * BANDWIDTH_ELEMENTS * BANDWIDTH_REPEATS, seconds) / 1e9
+
+
+def _jax_best_rate(run: Callable[[], Any], work: float, seconds: float) -> float:
+    """_best_rate for a JAX computation (its results are waited for with block_until_ready)."""
+    import jax
+
+    return _best_rate(run, work, seconds, synchronise=jax.block_until_ready)
+
+
+def jax_matmul_gflops(dtype: str, size: int, seconds: float) -> float:
+    """Best GFLOP/s of `size` x `size` matrix products in `dtype` on JAX's default device."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.uniform(jax.random.key(1), (size, size)).astype(dtype)
+    b = jax.random.uniform(jax.random.key(2), (size, size)).astype(dtype)
+    product = jax.jit(jnp.matmul)
+    return _jax_best_rate(lambda: product(a, b), 2.0 * size**3, seconds) / 1e9
+
+
+def jax_bandwidth_gb_per_s(seconds: float) -> float:
+    """bandwidth_gb_per_s on JAX's default device: one fused scale, each element read and written."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones([BANDWIDTH_ELEMENTS], jnp.float32)
+    scale = jax.jit(lambda values: values * 1.0001)
+    return _jax_best_rate(lambda: scale(x), 2.0 * 4 * BANDWIDTH_ELEMENTS, seconds) / 1e9

@@ -107,7 +107,8 @@ def choose_cpu_precision(setup: ProbeSetup, *, cache_dir: Path | None, cpu_model
 
 
 def choose_precision(requested: str, device_kind: str, setup: ProbeSetup, *, cache_dir: Path | None = None,
-                     measure: Callable[[str, ProbeSetup], float] | None = None) -> PrecisionChoice:
+                     measure: Callable[[str, ProbeSetup], float] | None = None,
+                     backend: str = "tensorflow") -> PrecisionChoice:
     """The Keras dtype policy for a training, and why (see the module's docstring)."""
     from flowerlab import devices
 
@@ -115,6 +116,10 @@ def choose_precision(requested: str, device_kind: str, setup: ProbeSetup, *, cac
     if policy is not None:
         why = "set in the configuration" if requested != "auto" else devices.auto_precision_reason(device_kind)
         return PrecisionChoice(policy, why)
+    if backend != "tensorflow":
+        # The probe times TensorFlow's kernels (oneDNN's bfloat16 paths), not XLA's.
+        return PrecisionChoice("float32", "auto on JAX's CPU devices: float32 (the bfloat16 probe measures "
+                                          "TensorFlow's kernels, not XLA's)")
     import tensorflow as tf
 
     return choose_cpu_precision(setup, cache_dir=cache_dir, cpu_model=devices.cpu_model_name(),

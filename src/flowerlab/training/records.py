@@ -152,7 +152,8 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
                     data_settings: Mapping[str, Any], data_source: str | None, weights_sha256: str | None,
                     code: CodeVersion, throughput: tuple[float | None, list[int]],
                     cache_record: Mapping[str, Any], classes: Sequence[str], precision_choice: Any,
-                    kernels: Mapping[str, Any], hardware_share: Mapping[str, Any]) -> dict[str, Any]:
+                    kernels: Mapping[str, Any], hardware_share: Mapping[str, Any],
+                    backend: Mapping[str, Any]) -> dict[str, Any]:
     """training.json, whole (docs/architecture.md): the figures that explain it (sizes, batches),
     what a rerun needs besides the manifest's checksum (the data stage's settings, the local
     weights' sha256, the accelerator asked for and the thread limit), and how fast it ran."""
@@ -165,6 +166,8 @@ def training_record(settings: TrainSettings, *, model: Any, device: Any, precisi
         "arch": settings.arch,
         "hparams": settings.hparams,
         "learning_rate_schedule": schedules.describe(settings.hparams),  # in words, for the report
+        "backend": dict(backend),  # Keras' backend and its library's version
+        "backend_requested": settings.backend,
         "device": device.to_json(),
         "precision": precision,
         "seed": settings.seed,

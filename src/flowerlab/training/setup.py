@@ -67,6 +67,7 @@ class TrainSettings:
     checkpoint_dir: Path
     hparams: dict[str, Any]  # resolved (resolve_hparams)
     accelerator: str = schema.default("accelerator")
+    backend: str = schema.default("backend")  # auto, tensorflow or jax (flowerlab.backends)
     seed: int = schema.default("seeds")[0]
     deterministic: bool = schema.default("deterministic")
     threads: int | None = None  # None: leave TensorFlow's thread pools as they are
@@ -123,9 +124,13 @@ class Batching:
     images_per_epoch: int
 
 
-def plan_batches(arch: str, batch_size: int, device_kind: str, replicas: int, train_records: int) -> Batching:
+def plan_batches(arch: str, batch_size: int, device_kind: str, replicas: int, train_records: int, *,
+                 even_batches: bool = False) -> Batching:
+    """even_batches: every training batch whole (Keras on JAX: one compiled step, and a data-parallel
+    batch splits evenly across the devices); TPUs always need them (static shapes). The few records
+    a whole batch cannot take are left out of that epoch, a different few each epoch (shuffled)."""
     global_batch = batch_size * replicas
-    drop_remainder = device_kind == "tpu"
+    drop_remainder = device_kind == "tpu" or even_batches
     from flowerlab.data.pipeline import batches_per_epoch
 
     steps = batches_per_epoch(train_records, global_batch, drop_remainder=drop_remainder)
@@ -147,17 +152,23 @@ def dataset_options(settings: TrainSettings, plan: DataPlan, batching: Batching)
     }
 
 
-def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, first_epoch: int) -> tuple[Any, Any]:
-    """The training dataset (from epoch `first_epoch` to the last) and the validation dataset."""
+def make_datasets(settings: TrainSettings, plan: DataPlan, batching: Batching, first_epoch: int, *,
+                  pad_validation: bool = False) -> tuple[Any, Any]:
+    """The training dataset (from epoch `first_epoch` to the last) and the validation dataset.
+
+    pad_validation: every validation batch padded to the global batch with weight-0 blank images
+    (Keras on JAX: a data-parallel batch splits evenly across the devices, a TPU wants one shape),
+    instead of a shorter last batch or, with drop_remainder, none."""
     from flowerlab.data.pipeline import make_dataset
 
-    common = {**dataset_options(settings, plan, batching), "deterministic": settings.deterministic,
-              "drop_remainder": batching.drop_remainder}
+    common = {**dataset_options(settings, plan, batching), "deterministic": settings.deterministic}
     train_data = make_dataset(plan.train_files, training=True, augment=bool(settings.hparams["augment"]),
                               repeat=True, first_epoch=first_epoch, epochs=int(settings.hparams["epochs"]),
-                              expected_records=plan.train_records, **common)
-    validation_data = make_dataset(plan.validation_files, training=False,
-                                   expected_records=plan.validation_records, **common)
+                              expected_records=plan.train_records, drop_remainder=batching.drop_remainder, **common)
+    validation_data = make_dataset(
+        plan.validation_files, training=False, expected_records=plan.validation_records,
+        drop_remainder=batching.drop_remainder and not pad_validation,
+        pad_to_multiple=batching.global_batch if pad_validation else 1, **common)
     return train_data, validation_data
 
 
@@ -171,14 +182,19 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def compile_model(model: Any, learning_rate: float) -> None:
-    """Adam (the course's optimizer) through TensorFlow's one-pass kernel: flowerlab.training.optimizers."""
+    """Adam (the course's optimizer): on TensorFlow through its one-pass kernel
+    (flowerlab.training.optimizers), on JAX Keras' own. The loss averages over the weighted
+    images, so that the blank images padding a data-parallel validation batch count for nothing
+    (without weights, as in training, it is the plain mean)."""
     import keras
 
     from flowerlab.training.optimizers import FusedAdam
 
+    optimizer = FusedAdam if keras.backend.backend() == "tensorflow" else keras.optimizers.Adam
     model.compile(
-        optimizer=FusedAdam(learning_rate=learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(),  # the pipeline's labels are one-hot
-        metrics=["accuracy"],
+        optimizer=optimizer(learning_rate=learning_rate),
+        # the pipeline's labels are one-hot
+        loss=keras.losses.CategoricalCrossentropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=["accuracy"],  # Keras' `metrics` ignore the weights
     )
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowerlab import code_fingerprint, kernels, schema
+from flowerlab import backends, code_fingerprint, kernels, schema
 from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.console import configure_logging, run_command, thread_count
 from flowerlab.errors import ConfigError, DataError
@@ -81,6 +81,7 @@ class Run:
     plan: DataPlan
     weights: str
     weights_sha256: str | None
+    backend: str  # tensorflow or jax (flowerlab.backends)
     device: Any  # flowerlab.devices.DeviceInfo
     precision: str
     precision_choice: dict[str, Any]  # what was chosen and why (flowerlab.training.precision)
@@ -114,7 +115,8 @@ def prepare_run(settings: TrainSettings) -> Run:
 
     hparams = settings.hparams
     manifest = load_manifest(settings.manifest)  # DataError when missing or malformed
-    from flowerlab import devices  # imports TensorFlow
+    backend = backends.activate(backends.resolve(settings.backend, settings.accelerator))  # before Keras loads
+    from flowerlab import devices  # imports TensorFlow and Keras
 
     if settings.threads is not None:
         devices.configure_threads(settings.threads)  # before TensorFlow's runtime starts
@@ -130,27 +132,41 @@ def prepare_run(settings: TrainSettings) -> Run:
     weights = model_weights(hparams, spec.uses_backbone_weights)
     weights_sha256 = weights_identity(weights)
     records.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
-    device = devices.select_strategy(settings.accelerator)
-    reason = frozen_backbone.image_path_reason(spec, hparams, device.kind)
+    device = select_device(backend, settings.accelerator)
+    reason = frozen_backbone.image_path_reason(spec, hparams, device.kind, backend)
     choice = choose_precision(hparams["precision"], device.kind, ProbeSetup(
         settings.arch, hparams, plan.image_size, plan.num_classes, int(hparams["batch_size"]),
-        cached_features=reason is None, threads=settings.threads), cache_dir=settings.precision_cache)
+        cached_features=reason is None, threads=settings.threads), cache_dir=settings.precision_cache,
+        backend=backend)
     precision = devices.apply_precision(choice.policy)
     logger.info("%s: precision %s: %s", settings.arch, precision, choice.reason)
     seed_everything(settings.seed, settings.deterministic)  # after the probe: it draws no training numbers
     batching = plan_batches(settings.arch, int(hparams["batch_size"]), device.kind, device.replicas,
-                            plan.train_records)
+                            plan.train_records, even_batches=backend == "jax")
     inputs = checkpoints.fingerprint_inputs(
         manifest, arch=settings.arch, hparams={**hparams, "weights_sha256": weights_sha256},
         seed=settings.seed, deterministic=settings.deterministic, accelerator_kind=device.kind,
-        replicas=device.replicas, precision=precision, code=code.sha256,
+        replicas=device.replicas, precision=precision, code=code.sha256, backend=backend,
     )
     fingerprint = checkpoints.fingerprint(inputs)
     # The cached path keeps no checkpoints (its head trains in seconds), so it never resumes one.
     resume = None if reason is None else checkpoints.find_checkpoint(settings.checkpoint_dir, fingerprint, inputs)
-    return Run(settings, manifest, spec, plan, weights, weights_sha256, device, precision, choice.to_json(), batching,
+    return Run(settings, manifest, spec, plan, weights, weights_sha256, backend, device, precision, choice.to_json(),
+               batching,
                schedule_function(hparams, replicas=device.replicas), code, inputs, fingerprint, reason, resume,
                start_session(resume, int(hparams["epochs"])))
+
+
+def select_device(backend: str, accelerator: str) -> Any:
+    """The devices the training runs on: a tf.distribute strategy on TensorFlow, JAX's devices
+    (data-parallel over several) on JAX."""
+    if backend == "jax":
+        from flowerlab.jax_devices import select_devices
+
+        return select_devices(accelerator)
+    from flowerlab.devices import select_strategy
+
+    return select_strategy(accelerator)
 
 
 def log_start(run: Run) -> None:
@@ -159,6 +175,7 @@ def log_start(run: Run) -> None:
         logger.info("%s: training on the images every epoch, without the feature cache: %s", arch,
                     run.image_path_reason)
     logger.info("%s: training code %s", arch, run.code.short)
+    logger.info("Keras backend: %s", run.backend)
     logger.info("%s", kernels.describe())
     if run.resume is not None:
         logger.info("resuming %s from %s: %d of %d epochs done", arch, run.resume.path, run.resume.epoch,
@@ -218,7 +235,8 @@ def fit(run: Run, model: Any, callbacks: list[Any], recorder: Any) -> dict[str, 
             return frozen_backbone.train_on_features(
                 model, settings=run.settings, plan=plan, batching=batching, schedule=run.schedule,
                 strategy=run.device.strategy, callbacks=callbacks, recorder=recorder)
-        train_data, validation_data = make_datasets(run.settings, plan, batching, run.session.initial_epoch)
+        train_data, validation_data = make_datasets(run.settings, plan, batching, run.session.initial_epoch,
+                                                    pad_validation=run.backend == "jax")
         model.fit(train_data, epochs=run.epochs, initial_epoch=run.session.initial_epoch,
                   steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
                   callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 0,
@@ -237,7 +255,7 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         fingerprint=run.fingerprint, data_settings=run.manifest["settings"],
         data_source=run.manifest.get("data_source"), weights_sha256=run.weights_sha256,
         code=run.code, throughput=throughput, cache_record=cache_record, classes=run.manifest["classes"],
-        precision_choice=run.precision_choice, kernels=kernels.record(),
+        precision_choice=run.precision_choice, kernels=kernels.record(), backend=backends.record(),
         hardware_share=hardware_share(run, model, throughput[0]))
     write_outputs(run.settings.out_dir, model, rows, record)
     progress.remove_progress(run.settings.checkpoint_dir)
@@ -248,16 +266,20 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
 def hardware_share(run: Run, model: Any, train_images_per_second: float | None) -> dict[str, Any]:
     """training.json's `hardware_share`: the training's achieved GFLOP/s against this machine's
     measured peak in its compute dtype (flowerlab.training.peak)."""
+    from flowerlab.devices import cpu_model_name
     from flowerlab.models.flops import COMPUTE_DTYPES, training_flops_per_image
     from flowerlab.training import peak
 
     per_image = training_flops_per_image(model, run.plan.image_size,
                                          cached_feature_epochs=run.epochs if run.cached else None)
     dtype = COMPUTE_DTYPES[run.precision]
-    measured = peak.machine_peak(run.device.kind, run.device.name, ["float32", dtype], threads=run.settings.threads,
-                                 cache_dir=run.settings.peak_cache)
+    # A CPU split into JAX host devices is still one CPU: its peak, once.
+    on_cpu = run.device.kind == "cpu"
+    measured = peak.machine_peak(run.device.kind, cpu_model_name() if on_cpu else run.device.name,
+                                 ["float32", dtype], threads=run.settings.threads,
+                                 cache_dir=run.settings.peak_cache, on_jax=run.backend == "jax")
     share = peak.share_of_peak(train_images_per_second=train_images_per_second, training_flops_per_image=per_image,
-                               compute_dtype=dtype, peak=measured, replicas=run.device.replicas)
+                               compute_dtype=dtype, peak=measured, replicas=1 if on_cpu else run.device.replicas)
     if share["fraction_of_peak"] is not None:
         logger.info("%s: %.1f GFLOP/s, %.0f%% of this %s's %s peak (%.0f GFLOP/s)", run.settings.arch,
                     share["achieved_gflops_per_s"], 100 * share["fraction_of_peak"], run.device.kind, dtype,
@@ -287,9 +309,9 @@ def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.C
 def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train `settings.arch`, resuming from a matching checkpoint; write the outputs; return
     the training record (training.json). `extra_callbacks` run after the built-in ones (tests)."""
+    run = prepare_run(settings)  # selects Keras' backend before anything imports Keras
     from flowerlab.training.callbacks import EpochRecorder
 
-    run = prepare_run(settings)
     log_start(run)
     model = build_or_restore(settings, run.device, run.resume, run.plan, run.weights,
                              run.schedule(run.session.initial_epoch))
@@ -332,16 +354,23 @@ def _fmt(value: float | None) -> str:
 
 @contextlib.contextmanager
 def out_of_memory_hint(arch: str, global_batch: int) -> Iterator[None]:
-    """Turn TensorFlow's out-of-memory error into a ConfigError that says which setting to lower."""
+    """Turn TensorFlow's or XLA's out-of-memory error into a ConfigError that says which setting to lower."""
     import tensorflow as tf
 
     try:
         yield
-    except tf.errors.ResourceExhaustedError as error:
+    except Exception as error:
+        # XLA (JAX) raises a runtime error whose message starts with its status code.
+        if not (isinstance(error, tf.errors.ResourceExhaustedError) or "RESOURCE_EXHAUSTED" in str(error)[:200]):
+            raise
         raise ConfigError(
             f"{arch}: out of memory at global batch {global_batch}; lower models.{arch}.batch_size "
-            f"(or image_size). TensorFlow said: {str(error).strip().splitlines()[0]}"
+            f"(or image_size). {keras_backend_name()} said: {str(error).strip().splitlines()[0]}"
         ) from error
+
+
+def keras_backend_name() -> str:
+    return "JAX" if backends.current() == "jax" else "TensorFlow"
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,6 +387,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--hparams", required=True,
                         help="JSON object of config models.ARCH (workflow/schemas/config.schema.yaml $defs/hparams)")
     parser.add_argument("--accelerator", default=schema.default("accelerator"), choices=("auto", "tpu", "gpu", "cpu"))
+    parser.add_argument("--backend", default=schema.default("backend"), choices=("auto", "tensorflow", "jax"),
+                        help="Keras' backend (flowerlab.backends; auto: jax where a TPU is attached, else tensorflow)")
     parser.add_argument("--seed", type=int, default=schema.default("seeds")[0], help="weights, shuffling and augmentation")
     parser.add_argument("--deterministic", action="store_true",
                         help="TensorFlow op determinism and ordered input pipeline (bit-identical CPU reruns)")
@@ -387,7 +418,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         raise DataError(f"manifest {args.manifest} not found: run `flowerlab tfrecords` (or snakemake) first")
     return TrainSettings(
         arch=args.arch, manifest=args.manifest, out_dir=args.out_dir, checkpoint_dir=args.checkpoint_dir,
-        hparams=with_weights(parse_hparams(args.hparams), args.weights), accelerator=args.accelerator, seed=args.seed,
+        hparams=with_weights(parse_hparams(args.hparams), args.weights), accelerator=args.accelerator,
+        backend=args.backend, seed=args.seed,
         deterministic=args.deterministic, threads=args.threads, log_every_epoch=args.log_every_epoch,
         precision_cache=args.precision_cache, peak_cache=args.peak_cache,
     )
