@@ -24,6 +24,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SHARED_FIXTURE_GROUPS = {
     "test_workflow.py": "smoke_study",
     "test_slurm.py": "smoke_study",
+    "test_jax_study.py": "smoke_study",
     "test_report.py": "fake_reports",
     "test_browser.py": "fake_reports",
 }

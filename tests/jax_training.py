@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from flowerlab import backends
@@ -37,6 +38,7 @@ def main(work: Path) -> None:
     rng = np.random.default_rng(0)
     summary = {"backend": keras.backend.backend(), "device": device.to_json(), "models": {}}
     for arch in ARCH_NAMES:
+        started = time.perf_counter()
         size = max(get_spec(arch).min_image_size, 32)
         with device.strategy.scope():
             model = build_model(arch, num_classes=CLASSES, image_size=size, weights="none")
@@ -52,6 +54,7 @@ def main(work: Path) -> None:
         total, trainable = count_parameters(model)
         summary["models"][arch] = {"image_size": size, "parameters": [total, trainable],
                                    "loss": history.history["loss"][-1],
+                                   "seconds": round(time.perf_counter() - started, 1),
                                    "layers": sorted({type(layer).__module__.split(".")[0] for layer in model.layers})}
         keras.backend.clear_session()
     (work / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -45,6 +45,7 @@ EXPECTED_COLUMNS = [
     "device",
     "training_device",
     "precision",
+    "backend",
     "training_code",
     "data_source",
 ]
@@ -77,6 +78,7 @@ def evaluation(arch: str, accuracy: float, *, seed: int = 1, split: int = 35155,
             "best_val_accuracy": accuracy + 0.01,
             "precision": "float32",
             "device": {"kind": "gpu", "name": "NVIDIA H100", "replicas": 2},
+            "backend": {"name": "jax", "version": "0.10.2"},
             "code_version": {"commit": "0" * 40, "dirty": False, "fingerprint": "ab12" * 16},
             "seed": seed,
         },
@@ -131,7 +133,7 @@ def test_row_has_every_column_with_units_and_converted_figures() -> None:
     assert row["training_seconds"] == 3600.5 and row["epochs"] == 10
     assert row["device"] == "cpu: AMD EPYC (2 cores)"
     assert row["training_device"] == "gpu: NVIDIA H100 x2"
-    assert row["precision"] == "float32"
+    assert row["precision"] == "float32" and row["backend"] == "jax 0.10.2"
     assert row["best_val_accuracy"] == pytest.approx(0.89)
     assert row["training_code"] == "ab12ab12ab12"
 

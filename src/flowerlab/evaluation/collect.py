@@ -78,6 +78,8 @@ COLUMNS: dict[str, str] = {
     "device": "device of the evaluation (inference throughput, latency)",
     "training_device": "device of the training (training throughput and time)",
     "precision": "training precision policy (float32, mixed_bfloat16, mixed_float16)",
+    "backend": "Keras backend of the training and its library's version (tensorflow 2.21.0, jax 0.10.2; "
+    "flowerlab.backends)",
     "training_code": "fingerprint of the code that trained the model, first 12 hex digits "
     "(training.json code_version; flowerlab.code_fingerprint)",
     "data_source": "what the photos were: official (the course's archive), synthetic (generated, no "
@@ -101,6 +103,13 @@ def device_label(device: Any) -> str | None:
     kind, name, replicas = device.get("kind"), device.get("name"), device.get("replicas") or 1
     label = f"{kind}: {name}" if kind and name else str(kind or name or "")
     return f"{label} x{replicas}" if replicas > 1 else label
+
+
+def backend_label(backend: Any) -> str | None:
+    """'jax 0.10.2' from training.json's {"name", "version"} (None for a record without it)."""
+    if not isinstance(backend, dict):
+        return None
+    return " ".join(filter(None, (backend.get("name"), backend.get("version")))) or None
 
 
 def _required(evaluation: dict[str, Any], key: str, source: str | os.PathLike[str]) -> Any:
@@ -164,6 +173,7 @@ def metrics_row(
         "device": device_label(evaluation.get("device")),
         "training_device": device_label(_nested(evaluation, "training", "device")),
         "precision": _nested(evaluation, "training", "precision"),
+        "backend": backend_label(_nested(evaluation, "training", "backend")),
         "training_code": (_nested(evaluation, "training", "code_version", "fingerprint") or "")[:SHORT] or None,
         "data_source": source,
     }

@@ -74,6 +74,7 @@ TRAINING_FIGURES = (
     "final_val_accuracy",
     "precision",
     "device",
+    "backend",
     "hparams",
     "seed",
     "deterministic",

@@ -50,6 +50,7 @@ RUN_COLUMNS: dict[str, str] = {
     "train_images_per_s": "training images/s",
     "training_seconds": "training time",
     "precision": "precision",
+    "backend": "backend",
 }
 SPEED_COLUMNS: dict[str, str] = {
     "arch": "architecture",
@@ -69,6 +70,7 @@ HARDWARE_SHARE_COLUMNS: dict[str, str] = {
     "peak_gflops_per_s": "the machine's peak GFLOP/s",
     "fraction_of_peak": "share of the peak",
     "kernels": "kernels",
+    "backend": "backend",
     "training_device": "device (training)",
 }
 

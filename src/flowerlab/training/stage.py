@@ -176,7 +176,7 @@ def log_start(run: Run) -> None:
                     run.image_path_reason)
     logger.info("%s: training code %s", arch, run.code.short)
     logger.info("Keras backend: %s", run.backend)
-    logger.info("%s", kernels.describe())
+    logger.info("%s%s", kernels.describe(), " (reading the data; XLA computes the model)" if run.backend == "jax" else "")
     if run.resume is not None:
         logger.info("resuming %s from %s: %d of %d epochs done", arch, run.resume.path, run.resume.epoch,
                     run.epochs)
@@ -255,12 +255,19 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         fingerprint=run.fingerprint, data_settings=run.manifest["settings"],
         data_source=run.manifest.get("data_source"), weights_sha256=run.weights_sha256,
         code=run.code, throughput=throughput, cache_record=cache_record, classes=run.manifest["classes"],
-        precision_choice=run.precision_choice, kernels=kernels.record(), backend=backends.record(),
+        precision_choice=run.precision_choice, kernels=kernels_record(run.backend), backend=backends.record(),
         hardware_share=hardware_share(run, model, throughput[0]))
     write_outputs(run.settings.out_dir, model, rows, record)
     progress.remove_progress(run.settings.checkpoint_dir)
     checkpoints.remove_checkpoints(run.settings.checkpoint_dir)
     return record
+
+
+def kernels_record(backend: str) -> dict[str, Any]:
+    """training.json's `kernels`: TensorFlow's CPU kernels, or XLA's where Keras runs on JAX (TensorFlow
+    then only reads the data)."""
+    record = kernels.record()
+    return record if backend == "tensorflow" else {**record, "library": "XLA"}
 
 
 def hardware_share(run: Run, model: Any, train_images_per_second: float | None) -> dict[str, Any]:
