@@ -184,7 +184,8 @@ def write_yaml(text_json, path):
 def check_before_jobs(planned):
     """What would stop the run's jobs, checked before any: a download it cannot make
     (flowerlab.config.check_downloads) and, run locally, an accelerator this machine lacks or its
-    backend cannot use (flowerlab.backends; on a cluster the submitting host is not the one that trains)."""
+    backend cannot use (flowerlab.backends; on a cluster the submitting host is not the one that trains).
+    """
     check_downloads(config, planned)
     if workflow.local_exec and planned_trainings(planned):
         check_accelerator(config["accelerator"], config["backend"])
