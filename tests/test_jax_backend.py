@@ -6,6 +6,7 @@ the same code path as a TPU's cores; the TPU itself is simulated by the detectio
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -102,6 +103,19 @@ def test_accelerator_tpu_without_a_tpu_stops_the_workflow_before_any_job(tmp_pat
     assert result.returncode != 0 and "cannot train on TPUs" in result.stderr
 
 
+def test_the_time_estimate_says_it_does_not_measure_jax_trainings(tmp_path: Path) -> None:
+    """Its probe times Keras on TensorFlow: for JAX trainings it says so rather than print that rate."""
+    (tmp_path / "jax.yaml").write_text("backend: jax\n")
+    config = TESTS.parent / "config"
+    result = subprocess.run([sys.executable, "-m", "flowerlab", "estimate", "--base", str(config / "config.yaml"),
+                             "--configfile", str(config / "smoke.yaml"), "--configfile", str(tmp_path / "jax.yaml"),
+                             "--speed-cache", str(tmp_path / "speed")], capture_output=True, text=True, timeout=120,
+                            check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no estimate: the trainings run on Keras' JAX backend" in result.stdout
+    assert not (tmp_path / "speed").exists()  # nothing measured
+
+
 # ---------------------------------------------------------------------------------------------
 # Every architecture on JAX: same parameters, the same model on TensorFlow
 
@@ -141,6 +155,11 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          train_per_class=16, validation_per_class=5)
 
 
+def read_history(out_dir: Path, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    with open(out_dir / "history.csv", newline="") as handle:
+        return [tuple(row[column] for column in columns) for row in csv.DictReader(handle)]
+
+
 def train_command(manifest: Path, folder: Path, checkpoint_dir: Path, hparams: dict, backend: str) -> list[str]:
     return [sys.executable, "-m", "flowerlab", "train", "--arch", "dense", "--manifest", str(manifest),
             "--out-dir", str(folder / "model"), "--checkpoint-dir", str(checkpoint_dir),
@@ -173,6 +192,15 @@ def test_a_jax_training_killed_after_its_first_checkpoint_resumes_and_tensorflow
     assert record["global_batch_size"] == 16
     history = (tmp_path / "model" / "history.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in history] == list(range(1, epochs + 1))
+
+    # Seeded determinism on JAX's CPU devices: the same training straight through gives the same
+    # losses and accuracies, epoch by epoch, as the killed and resumed one.
+    straight = subprocess.run(train_command(manifest, tmp_path / "straight", tmp_path / "straight-checkpoints",
+                                            hparams, "jax"), capture_output=True, text=True, timeout=600,
+                              check=False, env=jax_environment())
+    assert straight.returncode == 0, straight.stderr[-5000:]
+    figures = ("loss", "accuracy", "val_loss", "val_accuracy")
+    assert read_history(tmp_path / "straight" / "model", figures) == read_history(tmp_path / "model", figures)
 
     # The same checkpoint, offered to the TensorFlow backend (in process: TensorFlow is loaded here).
     on_tensorflow = train_command(manifest, tmp_path / "tf", tmp_path / "checkpoints-copy", hparams, "tensorflow")

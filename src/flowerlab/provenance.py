@@ -15,7 +15,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 # The libraries whose versions decide the numbers a training run produces.
-RECORDED_PACKAGES = ("tensorflow", "keras", "numpy", "flowerlab")
+RECORDED_PACKAGES = ("tensorflow", "keras", "jax", "jaxlib", "numpy", "flowerlab")  # jax: None where not installed
 # Where this package's code lives: its git checkout (if any) is the code version.
 PACKAGE_DIR = Path(__file__).resolve().parent
 GIT_TIMEOUT_S = 10

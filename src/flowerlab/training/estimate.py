@@ -272,6 +272,14 @@ def cli(argv: list[str]) -> int:
         if not runs:
             print("no training to run")
             return
+        from flowerlab import backends
+
+        if backends.resolve(config["backend"], config["accelerator"]) != "tensorflow":
+            # The probe times Keras on TensorFlow on this machine's CPU; a JAX training's devices and
+            # compiler are another machine as far as its rate goes.
+            print("no estimate: the trainings run on Keras' JAX backend, and the estimate's probe measures "
+                  "Keras on TensorFlow; `flowerlab status` shows each training's time left once it runs")
+            return
         plans, machine = estimate(config, runs, threads=args.threads, manifest=args.manifest,
                                   speed_cache=args.speed_cache, precision_cache=args.precision_cache)
         print(report(plans, machine), flush=True)
