@@ -24,7 +24,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SHARED_FIXTURE_GROUPS = {
     "test_workflow.py": "smoke_study",
     "test_slurm.py": "smoke_study",
-    "test_jax_study.py": "smoke_study",
+    "test_workflow_on_jax.py": "smoke_study",
     "test_report.py": "fake_reports",
     "test_browser.py": "fake_reports",
 }
@@ -139,10 +139,14 @@ def one_seed_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smoke_study(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """The smoke study (config/smoke.yaml), run locally with `--cores 2` in a copy of the workflow
     with its own src/ (tests may edit that code); returns the copy. Shared by the workflow tests
-    and the SLURM test, which compares its outputs with these."""
+    and the SLURM test, which compares its outputs with these.
+
+    When the session also runs the smoke study on JAX (test_workflow_on_jax.py, last of its group),
+    that study starts here, in the background, on this one's TFRecords: it computes while the
+    SLURM tests wait on the scheduler."""
     from workflow_runs import SMOKE, copy_workflow, snakemake
 
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke"), with_source=True)
@@ -150,4 +154,8 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = snakemake(workdir, "--cores", "2", *SMOKE, "--config", "estimate=true")
     (workdir / "snakemake-run.log").write_text(result.stdout + result.stderr, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    if any(item.path.name == "test_workflow_on_jax.py" for item in request.session.items):
+        from jax_study import start_jax_smoke_study
+
+        start_jax_smoke_study(workdir, tmp_path_factory.mktemp("jax-smoke"))
     return workdir

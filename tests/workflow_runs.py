@@ -42,6 +42,17 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900,
     )
 
 
+def start_snakemake(workdir: Path, *args: str, log: Path,
+                    environment: dict[str, str] | None = None) -> subprocess.Popen:
+    """`snakemake(...)` started in the background, its stdout and stderr into `log`."""
+    env = {**os.environ, **(environment or {})}
+    if (workdir / "src" / "flowerlab").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), env.get("PYTHONPATH")]))
+    with open(log, "w") as output:
+        return subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=workdir, stdout=output,
+                                stderr=subprocess.STDOUT, env=env)
+
+
 def planned_rows(workdir: Path, *args: str) -> list[dict[str, str]]:
     """The rows of `snakemake --summary` (one per output file) that a run would update."""
     result = snakemake(workdir, "--summary", *args)

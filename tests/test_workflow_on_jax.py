@@ -1,20 +1,24 @@
 """The smoke study on Keras' JAX backend, data-parallel over the CPU split into 4 devices, end to end:
-the same TFRecords, evaluation, report; its accuracies against the TensorFlow backend's smoke study."""
+the same TFRecords, evaluation, report; its accuracies against the TensorFlow backend's smoke study.
+(Named to run last among the smoke study's tests: the JAX study runs in the background meanwhile.)"""
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import scipy.stats
-import yaml
-from workflow_runs import SMOKE, copy_workflow, snakemake
+from jax_study import DEVICES, finish_jax_smoke_study
+from workflow_runs import SMOKE, planned_jobs
 
-DEVICES = 4
-FOUR_DEVICES = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}"}
+
+@pytest.fixture(scope="session")
+def jax_smoke_study(smoke_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir, status, output = finish_jax_smoke_study(smoke_study, tmp_path_factory.mktemp("jax-smoke-late"))
+    assert status == 0, output[-8000:]
+    return workdir
 
 
 def metrics_by_run(workdir: Path) -> dict[tuple[str, str], dict[str, str]]:
@@ -22,35 +26,20 @@ def metrics_by_run(workdir: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(row["arch"], row["replicate"]): row for row in csv.DictReader(handle)}
 
 
-def reuse_the_data_stage(study: Path, workdir: Path) -> None:
-    """The TensorFlow study's photos, TFRecords and machine probes, with their Snakemake benchmark files
-    (outputs Snakemake counts as made): the JAX study trains on the very same records, and its run
-    starts at the trainings."""
-    shutil.copytree(study / "resources", workdir / "resources")
-    shutil.copytree(study / "results" / "data", workdir / "results" / "data")
-    (workdir / "benchmarks").mkdir()
-    for benchmark in (study / "benchmarks").glob("make_*.tsv"):
-        shutil.copy2(benchmark, workdir / "benchmarks" / benchmark.name)
-
-
-def per_device_batches(workdir: Path) -> str:
-    """--config value giving each device a quarter of the smoke study's batch: the same global batch,
-    so the same steps, as the TensorFlow study on one device."""
-    models = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())["models"]
-    per_device = {arch: {"batch_size": hparams["batch_size"] // DEVICES} for arch, hparams in models.items()}
-    return "models=" + json.dumps(per_device)
+@pytest.mark.slow
+def test_switching_the_backend_retrains_and_reevaluates_every_model_and_nothing_else(smoke_study: Path) -> None:
+    jobs = planned_jobs(smoke_study, *SMOKE, "--config", "backend=jax")
+    assert jobs["train_model"] == jobs["evaluate_model"] == 6 and "make_tfrecords" not in jobs, jobs
 
 
 @pytest.mark.slow
 def test_the_smoke_study_on_jax_over_four_devices_runs_end_to_end_as_accurate_as_on_tensorflow(
-        smoke_study: Path, tmp_path: Path) -> None:
-    workdir = copy_workflow(tmp_path / "jax", with_source=True)
-    reuse_the_data_stage(smoke_study, workdir)
-    result = snakemake(workdir, "--cores", "2", *SMOKE, "--config", "backend=jax", per_device_batches(workdir),
-                       environment=FOUR_DEVICES)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+        smoke_study: Path, jax_smoke_study: Path) -> None:
+    workdir = jax_smoke_study
     assert (workdir / "results" / "report" / "index.html").stat().st_size > 0
-    assert "make_tfrecords" not in result.stdout + result.stderr  # the same records, not written anew
+    # The same records: the TensorFlow study's, not written anew.
+    manifest = Path("results") / "data" / "manifest.json"
+    assert (workdir / manifest).stat().st_mtime_ns == (smoke_study / manifest).stat().st_mtime_ns
 
     on_jax, on_tensorflow = metrics_by_run(workdir), metrics_by_run(smoke_study)
     assert set(on_jax) == set(on_tensorflow)
