@@ -6,7 +6,6 @@ the same code path as a TPU's cores; the TPU itself is simulated by the detectio
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jax_study import FOUR_DEVICES
 from portable import predict_without_flowerlab
 from synthetic_records import write_dataset
-from training_runs import kill_after_first_checkpoint
+from training_runs import history, kill_after_first_checkpoint, train_command
 from workflow_runs import copy_workflow, snakemake
 
 from flowerlab import backends
@@ -30,7 +30,6 @@ from flowerlab.models.build import build_model, count_parameters
 from flowerlab.models.registry import ARCH_NAMES
 from flowerlab.training import checkpoints, stage
 
-FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 TESTS = Path(__file__).resolve().parent
 
 # train() sets process-wide TensorFlow state; conftest puts it back after this module.
@@ -155,16 +154,9 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          train_per_class=16, validation_per_class=5)
 
 
-def read_history(out_dir: Path, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
-    with open(out_dir / "history.csv", newline="") as handle:
-        return [tuple(row[column] for column in columns) for row in csv.DictReader(handle)]
-
-
-def train_command(manifest: Path, folder: Path, checkpoint_dir: Path, hparams: dict, backend: str) -> list[str]:
-    return [sys.executable, "-m", "flowerlab", "train", "--arch", "dense", "--manifest", str(manifest),
-            "--out-dir", str(folder / "model"), "--checkpoint-dir", str(checkpoint_dir),
-            "--hparams", json.dumps(hparams), "--accelerator", "cpu", "--backend", backend, "--seed", "5",
-            "--deterministic", "--peak-cache", str(folder.parent / "peak"), "--threads", "2"]
+def train_on(backend: str, manifest: Path, folder: Path, checkpoint_dir: Path, hparams: dict) -> list[str]:
+    return train_command(manifest, folder, checkpoint_dir, hparams, "--backend", backend, "--deterministic",
+                         "--peak-cache", str(folder.parent / "peak"))
 
 
 @pytest.mark.slow
@@ -173,7 +165,7 @@ def test_a_jax_training_killed_after_its_first_checkpoint_resumes_and_tensorflow
     epochs = 10  # a fraction of a second each once compiled: the kill lands long before the end
     hparams = {"epochs": epochs, "batch_size": 4, "precision": "float32"}
     checkpoint_dir = tmp_path / "checkpoints"
-    command = train_command(manifest, tmp_path, checkpoint_dir, hparams, "jax")
+    command = train_on("jax", manifest, tmp_path, checkpoint_dir, hparams)
     assert kill_after_first_checkpoint(command, checkpoint_dir, tmp_path / "killed.log", env=jax_environment(),
                                        wait_seconds=300) == -signal.SIGKILL
     state = json.loads(next(checkpoint_dir.glob("epoch-*/state.json")).read_text())
@@ -190,20 +182,20 @@ def test_a_jax_training_killed_after_its_first_checkpoint_resumes_and_tensorflow
     assert record["backend"]["name"] == "jax" and record["backend_requested"] == "jax"
     assert record["device"]["replicas"] == 4 and record["device"]["distribution"] == "DataParallel"
     assert record["global_batch_size"] == 16
-    history = (tmp_path / "model" / "history.csv").read_text().splitlines()[1:]
-    assert [int(row.split(",")[0]) for row in history] == list(range(1, epochs + 1))
+    assert [int(row["epoch"]) for row in history(tmp_path / "model")] == list(range(1, epochs + 1))
 
     # Seeded determinism on JAX's CPU devices: the same training straight through gives the same
     # losses and accuracies, epoch by epoch, as the killed and resumed one.
-    straight = subprocess.run(train_command(manifest, tmp_path / "straight", tmp_path / "straight-checkpoints",
-                                            hparams, "jax"), capture_output=True, text=True, timeout=600,
-                              check=False, env=jax_environment())
+    straight = subprocess.run(train_on("jax", manifest, tmp_path / "straight", tmp_path / "straight-checkpoints",
+                                       hparams), capture_output=True, text=True, timeout=600, check=False,
+                              env=jax_environment())
     assert straight.returncode == 0, straight.stderr[-5000:]
     figures = ("loss", "accuracy", "val_loss", "val_accuracy")
-    assert read_history(tmp_path / "straight" / "model", figures) == read_history(tmp_path / "model", figures)
+    assert ([[row[figure] for figure in figures] for row in history(tmp_path / "straight" / "model")]
+            == [[row[figure] for figure in figures] for row in history(tmp_path / "model")])
 
     # The same checkpoint, offered to the TensorFlow backend (in process: TensorFlow is loaded here).
-    on_tensorflow = train_command(manifest, tmp_path / "tf", tmp_path / "checkpoints-copy", hparams, "tensorflow")
+    on_tensorflow = train_on("tensorflow", manifest, tmp_path / "tf", tmp_path / "checkpoints-copy", hparams)
     with caplog.at_level(logging.INFO):
         assert stage.cli(on_tensorflow[3:-2]) == 0  # without --threads (TensorFlow is running)
     differs = caplog.text.split("differs in: ", 1)[1].split(")", 1)[0].split(", ")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -17,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 from synthetic_records import write_dataset
-from training_runs import kill_after_first_checkpoint
+from training_runs import history, kill_after_first_checkpoint, train_command
 
 from flowerlab.training import checkpoints, progress, setup, stage
 
@@ -34,19 +33,8 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          train_per_class=16, validation_per_class=6)
 
 
-def history(out_dir: Path) -> list[dict[str, str]]:
-    with open(out_dir / "history.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 # ---------------------------------------------------------------------------------------------
 # The real command, killed with SIGKILL
-
-
-def train_command(manifest: Path, folder: Path, checkpoint_dir: Path, hparams: dict) -> list[str]:
-    return [sys.executable, "-m", "flowerlab", "train", "--arch", "dense", "--manifest", str(manifest),
-            "--out-dir", str(folder / "model"), "--checkpoint-dir", str(checkpoint_dir),
-            "--hparams", json.dumps(hparams), "--accelerator", "cpu", "--seed", "5", "--threads", "2"]
 
 
 @pytest.mark.slow

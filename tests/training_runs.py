@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+
+def train_command(manifest: Path, folder: Path, checkpoint_dir: Path, hparams: dict, *options: str) -> list[str]:
+    """`flowerlab train` of the dense model on the CPU, seed 5, with `options`; --threads 2 comes last
+    (a test drops it to call the command in process, where TensorFlow already runs)."""
+    return [sys.executable, "-m", "flowerlab", "train", "--arch", "dense", "--manifest", str(manifest),
+            "--out-dir", str(folder / "model"), "--checkpoint-dir", str(checkpoint_dir),
+            "--hparams", json.dumps(hparams), "--accelerator", "cpu", "--seed", "5", *options, "--threads", "2"]
+
+
+def history(out_dir: Path) -> list[dict[str, str]]:
+    with open(out_dir / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def kill_after_first_checkpoint(command: list[str], checkpoint_dir: Path, log: Path,

@@ -61,8 +61,9 @@ def resolve(requested: str, accelerator: str, *, tpu_detected: Callable[[], bool
 def check_accelerator(accelerator: str, backend: str, *, tpu_detected: Callable[[], bool] | None = None) -> None:
     """A TPU asked for where this machine has none, or of a backend that cannot use one, is a
     ConfigError before any job runs (the workflow checks it for local runs)."""
-    resolve(backend, accelerator, tpu_detected=tpu_detected)  # tensorflow + tpu
-    if accelerator == "tpu" and not (tpu_detected or tpu_attached)():
+    detected = tpu_detected or tpu_attached
+    resolve(backend, accelerator, tpu_detected=detected)  # tensorflow + tpu
+    if accelerator == "tpu" and not detected():
         raise ConfigError(
             "config key 'accelerator' is 'tpu' but this machine has no TPU (no "
             f"{' or '.join(TPU_DEVICE_PATTERNS)}); on a Cloud TPU VM install the TPU extra (README), "

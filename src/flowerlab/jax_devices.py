@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +38,8 @@ class DistributionScope:
 
     num_replicas_in_sync: int
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        yield
+    def scope(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def jax_devices(platform: str | None = None) -> list[Any]:

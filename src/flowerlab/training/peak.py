@@ -53,11 +53,10 @@ class Peak:
         return asdict(self)
 
 
-def cache_key(device: str, library_version: str, kernels: str, threads: int | None) -> str:
-    """`library_version`: TensorFlow's version ("2.21.0"), or "jax" and JAX's for a JAX device."""
+def cache_key(device: str, library: str, kernels: str, threads: int | None) -> str:
+    """`library`: what probes, with its version ("tf2.21.0", or "jax0.10.2" for a JAX device)."""
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "unknown-device"
-    version = library_version if library_version.startswith("jax") else f"tf{library_version}"
-    return f"{slug}__{version}__{kernels}__t{threads or 'all'}.json"
+    return f"{slug}__{library}__{kernels}__t{threads or 'all'}.json"
 
 
 def read_cache(path: Path | None) -> Peak | None:
@@ -91,7 +90,7 @@ def machine_peak(device_kind: str, device_name: str, dtypes: Iterable[str], *, t
     else:
         matmul = matmul or matmul_gflops
         bandwidth = bandwidth or bandwidth_gb_per_s
-        library, version = kernels.kernel_library(), tf.__version__
+        library, version = kernels.kernel_library(), f"tf{tf.__version__}"
     key = cache_key(device_name, version, library, threads)
     path = cache_dir / key if cache_dir else None
     peak = read_cache(path) or _MEASURED.get(key)
