@@ -85,6 +85,24 @@ def rule_of(job: dict[str, str]) -> str:
     return job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
 
 
+def wait_for_first_checkpoint(cluster: slurm_cluster.Cluster, workdir: Path, replicate: str, checkpoints: Path,
+                              run: subprocess.Popen) -> dict[str, str] | None:
+    """The running training job of `replicate` in `workdir` once its first checkpoint is on disk (None if the run
+    ended or 300 s passed first). The job is looked up while waiting, so no scheduler query stands
+    between the checkpoint appearing and the caller's scancel."""
+    deadline = time.monotonic() + 300
+    training = None
+    while time.monotonic() < deadline and run.poll() is None:
+        if training is None:
+            running = [job for job in rule_jobs(cluster, workdir)
+                       if rule_of(job) == "train_model" and replicate in job["Comment"] and job["JobState"] == "RUNNING"]
+            training = running[0] if running else None
+        if training is not None and list(checkpoints.glob("epoch-*")):
+            return training
+        time.sleep(0.2)
+    return None
+
+
 @pytest.fixture(scope="module")
 def slurm_study(cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm-study"))
@@ -151,22 +169,20 @@ def test_the_outputs_equal_a_local_runs(slurm_study: Path, smoke_study: Path) ->
 def test_a_cancelled_training_resumes_from_its_checkpoint(cluster, slurm_study: Path) -> None:
     """scancel a training after its first checkpoint; running the workflow again resumes it."""
     target = "results/models/convnet/seed-7/model.keras"
-    args = ("--config", *STUDY, "seeds=[7]", "models={convnet: {epochs: 20}}", "--retries", "0", target)
+    # 60 epochs of about 0.4 s: the scancel lands long before the last one, even on a busy machine
+    # (with 20, CI once saw the training finish between its first checkpoint and the scancel).
+    args = ("--config", *STUDY, "seeds=[7]", "models={convnet: {epochs: 60}}", "--retries", "0", target)
     env = {**cluster.env, "PYTHONUNBUFFERED": "1"}
     run = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *TEST_CLUSTER, *SMOKE,
                             *args], cwd=slurm_study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     checkpoints = slurm_study / "results" / "checkpoints" / "convnet" / "seed-7"
-    deadline = time.monotonic() + 300
-    while not list(checkpoints.glob("epoch-*")) and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.2)
-    training = [job for job in rule_jobs(cluster, slurm_study)
-                if rule_of(job) == "train_model" and "seed-7" in job["Comment"] and job["JobState"] == "RUNNING"]
+    training = wait_for_first_checkpoint(cluster, slurm_study, "seed-7", checkpoints, run)
     assert training, "the training job was not running when its first checkpoint appeared"
-    cluster.command("scancel", training[0]["JobId"])
+    cluster.command("scancel", training["JobId"])
     output, _ = run.communicate(timeout=300)
     assert run.returncode != 0, output[-3000:]  # the cancelled job failed the run
-    cancelled = {job["JobId"]: job for job in cluster.jobs()}[training[0]["JobId"]]
+    cancelled = {job["JobId"]: job for job in cluster.jobs()}[training["JobId"]]
     assert cancelled["JobState"] == "CANCELLED", cancelled
     assert not (slurm_study / target).exists()
     kept = sorted(path.name for path in checkpoints.glob("epoch-*"))
@@ -176,7 +192,7 @@ def test_a_cancelled_training_resumes_from_its_checkpoint(cluster, slurm_study: 
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-4000:]
     record = json.loads((slurm_study / "results" / "models" / "convnet" / "seed-7" / "training.json").read_text())
     assert record["resumed_from_epoch"] == int(kept[-1].removeprefix("epoch-")) >= 1
-    assert record["epochs"] == 20
+    assert record["epochs"] == 60
     completed = [job for job in rule_jobs(cluster, slurm_study)
                  if rule_of(job) == "train_model" and "seed-7" in job["Comment"] and job["JobState"] == "COMPLETED"]
     assert len(completed) == 1
