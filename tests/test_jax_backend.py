@@ -156,7 +156,14 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def train_on(backend: str, manifest: Path, folder: Path, checkpoint_dir: Path, hparams: dict) -> list[str]:
     return train_command(manifest, folder, checkpoint_dir, hparams, "--backend", backend, "--deterministic",
-                         "--peak-cache", str(folder.parent / "peak"))
+                         "--peak-cache", str(folder.parent / "peak"),
+                         "--compile-cache", str(checkpoint_dir.parent / "jax-compilation"))
+
+
+# JAX keeps only compilations over a second by default; the test's tiny model compiles faster. Its
+# compiler module logs each persistent-cache hit at debug level.
+CACHE_EVERYTHING = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_DEBUG_LOG_MODULES": "jax._src.compiler"}
+CACHE_HIT = "Persistent compilation cache hit"
 
 
 @pytest.mark.slow
@@ -166,15 +173,16 @@ def test_a_jax_training_killed_after_its_first_checkpoint_resumes_and_tensorflow
     hparams = {"epochs": epochs, "batch_size": 4, "precision": "float32"}
     checkpoint_dir = tmp_path / "checkpoints"
     command = train_on("jax", manifest, tmp_path, checkpoint_dir, hparams)
-    assert kill_after_first_checkpoint(command, checkpoint_dir, tmp_path / "killed.log", env=jax_environment(),
-                                       wait_seconds=300) == -signal.SIGKILL
+    assert kill_after_first_checkpoint(command, checkpoint_dir, tmp_path / "killed.log",
+                                       env={**jax_environment(), **CACHE_EVERYTHING}, wait_seconds=300) == -signal.SIGKILL
     state = json.loads(next(checkpoint_dir.glob("epoch-*/state.json")).read_text())
     saved = checkpoints.find_checkpoint(checkpoint_dir, state["fingerprint"])
     assert saved is not None and 1 <= saved.epoch < epochs
     assert saved.state["fingerprint_inputs"]["backend"] == "jax"
     shutil.copytree(checkpoint_dir, tmp_path / "checkpoints-copy")
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, env=jax_environment())
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                           env={**jax_environment(), **CACHE_EVERYTHING})
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     assert f"resuming dense from {checkpoint_dir}" in rerun.stderr
     record = json.loads((tmp_path / "model" / "training.json").read_text())
@@ -186,10 +194,15 @@ def test_a_jax_training_killed_after_its_first_checkpoint_resumes_and_tensorflow
 
     # Seeded determinism on JAX's CPU devices: the same training straight through gives the same
     # losses and accuracies, epoch by epoch, as the killed and resumed one.
+    # It also compiles nothing: every step comes from the compilation cache the first run filled.
+    cached = sorted(path.name for path in (tmp_path / "jax-compilation").iterdir())
+    assert cached, "the first JAX training left nothing in its compilation cache"
     straight = subprocess.run(train_on("jax", manifest, tmp_path / "straight", tmp_path / "straight-checkpoints",
                                        hparams), capture_output=True, text=True, timeout=600, check=False,
-                              env=jax_environment())
+                              env={**jax_environment(), **CACHE_EVERYTHING})
     assert straight.returncode == 0, straight.stderr[-5000:]
+    assert CACHE_HIT in straight.stderr, straight.stderr[-5000:]
+    assert sorted(path.name for path in (tmp_path / "jax-compilation").iterdir()) == cached
     figures = ("loss", "accuracy", "val_loss", "val_accuracy")
     assert ([[row[figure] for figure in figures] for row in history(tmp_path / "straight" / "model")]
             == [[row[figure] for figure in figures] for row in history(tmp_path / "model")])

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flowerlab.devices import DeviceInfo, cpu_model_name, hide_gpus
@@ -40,6 +41,22 @@ class DistributionScope:
 
     def scope(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+
+def use_compilation_cache(folder: Path | None) -> None:
+    """Keep JAX's compiled programs in `folder` (JAX's persistent compilation cache), so that the
+    next training of the same model, batch and image size (another seed, a resumed run, a rerun)
+    loads its training and validation steps instead of compiling them again. JAX keys each entry
+    by the program, the devices, the compiler flags and its own version, so a stale entry is never
+    used. JAX keeps only compilations that took over a second (its default), which leaves out the
+    small programs that are quicker to compile than to load."""
+    if folder is None:
+        return
+    import jax
+
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    logger.info("JAX compilation cache: %s", folder)
 
 
 def jax_devices(platform: str | None = None) -> list[Any]:

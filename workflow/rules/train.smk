@@ -62,6 +62,8 @@ rule train_model:
         precision_cache="resources/precision",
         # the machine's peak FLOP/s and bandwidth, against which each training's share is recorded
         peak_cache="resources/peak",
+        # on JAX: compiled steps, reused by the other seeds and by a resumed training
+        compile_cache="resources/jax-compilation",
         out_dir="results/models/{arch}/{replicate}",
         weights=lambda wildcards, input: weights_option(input.weights),
     message:
@@ -74,5 +76,5 @@ rule train_model:
         " --hparams {params.hparams:q} --accelerator {params.accelerator}"
         " --backend {params.backend} --seed {params.seed} {params.deterministic} --threads {threads}"
         " {params.weights} --precision-cache {params.precision_cache:q}"
-        " --peak-cache {params.peak_cache:q}"
+        " --peak-cache {params.peak_cache:q} --compile-cache {params.compile_cache:q}"
         " > {log:q} 2>&1"

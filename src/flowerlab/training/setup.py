@@ -74,6 +74,7 @@ class TrainSettings:
     log_every_epoch: bool = False
     precision_cache: Path | None = None  # where precision probes are cached; None: probe, keep nothing
     peak_cache: Path | None = None  # where the machine's peak is cached (flowerlab.training.peak); None: keep nothing
+    compile_cache: Path | None = None  # JAX's persistent compilation cache; None: compile every time
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def prepare_run(settings: TrainSettings) -> Run:
     weights = model_weights(hparams, spec.uses_backbone_weights)
     weights_sha256 = weights_identity(weights)
     records.verify_shards(settings.manifest)  # a corrupt shard is named now, not mid-epoch
-    device = select_device(backend, settings.accelerator)
+    device = select_device(backend, settings.accelerator, settings.compile_cache)
     reason = frozen_backbone.image_path_reason(spec, hparams, device.kind, backend)
     choice = choose_precision(hparams["precision"], device.kind, ProbeSetup(
         settings.arch, hparams, plan.image_size, plan.num_classes, int(hparams["batch_size"]),
@@ -157,12 +157,13 @@ def prepare_run(settings: TrainSettings) -> Run:
                start_session(resume, int(hparams["epochs"])))
 
 
-def select_device(backend: str, accelerator: str) -> Any:
+def select_device(backend: str, accelerator: str, compile_cache: Path | None = None) -> Any:
     """The devices the training runs on: a tf.distribute strategy on TensorFlow, JAX's devices
-    (data-parallel over several) on JAX."""
+    (data-parallel over several) on JAX, with its compilations kept in `compile_cache`."""
     if backend == "jax":
-        from flowerlab.jax_devices import select_devices
+        from flowerlab.jax_devices import select_devices, use_compilation_cache
 
+        use_compilation_cache(compile_cache)
         return select_devices(accelerator)
     from flowerlab.devices import select_strategy
 
@@ -410,6 +411,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--peak-cache", type=Path, default=None,
                         help="folder for the machine's measured peak FLOP/s and bandwidth (the workflow: "
                              "resources/peak); default: measure and keep nothing")
+    parser.add_argument("--compile-cache", type=Path, default=None,
+                        help="folder for JAX's compiled training and validation steps, reused by the next "
+                             "training of the same model and shapes (the workflow: resources/jax-compilation); "
+                             "default: compile every time. Unused on TensorFlow")
     parser.add_argument("--log-every-epoch", action="store_true",
                         help="one log line per epoch even on a terminal (always on when stderr is not one)")
     return parser
@@ -428,7 +433,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         hparams=with_weights(parse_hparams(args.hparams), args.weights), accelerator=args.accelerator,
         backend=args.backend, seed=args.seed,
         deterministic=args.deterministic, threads=args.threads, log_every_epoch=args.log_every_epoch,
-        precision_cache=args.precision_cache, peak_cache=args.peak_cache,
+        precision_cache=args.precision_cache, peak_cache=args.peak_cache, compile_cache=args.compile_cache,
     )
 
 
