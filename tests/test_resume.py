@@ -18,7 +18,8 @@ import pytest
 from synthetic_records import write_dataset
 from training_runs import history, kill_after_first_checkpoint, train_command
 
-from flowerlab.training import checkpoints, progress, setup, stage
+from flowerlab.training import checkpoints, progress, setup, stage, stopping
+from flowerlab.training.callbacks import StopAtBatchBoundary
 
 SIZE = 16
 
@@ -80,11 +81,52 @@ def test_a_stopped_training_says_that_a_rerun_resumes_it(manifest: Path, tmp_pat
     # even on a machine busy with other tests.
     command = train_command(manifest, tmp_path, checkpoint_dir, {"epochs": 300, "batch_size": 16})
     log = tmp_path / "stopped.log"
-    assert kill_after_first_checkpoint(command, checkpoint_dir, log, signal.SIGTERM) == 130
+    status = kill_after_first_checkpoint(command, checkpoint_dir, log, signal.SIGTERM)
     text = log.read_text()
+    assert status == 130, f"exit status {status}; the training's log ends:\n{text[-6000:]}"
     assert re.search(rf"dense interrupted after \d+ of 300 epochs: its checkpoint in {re.escape(str(checkpoint_dir))} "
                      r"is kept; running the workflow \(or this command\) again resumes from it", text), text
     assert "Traceback" not in text and any(checkpoint_dir.glob("epoch-*"))
+
+
+def test_a_stop_during_fit_waits_for_the_next_batch_and_a_second_signal_stops_at_once() -> None:
+    request = stopping.StopRequest()
+    with pytest.raises(KeyboardInterrupt):  # outside fit: at once, as Python's own Ctrl-C
+        request.on_signal(signal.SIGTERM, None)
+    assert not request.requested
+
+    with pytest.raises(KeyboardInterrupt), request.deferred():
+        request.on_signal(signal.SIGTERM, None)  # noted, not raised
+        assert request.requested
+        with pytest.raises(KeyboardInterrupt):
+            request.on_signal(signal.SIGINT, None)  # the second one does not wait
+        request.raise_if_requested()  # the batch boundary
+    assert not request.deferring
+
+
+def test_a_stop_still_pending_when_fit_ends_is_raised_then() -> None:
+    request = stopping.StopRequest()
+    with pytest.raises(KeyboardInterrupt), request.deferred():
+        request.on_signal(signal.SIGTERM, None)
+
+
+def test_the_stop_check_ends_fit_before_the_next_batch(tmp_path: Path) -> None:
+    request = stopping.StopRequest()
+    batches: list[int] = []
+
+    class AskToStopAfterTwoBatches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            batches.append(batch)
+            if len(batches) == 2:
+                request.on_signal(signal.SIGTERM, None)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = np.zeros((40, 3), "float32"), np.zeros((40, 2), "float32")
+    with pytest.raises(KeyboardInterrupt), request.deferred():
+        model.fit(*data, batch_size=4, epochs=3, verbose=0,
+                  callbacks=[StopAtBatchBoundary(request), AskToStopAfterTwoBatches()])
+    assert batches == [0, 1]
 
 
 def _any_fingerprint(checkpoint_dir: Path) -> str:

@@ -7,6 +7,7 @@ does not need TensorFlow never loads it.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import sys
 from collections.abc import Sequence
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     command, rest = argv[0], argv[1:]
+    # A crash in TensorFlow's or XLA's C++ code (a segmentation fault, an abort) then leaves every
+    # thread's Python stack in the job's log, not just an exit status.
+    faulthandler.enable()
     if command not in COMMANDS:
         print(f"flowerlab: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2

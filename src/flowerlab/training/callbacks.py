@@ -18,6 +18,7 @@ import keras
 from flowerlab.console import duration
 from flowerlab.filesystem import json_safe
 from flowerlab.training import checkpoints, progress
+from flowerlab.training.stopping import StopRequest
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,27 @@ class EpochCheckpointer(keras.callbacks.Callback):
         started = time.perf_counter()
         path = checkpoints.save_checkpoint(self.directory, self.model, self.state_for(epoch + 1, self.recorder.rows))
         logger.debug("checkpoint %s written in %.2f s", path, time.perf_counter() - started)
+
+
+class StopAtBatchBoundary(keras.callbacks.Callback):
+    """Raises a pending stop request (flowerlab.training.stopping) before a batch or an epoch begins.
+
+    Batch-begin hooks, not batch-end ones: a batch-end hook turns off Keras' asynchronous
+    dispatch of those hooks for every callback.
+    """
+
+    def __init__(self, request: StopRequest) -> None:
+        super().__init__()
+        self.request = request
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.request.raise_if_requested()
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.request.raise_if_requested()
+
+    def on_test_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.request.raise_if_requested()
 
 
 def format_epoch(row: Mapping[str, Any], epochs: int, left_seconds: float | None = None) -> str:

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import logging
 import math
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from flowerlab import backends, code_fingerprint, kernels, schema
 from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.console import configure_logging, run_command, thread_count
 from flowerlab.errors import ConfigError, DataError
-from flowerlab.training import checkpoints, progress
+from flowerlab.training import checkpoints, progress, stopping
 from flowerlab.training.records import (
     Session,
     check_history,
@@ -195,11 +194,12 @@ def log_start(run: Run) -> None:
 
 
 def make_callbacks(run: Run, recorder: Any, extra_callbacks: Sequence[Any]) -> list[Any]:
-    """Scheduler, recorder, checkpointer (image path), logger, then `extra_callbacks`: Keras calls
-    them in this order, and the checkpointer and logger read the recorder's newest row."""
+    """Stop check (image path), scheduler, recorder, checkpointer (image path), logger, then
+    `extra_callbacks`: Keras calls them in this order, and the checkpointer and logger read the
+    recorder's newest row."""
     import keras
 
-    from flowerlab.training.callbacks import EpochCheckpointer, EpochLogger
+    from flowerlab.training.callbacks import EpochCheckpointer, EpochLogger, StopAtBatchBoundary
 
     session, settings = run.session, run.settings
 
@@ -211,7 +211,8 @@ def make_callbacks(run: Run, recorder: Any, extra_callbacks: Sequence[Any]) -> l
         }
 
     callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch, lr: run.schedule(epoch)), recorder]
-    if not run.cached:
+    if not run.cached:  # the feature cache keeps no checkpoints: a stop there may land anywhere
+        callbacks.insert(0, StopAtBatchBoundary(stopping.STOP))
         callbacks.append(EpochCheckpointer(settings.checkpoint_dir, recorder, state_for))
     # A head epoch is too short for a bar; a terminal has Keras' bar, a log the lines.
     log_lines = settings.log_every_epoch or not sys.stderr.isatty() or run.cached
@@ -238,10 +239,11 @@ def fit(run: Run, model: Any, callbacks: list[Any], recorder: Any) -> dict[str, 
                 strategy=run.device.strategy, callbacks=callbacks, recorder=recorder)
         train_data, validation_data = make_datasets(run.settings, plan, batching, run.session.initial_epoch,
                                                     pad_validation=run.backend == "jax")
-        model.fit(train_data, epochs=run.epochs, initial_epoch=run.session.initial_epoch,
-                  steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
-                  callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 0,
-                  shuffle=False)  # the pipeline shuffles, per epoch and seeded
+        with stopping.STOP.deferred():  # a stop waits for the next batch boundary
+            model.fit(train_data, epochs=run.epochs, initial_epoch=run.session.initial_epoch,
+                      steps_per_epoch=batching.steps_per_epoch, validation_data=validation_data,
+                      callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 0,
+                      shuffle=False)  # the pipeline shuffles, per epoch and seeded
     return image_path
 
 
@@ -347,15 +349,6 @@ def interruption_note(run: Run, epochs_done: int) -> str:
             "command) again resumes from it")
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (how Snakemake and SLURM stop a job) as KeyboardInterrupt, so that the training
-    says what it leaves behind before it ends, as on Ctrl-C."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
@@ -440,5 +433,5 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 def cli(argv: list[str]) -> int:
     args = build_parser(f"flowerlab {argv[0]}").parse_args(argv[1:])
     configure_logging()
-    stop_on_sigterm()
+    stopping.STOP.install()
     return run_command(argv[0], lambda: train(settings_from_args(args)))
