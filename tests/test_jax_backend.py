@@ -67,23 +67,6 @@ class FakeDevice:
     id: int
 
 
-def test_jax_lets_a_cpu_device_of_a_split_cpu_wait_for_the_others_unless_the_user_set_the_wait() -> None:
-    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    backends.allow_slow_host_collectives(environ)
-    assert environ["XLA_FLAGS"] == (
-        "--xla_force_host_platform_device_count=4 --xla_cpu_collective_call_terminate_timeout_seconds=1800")
-    backends.allow_slow_host_collectives(environ)  # once only
-    assert environ["XLA_FLAGS"].count("terminate_timeout") == 1
-
-    empty: dict[str, str] = {}
-    backends.allow_slow_host_collectives(empty)
-    assert empty["XLA_FLAGS"] == backends.HOST_COLLECTIVE_WAIT_FLAG
-
-    own = {"XLA_FLAGS": "--xla_cpu_collective_call_terminate_timeout_seconds=90"}
-    backends.allow_slow_host_collectives(own)
-    assert own["XLA_FLAGS"] == "--xla_cpu_collective_call_terminate_timeout_seconds=90"
-
-
 def test_jax_trains_on_every_tpu_core_data_parallel_and_says_when_there_is_none() -> None:
     from flowerlab.jax_devices import select_devices
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from flowerlab.errors import ConfigError, FlowerlabError
@@ -33,12 +33,6 @@ BACKENDS = ("auto", "tensorflow", "jax")
 # Where a TPU VM exposes its chips: /dev/accel0.. (TPU v2-v4) or VFIO groups (v5e, v5p, v6e). The
 # same device files libtpu opens; looking for them costs nothing and needs neither JAX nor libtpu.
 TPU_DEVICE_PATTERNS = ("/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
-# XLA ends the program when one CPU device's part of a collective (the gradients' all-reduce) comes
-# more than 40 s after the first device's: its default `xla_cpu_collective_call_terminate_timeout_seconds`.
-# A CPU split into several JAX devices runs them on the same cores, so one device can fall that far
-# behind without anything being stuck; 30 min is XLA's own limit for a whole CPU collective
-# (`xla_cpu_collective_timeout_seconds`).
-HOST_COLLECTIVE_WAIT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds=1800"
 
 
 def tpu_attached(patterns: tuple[str, ...] = TPU_DEVICE_PATTERNS) -> bool:
@@ -90,18 +84,7 @@ def activate(backend: str) -> str:
                 "select the backend before anything imports Keras")
         return backend
     os.environ["KERAS_BACKEND"] = backend
-    if backend == "jax":
-        allow_slow_host_collectives(os.environ)
     return backend
-
-
-def allow_slow_host_collectives(environ: MutableMapping[str, str]) -> None:
-    """Add HOST_COLLECTIVE_WAIT_FLAG to XLA_FLAGS (read when JAX first lists its devices) unless
-    the user set that flag."""
-    flags = environ.get("XLA_FLAGS", "")
-    name = HOST_COLLECTIVE_WAIT_FLAG.split("=")[0]
-    if name not in flags:
-        environ["XLA_FLAGS"] = f"{flags} {HOST_COLLECTIVE_WAIT_FLAG}".strip()
 
 
 def current() -> str:
