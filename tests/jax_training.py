@@ -4,7 +4,7 @@ the CPU's JAX devices, and saved as the training stage saves it.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/jax_training.py WORK_DIR
 
-Writes WORK_DIR/ARCH.keras, WORK_DIR/ARCH-images.npy and WORK_DIR/ARCH-probabilities.npy (the
+Writes WORK_DIR/ARCH.keras (and its forward FLOPs as JAX counts them in the summary), WORK_DIR/ARCH-images.npy and WORK_DIR/ARCH-probabilities.npy (the
 trained model's outputs on those images, computed on JAX) and WORK_DIR/summary.json.
 """
 
@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from flowerlab.jax_devices import select_devices  # noqa: E402
 from flowerlab.models.build import build_model, count_parameters  # noqa: E402
+from flowerlab.models.flops import forward_flops  # noqa: E402
 from flowerlab.models.registry import ARCH_NAMES, get_spec  # noqa: E402
 from flowerlab.training.records import inference_copy, save_model_atomically  # noqa: E402
 from flowerlab.training.setup import compile_model  # noqa: E402
@@ -53,6 +54,7 @@ def main(work: Path) -> None:
         save_model_atomically(inference_copy(model), work / f"{arch}.keras")
         total, trainable = count_parameters(model)
         summary["models"][arch] = {"image_size": size, "parameters": [total, trainable],
+                                   "forward_flops": forward_flops(model, size)[0],
                                    "loss": history.history["loss"][-1],
                                    "seconds": round(time.perf_counter() - started, 1),
                                    "layers": sorted({type(layer).__module__.split(".")[0] for layer in model.layers})}
