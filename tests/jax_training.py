@@ -4,8 +4,9 @@ the CPU's JAX devices, and saved as the training stage saves it.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/jax_training.py WORK_DIR
 
-Writes WORK_DIR/ARCH.keras (and its forward FLOPs as JAX counts them in the summary), WORK_DIR/ARCH-images.npy and WORK_DIR/ARCH-probabilities.npy (the
-trained model's outputs on those images, computed on JAX) and WORK_DIR/summary.json.
+Writes WORK_DIR/ARCH.keras, WORK_DIR/ARCH-images.npy and WORK_DIR/ARCH-probabilities.npy (the
+trained model's outputs on those images, computed on JAX) and WORK_DIR/summary.json (each model's
+parameters and forward FLOPs as JAX counts them).
 """
 
 from __future__ import annotations
