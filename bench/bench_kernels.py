@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from child_side import ChildSide
+from child_side import ChildSide, kernel_environment
 from common import make_quick_data, run_script
 from steps import BenchSettings, Side, fill_cache, measure_sides
 
@@ -59,18 +59,11 @@ def flowerlab_side(arch: str, manifest_path: Path, settings: BenchSettings, scra
     return Side(arch, path.model, path.dataset, path.run.batching.global_batch)
 
 
-def environment_for(setting: str) -> dict[str, str]:
-    """This process's environment without any kernel variable (the user's too), plus `setting`'s."""
-    env = {name: value for name, value in kernels.tensorflow_defaults_environment().items()
-           if name not in kernels.RECORDED}
-    return {**env, **SETTINGS[setting]}
-
-
 def bench_arch(arch: str, manifest: Path, settings: BenchSettings, scratch: Path) -> list[dict[str, Any]]:
     children = {}
     try:
         for setting in SETTINGS:
-            children[setting] = ChildSide(setting, environment_for(setting), flowerlab_side,
+            children[setting] = ChildSide(setting, kernel_environment(SETTINGS[setting]), flowerlab_side,
                                           (arch, manifest, settings, scratch / setting), settings)
         logger.info("%s: timing %s, %d rounds of %d + %d steps", arch, ", ".join(SETTINGS), settings.rounds,
                     settings.warmup, settings.steps)

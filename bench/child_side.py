@@ -31,6 +31,16 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def kernel_environment(variables: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any kernel variable (the user's too), plus `variables`:
+    a child's kernel setting is what a benchmark names, never what the parent happened to run."""
+    from flowerlab import kernels
+
+    env = {name: value for name, value in kernels.tensorflow_defaults_environment().items()
+           if name not in kernels.RECORDED}
+    return {**env, **variables}
+
+
 class ChildSide:
     """The parent's handle on a side built and timed in a child process."""
 

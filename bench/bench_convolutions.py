@@ -1,0 +1,237 @@
+"""Where a training step's convolution time goes, under each kernel library: every convolution of an
+architecture in each of its three passes, timed alone.
+
+    python bench/bench_convolutions.py --threads 2     # convnet and squeezenet at the study's batch and image size
+    python bench/bench_convolutions.py --archs convnet --rounds 3 --repeats 8 --threads 2
+    python bench/bench_convolutions.py --quick                          # CI: tiny shapes, one round
+
+A training step runs each convolution three times, each with the forward pass's FLOPs: forward,
+the input gradient (not for a convolution with no weights before it, whose input gradient nobody
+needs) and the weight gradient. Here each of those runs alone, as the TensorFlow op a training
+step runs (`Conv2D`, `Conv2DBackpropInput`, `Conv2DBackpropFilter`, without the bias and ReLU that
+oneDNN fuses into them), on random tensors of the layer's shapes at the study's batch size and
+image size, under TensorFlow's defaults and under flowerlab's kernels (flowerlab.kernels). Each
+setting runs in a process of its own, since TensorFlow reads it when it loads; the processes
+alternate round by round, and each figure is the fastest call over all rounds.
+
+It prints each pass's time per step under both settings, their ratio, and its GFLOP/s against the
+float32 matmul peak measured in the same run. A pass that runs no faster under oneDNN bounds the
+whole step's speed-up (Amdahl): this is what stops the convnet's training short of 2x TensorFlow's
+defaults on an AVX2-only CPU (docs/results.md).
+
+Results go to results/bench/convolutions.csv (--out): one row per architecture, layer, pass and setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from child_side import kernel_environment
+from common import run_script, study_config
+from steps import measure_peaks
+
+from flowerlab import kernels
+from flowerlab.console import positive_int
+
+logger = logging.getLogger("bench_convolutions")
+
+SETTINGS: dict[str, dict[str, str]] = {"tensorflow": {}, "flowerlab": dict(kernels.DEFAULTS)}
+PASSES = ("forward", "input_gradient", "weight_gradient")
+COLUMNS = ("arch", "layer", "shape", "pass", "setting", "kernels", "ms_per_step", "gflops_per_s", "share_of_peak",
+           "vs_tensorflow_defaults", "batch_size", "image_size", "threads", "cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: one setting's process
+
+
+def convolutions(model: Any) -> list[tuple[Any, bool]]:
+    """(layer, whether a training step computes its input gradient) for each plain convolution:
+    the gradient is needed only when some layer before it has weights."""
+    import keras
+
+    found, weights_before = [], False
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.groups == 1:
+            found.append((layer, weights_before))
+        weights_before = weights_before or bool(layer.trainable_weights)
+    return found
+
+
+def pass_functions(layer: Any, batch: int) -> tuple[dict[str, Any], float, str]:
+    """Each pass of `layer` as a tf.function on random tensors; its FLOPs per call; its shape."""
+    import tensorflow as tf
+
+    _, height, width, channels = layer.input.shape
+    _, out_height, out_width, filters = layer.output.shape
+    kernel = (*layer.kernel_size, channels, filters)
+    strides, padding = [1, *layer.strides, 1], layer.padding.upper()
+    x = tf.random.stateless_uniform((batch, height, width, channels), seed=(1, 2))
+    w = tf.random.stateless_uniform(kernel, seed=(3, 4))
+    dy = tf.random.stateless_uniform((batch, out_height, out_width, filters), seed=(5, 6))
+    functions = {
+        "forward": tf.function(lambda: tf.nn.conv2d(x, w, strides, padding)),
+        "input_gradient": tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=x.shape, filter=w, out_backprop=dy, strides=strides, padding=padding)),
+        "weight_gradient": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=kernel, out_backprop=dy, strides=strides, padding=padding)),
+    }
+    flops = 2.0 * batch * out_height * out_width * kernel[0] * kernel[1] * channels * filters
+    shape = f"{height}x{width}x{channels}->{filters} {kernel[0]}x{kernel[1]}/{layer.strides[0]}"
+    return functions, flops, shape
+
+
+def fastest_call(function: Any, repeats: int) -> float:
+    function().numpy()  # traced, and its kernels' primitives created, before timing
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function().numpy()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def time_convolutions(arch: str, image_size: int, batch: int, repeats: int) -> list[dict[str, Any]]:
+    from flowerlab.models.build import build_model
+
+    model = build_model(arch, num_classes=5, image_size=image_size, weights="none")
+    timed = []
+    for layer, needs_input_gradient in convolutions(model):
+        functions, flops, shape = pass_functions(layer, batch)
+        for name, function in functions.items():
+            if name == "input_gradient" and not needs_input_gradient:
+                continue
+            timed.append({"layer": layer.name, "shape": shape, "pass": name, "flops": flops,
+                          "seconds": fastest_call(function, repeats)})
+    return timed
+
+
+def child_main(args: argparse.Namespace) -> int:
+    from flowerlab import devices
+
+    if args.threads:
+        devices.configure_threads(args.threads)
+    timed = time_convolutions(args.child, args.image_size, args.batch_size, args.repeats)
+    print(json.dumps({"kernels": kernels.kernel_library(), "timed": timed}))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: the settings' processes, round by round
+
+
+def run_setting(setting: str, arch: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", arch, "--image-size", str(args.image_size), "--batch-size",
+               str(batch), "--repeats", str(args.repeats)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    done = subprocess.run(command, env=kernel_environment(SETTINGS[setting]), capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{arch} under {setting}'s kernels failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_arch(arch: str, args: argparse.Namespace, peak: float, cpu: str) -> list[dict[str, Any]]:
+    batch = args.batch_size or study_config()["models"][arch]["batch_size"]
+    best: dict[tuple[str, str, str], float] = {}  # (setting, layer, pass) -> fastest seconds
+    facts: dict[tuple[str, str], dict[str, Any]] = {}
+    library: dict[str, str] = {}
+    for round_number in range(args.rounds):
+        order = list(SETTINGS) if round_number % 2 == 0 else list(reversed(SETTINGS))
+        for setting in order:
+            logger.info("%s: round %d of %d, %s's kernels", arch, round_number + 1, args.rounds, setting)
+            result = run_setting(setting, arch, batch, args)
+            library[setting] = result["kernels"]
+            for row in result["timed"]:
+                key = (setting, row["layer"], row["pass"])
+                best[key] = min(best.get(key, float("inf")), row["seconds"])
+                facts[row["layer"], row["pass"]] = row
+    rows = []
+    for (layer, name), fact in facts.items():
+        for setting in SETTINGS:
+            seconds = best[setting, layer, name]
+            rows.append({"arch": arch, "layer": layer, "shape": fact["shape"], "pass": name, "setting": setting,
+                         "kernels": library[setting], "ms_per_step": round(seconds * 1e3, 4),
+                         "gflops_per_s": round(fact["flops"] / seconds / 1e9, 1),
+                         "share_of_peak": round(fact["flops"] / seconds / 1e9 / peak, 3),
+                         "vs_tensorflow_defaults": round(best["tensorflow", layer, name] / seconds, 3),
+                         "batch_size": batch, "image_size": args.image_size,
+                         "threads": args.threads or "default", "cpu": cpu})
+    return rows
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from flowerlab import devices
+
+    if args.threads:
+        devices.configure_threads(args.threads)
+    # The peak in this process, under flowerlab's kernels; a convolution pass near it is compute-bound.
+    peak = measure_peaks(["float32"], size=args.matmul_size, seconds=args.matmul_seconds)["float32"]
+    rows = [row for arch in args.archs for row in bench_arch(arch, args, peak, devices.cpu_model_name())]
+    for row in rows:
+        row["peak_float32_gflops_per_s"] = round(peak, 1)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    per_pass: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    print(f"{'arch':<11}{'layer':<12}{'shape':<20}{'pass':<16}{'TF defaults':>12}{'flowerlab':>11}{'ratio':>7}"
+          f"{'GFLOP/s':>9}{'of peak':>8}")
+    for row in rows:
+        per_pass[row["arch"], row["pass"]][row["setting"]] += row["ms_per_step"]
+        if row["setting"] != "flowerlab":
+            continue
+        baseline = row["ms_per_step"] * row["vs_tensorflow_defaults"]
+        print(f"{row['arch']:<11}{row['layer'][:11]:<12}{row['shape']:<20}{row['pass']:<16}{baseline:>9.1f} ms"
+              f"{row['ms_per_step']:>8.1f} ms{row['vs_tensorflow_defaults']:>6.2f}x{row['gflops_per_s']:>9.1f}"
+              f"{row['share_of_peak']:>8.0%}")
+    print("\nper step, all convolutions of each pass:")
+    batches = {row["arch"]: row["batch_size"] for row in rows}
+    for arch, batch in batches.items():
+        total = sum(per_pass[arch, name]["flowerlab"] for name in PASSES)
+        for name in PASSES:
+            times = per_pass[arch, name]
+            print(f"  {arch:<11}{name:<16}{times['tensorflow']:>9.1f} ms{times['flowerlab']:>8.1f} ms"
+                  f"{times['tensorflow'] / times['flowerlab']:>6.2f}x  {times['flowerlab'] / total:>4.0%} of"
+                  f" flowerlab's convolution time (batch {batch})")
+    library = {row["setting"]: row["kernels"] for row in rows}
+    first = rows[0]
+    print(f"({first['cpu']}; TF defaults ran {library['tensorflow']} kernels, flowerlab {library['flowerlab']}; "
+          f"{first['image_size']} px, {first['threads']} threads, float32; float32 matmul peak "
+          f"{first['peak_float32_gflops_per_s']} GFLOP/s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", nargs="+", default=["convnet", "squeezenet"])
+    parser.add_argument("--image-size", type=positive_int, default=study_config()["data"]["image_size"])
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: each one's in the study")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="processes per setting (default %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed calls per pass and round")
+    parser.add_argument("--threads", type=positive_int, default=None)
+    parser.add_argument("--matmul-size", type=positive_int, default=2048)
+    parser.add_argument("--matmul-seconds", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=Path("results/bench/convolutions.csv"))
+    parser.add_argument("--quick", action="store_true", help="16 px, batch 4, one round of 2 calls (CI)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the architecture, timed in this process
+    args = parser.parse_args(argv)
+    if args.child:
+        return child_main(args)
+    if args.quick:
+        args.image_size, args.batch_size, args.rounds, args.repeats = 16, 4, 1, 2
+        args.matmul_size, args.matmul_seconds = 256, 0.2
+    return run_script("bench_convolutions", lambda: run(args), args.out, print_table,
+                      (*COLUMNS, "peak_float32_gflops_per_s"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""bench/bench_convolutions.py --quick: each convolution's passes timed under both kernel settings."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowerlab.models.build import build_model
+
+
+@pytest.mark.slow
+def test_every_pass_a_training_step_runs_is_timed_under_both_settings(repo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "convolutions.csv"
+    # A user's own setting must not leak into the settings the benchmark compares.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    done = subprocess.run([sys.executable, str(repo_root / "bench" / "bench_convolutions.py"), "--quick",
+                           "--archs", "convnet", "--threads", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    model = build_model("convnet", num_classes=5, image_size=16, weights="none")
+    layers = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    # Every pass of every convolution under both settings, but the first one's input gradient,
+    # which a training step never computes (the images need no gradient).
+    expected = {(layer, name, setting) for layer in layers for setting in ("tensorflow", "flowerlab")
+                for name in ("forward", "input_gradient", "weight_gradient")}
+    expected -= {(layers[0], "input_gradient", setting) for setting in ("tensorflow", "flowerlab")}
+    assert {(row["layer"], row["pass"], row["setting"]) for row in rows} == expected
+    assert {row["kernels"] for row in rows if row["setting"] == "flowerlab"} == {"oneDNN"}
+    assert {row["kernels"] for row in rows if row["setting"] == "tensorflow"} <= {"oneDNN", "Eigen"}
+    by_key = {(row["layer"], row["pass"], row["setting"]): row for row in rows}
+    for row in rows:
+        ms, peak = float(row["ms_per_step"]), float(row["peak_float32_gflops_per_s"])
+        assert ms > 0 and peak > 0
+        assert float(row["share_of_peak"]) == pytest.approx(float(row["gflops_per_s"]) / peak, abs=0.002)
+        baseline = float(by_key[row["layer"], row["pass"], "tensorflow"]["ms_per_step"])
+        assert float(row["vs_tensorflow_defaults"]) == pytest.approx(baseline / ms, rel=0.01, abs=0.002)
+    # The FLOPs behind GFLOP/s: 2 per multiply-add of the layer's kernel over its output.
+    conv = by_key[layers[1], "forward", "flowerlab"]
+    assert conv["shape"] == "16x16x16->30 3x3/1"
+    flops = 2 * 4 * 16 * 16 * 3 * 3 * 16 * 30  # batch 4 of --quick
+    assert float(conv["gflops_per_s"]) == pytest.approx(flops / (float(conv["ms_per_step"]) / 1e3) / 1e9, rel=0.01)
+    assert "of flowerlab's convolution time" in done.stdout
