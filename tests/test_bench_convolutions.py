@@ -24,8 +24,15 @@ def test_every_pass_a_training_step_runs_is_timed_under_both_settings(repo_root:
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    # Every convolution of the model, in order (the bench builds it in a fresh process, so its layer
+    # names are not this process's), with its input shape, filters, kernel size and stride.
     model = build_model("convnet", num_classes=5, image_size=16, weights="none")
-    layers = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    convolutions = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    layers = list(dict.fromkeys(row["layer"] for row in rows))
+    shapes = {row["layer"]: row["shape"] for row in rows}
+    assert [shapes[layer] for layer in layers] == [
+        f"{'x'.join(str(size) for size in conv.input.shape[1:])}->{conv.filters} "
+        f"{conv.kernel_size[0]}x{conv.kernel_size[1]}/{conv.strides[0]}" for conv in convolutions]
     # Every pass of every convolution under both settings, but the first one's input gradient,
     # which a training step never computes (the images need no gradient).
     expected = {(layer, name, setting) for layer in layers for setting in ("tensorflow", "flowerlab")
