@@ -46,7 +46,7 @@ logger = logging.getLogger("bench_convolutions")
 SETTINGS: dict[str, dict[str, str]] = {"tensorflow": {}, "flowerlab": dict(kernels.DEFAULTS)}
 PASSES = ("forward", "input_gradient", "weight_gradient")
 COLUMNS = ("arch", "layer", "shape", "pass", "setting", "kernels", "ms_per_step", "gflops_per_s", "share_of_peak",
-           "vs_tensorflow_defaults", "batch_size", "image_size", "threads", "cpu")
+           "vs_tensorflow_defaults", "batch_size", "image_size", "threads", "cpu", "peak_float32_gflops_per_s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +140,7 @@ def run_setting(setting: str, arch: str, batch: int, args: argparse.Namespace) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_arch(arch: str, args: argparse.Namespace, peak: float, cpu: str) -> list[dict[str, Any]]:
-    batch = args.batch_size or study_config()["models"][arch]["batch_size"]
+def bench_arch(arch: str, batch: int, args: argparse.Namespace, peak: float, cpu: str) -> list[dict[str, Any]]:
     best: dict[tuple[str, str, str], float] = {}  # (setting, layer, pass) -> fastest seconds
     facts: dict[tuple[str, str], dict[str, Any]] = {}
     library: dict[str, str] = {}
@@ -165,21 +164,21 @@ def bench_arch(arch: str, args: argparse.Namespace, peak: float, cpu: str) -> li
                          "share_of_peak": round(fact["flops"] / seconds / 1e9 / peak, 3),
                          "vs_tensorflow_defaults": round(best["tensorflow", layer, name] / seconds, 3),
                          "batch_size": batch, "image_size": args.image_size,
-                         "threads": args.threads or "default", "cpu": cpu})
+                         "threads": args.threads or "default", "cpu": cpu,
+                         "peak_float32_gflops_per_s": round(peak, 1)})
     return rows
 
 
-def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+def run(args: argparse.Namespace, study: dict[str, Any]) -> list[dict[str, Any]]:
     from flowerlab import devices
 
     if args.threads:
         devices.configure_threads(args.threads)
     # The peak in this process, under flowerlab's kernels; a convolution pass near it is compute-bound.
     peak = measure_peaks(["float32"], size=args.matmul_size, seconds=args.matmul_seconds)["float32"]
-    rows = [row for arch in args.archs for row in bench_arch(arch, args, peak, devices.cpu_model_name())]
-    for row in rows:
-        row["peak_float32_gflops_per_s"] = round(peak, 1)
-    return rows
+    return [row for arch in args.archs
+            for row in bench_arch(arch, args.batch_size or study["models"][arch]["batch_size"], args, peak,
+                                  devices.cpu_model_name())]
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -213,7 +212,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["convnet", "squeezenet"])
-    parser.add_argument("--image-size", type=positive_int, default=study_config()["data"]["image_size"])
+    parser.add_argument("--image-size", type=positive_int, default=None, help="default: the study's")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="default: each one's in the study")
     parser.add_argument("--rounds", type=positive_int, default=2, help="processes per setting (default %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed calls per pass and round")
@@ -229,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.image_size, args.batch_size, args.rounds, args.repeats = 16, 4, 1, 2
         args.matmul_size, args.matmul_seconds = 256, 0.2
-    return run_script("bench_convolutions", lambda: run(args), args.out, print_table,
-                      (*COLUMNS, "peak_float32_gflops_per_s"))
+    study = study_config()
+    args.image_size = args.image_size or study["data"]["image_size"]
+    return run_script("bench_convolutions", lambda: run(args, study), args.out, print_table, COLUMNS)
 
 
 if __name__ == "__main__":
