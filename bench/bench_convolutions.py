@@ -4,6 +4,7 @@ architecture in each of its three passes, timed alone.
     python bench/bench_convolutions.py --threads 2     # convnet and squeezenet at the study's batch and image size
     python bench/bench_convolutions.py --archs convnet --rounds 3 --repeats 8 --threads 2
     python bench/bench_convolutions.py --quick                          # CI: tiny shapes, one round
+    python bench/bench_convolutions.py --threads 2 --cpu-kind avx2      # an AVX2-only CPU's kernels, on AVX-512
 
 A training step runs each convolution three times, each with the forward pass's FLOPs: forward,
 the input gradient (not for a convolution with no weights before it, whose input gradient nobody
@@ -34,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from child_side import kernel_environment
+from child_side import add_cpu_kind_argument, cpu_kind_label, emulate_cpu_kind, kernel_environment, tensorflow_defaults
 from common import run_script, study_config
 from steps import measure_peaks
 
@@ -46,7 +47,7 @@ logger = logging.getLogger("bench_convolutions")
 SETTINGS: dict[str, dict[str, str]] = {"tensorflow": {}, "flowerlab": dict(kernels.DEFAULTS)}
 PASSES = ("forward", "input_gradient", "weight_gradient")
 COLUMNS = ("arch", "layer", "shape", "pass", "setting", "kernels", "ms_per_step", "gflops_per_s", "share_of_peak",
-           "vs_tensorflow_defaults", "batch_size", "image_size", "threads", "cpu", "peak_float32_gflops_per_s")
+           "vs_tensorflow_defaults", "batch_size", "image_size", "threads", "cpu", "cpu_kind", "peak_float32_gflops_per_s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +134,8 @@ def run_setting(setting: str, arch: str, batch: int, args: argparse.Namespace) -
                str(batch), "--repeats", str(args.repeats)]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    done = subprocess.run(command, env=kernel_environment(SETTINGS[setting]), capture_output=True, text=True,
-                          check=False)
+    variables = {**tensorflow_defaults(args.cpu_kind), **SETTINGS[setting]}
+    done = subprocess.run(command, env=kernel_environment(variables), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{arch} under {setting}'s kernels failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -164,7 +165,7 @@ def bench_arch(arch: str, batch: int, args: argparse.Namespace, peak: float, cpu
                          "share_of_peak": round(fact["flops"] / seconds / 1e9 / peak, 3),
                          "vs_tensorflow_defaults": round(best["tensorflow", layer, name] / seconds, 3),
                          "batch_size": batch, "image_size": args.image_size,
-                         "threads": args.threads or "default", "cpu": cpu,
+                         "threads": args.threads or "default", "cpu": cpu, "cpu_kind": cpu_kind_label(args.cpu_kind),
                          "peak_float32_gflops_per_s": round(peak, 1)})
     return rows
 
@@ -204,7 +205,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f" flowerlab's convolution time (batch {batch})")
     library = {row["setting"]: row["kernels"] for row in rows}
     first = rows[0]
-    print(f"({first['cpu']}; TF defaults ran {library['tensorflow']} kernels, flowerlab {library['flowerlab']}; "
+    print(f"({first['cpu']}, CPU kind {first['cpu_kind']}; TF defaults ran {library['tensorflow']} kernels, "
+          f"flowerlab {library['flowerlab']}; "
           f"{first['image_size']} px, {first['threads']} threads, float32; float32 matmul peak "
           f"{first['peak_float32_gflops_per_s']} GFLOP/s)")
 
@@ -222,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/bench/convolutions.csv"))
     parser.add_argument("--quick", action="store_true", help="16 px, batch 4, one round of 2 calls (CI)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the architecture, timed in this process
+    add_cpu_kind_argument(parser)
     args = parser.parse_args(argv)
     if args.child:
         return child_main(args)
+    emulate_cpu_kind(args.cpu_kind)
     if args.quick:
         args.image_size, args.batch_size, args.rounds, args.repeats = 16, 4, 1, 2
         args.matmul_size, args.matmul_seconds = 256, 0.2

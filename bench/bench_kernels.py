@@ -17,6 +17,10 @@ uses, bench/flowerlab_side.py); the processes' rounds alternate. The settings:
 * bfc          TF_CPU_ALLOCATOR_USE_BFC=true alone (Eigen kernels on an AVX2-only CPU);
 * onednn+bfc   both: the allocator on top of flowerlab's kernels, measured and not kept.
 
+`--cpu-kind avx2` times them as an AVX2-only CPU would run them, on a CPU with AVX-512 or AMX:
+oneDNN capped at AVX2 in every process, and TensorFlow's defaults those of such a CPU (Eigen);
+bench/child_side.py says what this emulates and what it cannot.
+
 Results go to results/bench/kernels.csv (--out): one row per architecture and setting, with its
 images/s and its ratio to TensorFlow's defaults measured in the same run.
 """
@@ -30,7 +34,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from child_side import ChildSide, kernel_environment
+from child_side import (
+    ChildSide,
+    add_cpu_kind_argument,
+    cpu_kind_label,
+    emulate_cpu_kind,
+    kernel_environment,
+    tensorflow_defaults,
+)
 from common import make_quick_data, run_script
 from steps import BenchSettings, Side, fill_cache, measure_sides
 
@@ -47,7 +58,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "onednn+bfc": {**kernels.DEFAULTS, "TF_CPU_ALLOCATOR_USE_BFC": "true"},
 }
 COLUMNS = ("arch", "setting", "kernels", "images_per_s", "vs_tensorflow_defaults", "batch_size", "rounds",
-           "timed_steps", "threads", "cpu")
+           "timed_steps", "threads", "cpu", "cpu_kind")
 
 
 def flowerlab_side(arch: str, manifest_path: Path, settings: BenchSettings, scratch: Path) -> Side:
@@ -59,11 +70,12 @@ def flowerlab_side(arch: str, manifest_path: Path, settings: BenchSettings, scra
     return Side(arch, path.model, path.dataset, path.run.batching.global_batch)
 
 
-def bench_arch(arch: str, manifest: Path, settings: BenchSettings, scratch: Path) -> list[dict[str, Any]]:
+def bench_arch(arch: str, manifest: Path, settings: BenchSettings, scratch: Path, cpu_kind: str) -> list[dict[str, Any]]:
     children = {}
     try:
         for setting in SETTINGS:
-            children[setting] = ChildSide(setting, kernel_environment(SETTINGS[setting]), flowerlab_side,
+            variables = {**tensorflow_defaults(cpu_kind), **SETTINGS[setting]}
+            children[setting] = ChildSide(setting, kernel_environment(variables), flowerlab_side,
                                           (arch, manifest, settings, scratch / setting), settings)
         logger.info("%s: timing %s, %d rounds of %d + %d steps", arch, ", ".join(SETTINGS), settings.rounds,
                     settings.warmup, settings.steps)
@@ -78,7 +90,8 @@ def bench_arch(arch: str, manifest: Path, settings: BenchSettings, scratch: Path
              "images_per_s": round(child.side.images_per_second(), 2),
              "vs_tensorflow_defaults": round(child.side.images_per_second() / baseline, 3),
              "batch_size": settings.batch_size, "rounds": settings.rounds, "timed_steps": settings.steps,
-             "threads": settings.threads or "default", "cpu": cpu_model_name()}
+             "threads": settings.threads or "default", "cpu": cpu_model_name(),
+             "cpu_kind": cpu_kind_label(cpu_kind)}
             for setting, child in children.items()]
 
 
@@ -88,7 +101,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         manifest = make_quick_data(scratch / "quick", image_size=32)[1] if args.quick else args.manifest
         settings = BenchSettings(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps, rounds=args.rounds,
                                  seed=1, precision="float32", threads=args.threads, accelerator="cpu")
-        return [row for arch in args.archs for row in bench_arch(arch, manifest, settings, scratch)]
+        return [row for arch in args.archs for row in bench_arch(arch, manifest, settings, scratch, args.cpu_kind)]
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -96,7 +109,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         print(f"{row['arch']:<14}{row['setting']:<12}{row['kernels']:<9}{row['images_per_s']:>10.1f}"
               f"{row['vs_tensorflow_defaults']:>15.2f}x")
-    print(f"({rows[0]['cpu']}, batch {rows[0]['batch_size']}, {rows[0]['threads']} threads, float32)")
+    print(f"({rows[0]['cpu']}, CPU kind {rows[0]['cpu_kind']}, batch {rows[0]['batch_size']}, "
+          f"{rows[0]['threads']} threads, float32)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--out", type=Path, default=Path("results/bench/kernels.csv"))
     parser.add_argument("--quick", action="store_true", help="synthetic 32 px TFRecords, one round of 2 steps (CI)")
+    add_cpu_kind_argument(parser)
     args = parser.parse_args(argv)
+    emulate_cpu_kind(args.cpu_kind)
     if args.quick:
         args.archs, args.batch_size, args.warmup, args.steps, args.rounds = ["dense"], 8, 1, 2, 1
     return run_script("bench_kernels", lambda: run(args), args.out, print_table, COLUMNS)

@@ -3,6 +3,7 @@
     python bench/bench_training.py --manifest results/data/manifest.json --threads 2   # the real data
     python bench/bench_training.py --manifest results/data/manifest.json --archs convnet --steps 30
     python bench/bench_training.py --quick      # CI: synthetic photos and TFRecords made here, ~20 s
+    python bench/bench_training.py --manifest results/data/manifest.json --cpu-kind avx2   # see below
 
 Measured in one run, on the same machine, thread limits and data:
 
@@ -41,6 +42,10 @@ in bfloat16 (and float16 when an architecture trains in mixed_float16), timed fo
 kept: on a shared machine one may fall on a busy moment); an architecture's MFU uses the peak of
 its compute dtype, the plain side's the float32 peak.
 
+`--cpu-kind avx2` measures, on a CPU with AVX-512 or AMX, what an AVX2-only CPU runs: the plain
+side with that CPU's TensorFlow defaults (Eigen), both sides with oneDNN capped at AVX2
+(bench/child_side.py); the `cpu_kind` column says so.
+
 Results go to results/bench/training.csv (--out), written atomically; one row per architecture.
 """
 
@@ -54,7 +59,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from child_side import ChildSide
+from child_side import (
+    ChildSide,
+    add_cpu_kind_argument,
+    cpu_kind_label,
+    emulate_cpu_kind,
+    float32_only,
+    tensorflow_defaults,
+)
 from common import default_photos, default_weights, make_quick_data, run_script, study_config
 from flowerlab_side import feature_cache_side, flowerlab_path
 from plain_keras import check_photos, plain_image_count, plain_side
@@ -118,7 +130,7 @@ def weights_for(arch: str, weights: Path | None) -> tuple[str | None, str]:
 
 
 def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[str, Any],
-               weights: str, settings: BenchSettings, scratch: Path) -> Measurement:
+               weights: str, settings: BenchSettings, scratch: Path, cpu_kind: str) -> Measurement:
     import keras
 
     from flowerlab import kernels
@@ -133,8 +145,10 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
                                      seed=settings.seed)
     check_timed_steps(settings, plain_images // settings.batch_size, settings.batch_size,
                       f"{photos} (training subset)")
-    # The baseline runs where TensorFlow has its own kernel defaults, as in a user's process.
-    child = ChildSide("plain", kernels.tensorflow_defaults_environment(), plain_side,
+    # The baseline runs where TensorFlow has its own kernel defaults, as in a user's process (on a
+    # CPU of the kind --cpu-kind emulates).
+    plain_env = {**kernels.tensorflow_defaults_environment(), **tensorflow_defaults(cpu_kind)}
+    child = ChildSide("plain", plain_env, plain_side,
                       (arch, photos, image_size, settings.batch_size, settings.seed, weights,
                        int(manifest["num_classes"])), settings)
     plain = child.side
@@ -168,12 +182,15 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
     return measurement
 
 
-def peak_dtypes(device_kind: str, requested: str) -> list[str]:
-    """float32 and bfloat16 always (both are reported); float16 too when the models will use it
-    (the policy is the same for every architecture, or measured: float32 or bfloat16)."""
+def peak_dtypes(device_kind: str, requested: str, cpu_kind: str) -> list[str]:
+    """float32 and bfloat16 always (both are reported), float32 alone as an emulated AVX2-only CPU;
+    float16 too when the models will use it (the policy is the same for every architecture, or
+    measured: float32 or bfloat16)."""
     from flowerlab import devices
     from flowerlab.models.flops import COMPUTE_DTYPES
 
+    if float32_only(cpu_kind):
+        return ["float32"]
     policy = devices.resolve_precision(requested, device_kind) or "float32"
     return list(dict.fromkeys(["float32", "bfloat16", COMPUTE_DTYPES[policy]]))
 
@@ -217,7 +234,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  cache_epochs=args.cache_epochs, accelerator=args.accelerator)
         device = devices.select_strategy(args.accelerator)
         size = args.matmul_size or (8192 if device.kind == "gpu" else 2048)
-        dtypes = peak_dtypes(device.kind, args.precision)
+        dtypes = peak_dtypes(device.kind, args.precision, args.cpu_kind)
         first_peaks = measure_peaks(dtypes, size=size, seconds=args.matmul_seconds)
         first_bandwidth = measure_bandwidth(args.matmul_seconds)
         load_average = round(os.getloadavg()[0], 2)
@@ -233,16 +250,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             logger.info("%s: timing plain Keras and flowerlab, %d rounds of %d + %d steps of %d images", arch,
                         settings.rounds, settings.warmup, settings.steps, settings.batch_size)
             results.append(bench_arch(arch, photos=photos, manifest_path=manifest_path, manifest=manifest,
-                                      weights=weights, settings=settings, scratch=scratch))
+                                      weights=weights, settings=settings, scratch=scratch, cpu_kind=args.cpu_kind))
         # Measured again at the end and the better kept: a peak is what the chip can do, and on a
         # shared machine either measurement alone may fall on a busy moment.
         peaks = best_peaks(first_peaks, measure_peaks(dtypes, size=size, seconds=args.matmul_seconds))
         bandwidth = max(first_bandwidth, measure_bandwidth(args.matmul_seconds))
         context = {
             "peak_float32_gflops_per_s": round(peaks["float32"], 1),
-            "peak_bfloat16_gflops_per_s": round(peaks["bfloat16"], 1),
+            "peak_bfloat16_gflops_per_s": round(peaks["bfloat16"], 1) if "bfloat16" in peaks else "",
             "bandwidth_gb_per_s": round(bandwidth, 1),
-            "device": f"{device.kind}: {device.name}", "threads": args.threads or "default",
+            "device": f"{device.kind}: {device.name}", "cpu_kind": cpu_kind_label(args.cpu_kind),
+            "threads": args.threads or "default",
             "cpus": os.cpu_count(), "load_average": load_average,
             "tensorflow": tf.__version__, "keras": keras.__version__, "source": source,
         }
@@ -283,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="side of the square matmuls timed for the peak (default 2048, 8192 on a GPU)")
     parser.add_argument("--matmul-seconds", type=float, default=2.0, help="seconds per dtype (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("results/bench/training.csv"))
+    add_cpu_kind_argument(parser)
     parser.add_argument("--quick", action="store_true",
                         help="synthetic photos and TFRecords made here, 32 px, a few steps (CI, ~20 s)")
     return parser
@@ -301,12 +320,18 @@ def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
     else:
         args.photos = args.photos or default_photos()
     args.archs = args.archs or study_config()["study"]
+    if float32_only(args.cpu_kind):
+        if args.precision not in ("auto", "float32"):
+            raise SystemExit(f"--cpu-kind {args.cpu_kind} trains in float32 (such a CPU has no bfloat16 or float16"
+                             f" instructions), not {args.precision}")
+        args.precision = "float32"
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = resolve_arguments(build_parser().parse_args(argv))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    emulate_cpu_kind(args.cpu_kind)
     return run_script("bench_training", lambda: run(args), args.out, print_table, COLUMNS)
 
 

@@ -9,13 +9,61 @@ drifting load from other processes hits them alike, and only one side runs at a 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from steps import BenchSettings, Side, time_steps
+
+# --cpu-kind avx2: an AVX2-only CPU's kernels, timed on a CPU with more (AVX-512, AMX). There
+# TensorFlow's own default is Eigen (TF_ENABLE_ONEDNN_OPTS=0), whose code is compiled into the wheel
+# and runs the same on every x86-64 CPU; oneDNN chooses its kernels at run time by the instructions
+# it may use, which ONEDNN_MAX_CPU_ISA caps (oneDNN's CPU dispatcher control). Capped at AVX2 in
+# every process, both sides run the kernels an AVX2-only CPU runs; the clock, caches and cores
+# stay this CPU's, so a figure so measured names its CPU and "avx2 (emulated)".
+CPU_KINDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    # kind: (variables for every process, TensorFlow's default kernel variables on such a CPU)
+    "native": ({}, {}),
+    "avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+}
+_emulated: dict[str, str] = {}  # the kind's variables for every process, set by emulate_cpu_kind
+
+
+def add_cpu_kind_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpu-kind", choices=list(CPU_KINDS), default="native",
+                        help="avx2: the kernels and TensorFlow defaults of an AVX2-only CPU, on a CPU with "
+                             "AVX-512 or AMX (default: this CPU's own)")
+
+
+def emulate_cpu_kind(kind: str) -> None:
+    """Run this process and every child it starts as on a CPU of `kind`; before TensorFlow loads."""
+    if kind == "native":
+        return
+    if "tensorflow" in sys.modules:
+        raise RuntimeError("--cpu-kind must take effect before TensorFlow loads, and it has loaded")
+    _emulated.update(CPU_KINDS[kind][0])
+    os.environ.update(_emulated)
+
+
+def cpu_kind_label(kind: str) -> str:
+    """The kind as results name it: "native", or "avx2 (emulated)"."""
+    return kind if kind == "native" else f"{kind} (emulated)"
+
+
+def float32_only(kind: str) -> bool:
+    """Whether a run as `kind` keeps to float32: an AVX2-only CPU has no bfloat16 or float16
+    instructions, and TensorFlow, seeing this CPU's own, would hand their work to the capped oneDNN,
+    which crashes (a bfloat16 matmul on an AVX512-BF16 CPU did)."""
+    return kind != "native"
+
+
+def tensorflow_defaults(kind: str) -> dict[str, str]:
+    """The kernel variables a process with TensorFlow's own defaults has on a CPU of `kind`."""
+    return dict(CPU_KINDS[kind][1])
 
 
 @contextlib.contextmanager
@@ -32,13 +80,14 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
 
 
 def kernel_environment(variables: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without any kernel variable (the user's too), plus `variables`:
-    a child's kernel setting is what a benchmark names, never what the parent happened to run."""
+    """This process's environment without any kernel variable (the user's too), plus the emulated
+    CPU kind's and `variables`: a child's kernel setting is what a benchmark names, never what the
+    parent happened to run."""
     from flowerlab import kernels
 
     env = {name: value for name, value in kernels.tensorflow_defaults_environment().items()
            if name not in kernels.RECORDED}
-    return {**env, **variables}
+    return {**env, **_emulated, **variables}
 
 
 class ChildSide:

@@ -34,7 +34,7 @@ COLUMNS = (
     "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
     "plain_kernels", "kernels", "activation_mb_per_image", "bandwidth_gb_per_s", "roofline_images_per_s",
     "share_of_roofline",
-    "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
+    "device", "cpu_kind", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
     "cache_epochs", "extraction_images_per_s", "head_images_per_s",
 )
 
@@ -120,9 +120,11 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
             print(f"{'':<22}feature cache: extraction + {row['cache_epochs']} head epochs; extraction "
                   f"{row['extraction_images_per_s']:.1f} images/s, head alone {row['head_images_per_s']:.1f} images/s")
     first = rows[0]
-    print(f"(kernels: plain {first['plain_kernels']} (TensorFlow's default here), flowerlab {first['kernels']}; "
+    print(f"(CPU kind {first['cpu_kind']}; kernels: plain {first['plain_kernels']} (TensorFlow's default on it), "
+          f"flowerlab {first['kernels']}; "
           f"memory {first['bandwidth_gb_per_s']} GB/s)")
+    bfloat16 = f"{first['peak_bfloat16_gflops_per_s']} GFLOP/s" if first["peak_bfloat16_gflops_per_s"] != "" else "not measured"
     print(f"(batch {first['batch_size'] or '-'}, {first['device']}, {first['threads']} threads, {first['cpus']} CPUs, "
           f"load average {first['load_average']}; matmul peaks: float32 {first['peak_float32_gflops_per_s']} "
-          f"GFLOP/s, bfloat16 {first['peak_bfloat16_gflops_per_s']} GFLOP/s; {first['source']})")
+          f"GFLOP/s, bfloat16 {bfloat16}; {first['source']})")
 

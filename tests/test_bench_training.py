@@ -19,7 +19,7 @@ COLUMNS = [
     "peak_gflops_per_s", "peak_float32_gflops_per_s", "peak_bfloat16_gflops_per_s",
     "plain_kernels", "kernels", "activation_mb_per_image", "bandwidth_gb_per_s", "roofline_images_per_s",
     "share_of_roofline",
-    "device", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
+    "device", "cpu_kind", "threads", "cpus", "load_average", "tensorflow", "keras", "source",
     "cache_epochs", "extraction_images_per_s", "head_images_per_s",
 ]
 FIGURES = [
@@ -99,9 +99,10 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: 
 @pytest.mark.real_data  # the house's mark for tests that need ../shared/data (here the weights)
 def test_frozen_backbone_times_the_feature_cache(repo_root: Path, tmp_path: Path, mobilenet_weights: Path) -> None:
     """flowerlab's side of the frozen MobileNetV2 is what flowerlab train runs: one extraction of
-    the training images, then --cache-epochs head epochs on the features."""
+    the training images, then --cache-epochs head epochs on the features. Run as an AVX2-only CPU,
+    whose TensorFlow defaults (Eigen) are known on any x86-64 CPU."""
     done, out = run_quick(repo_root, tmp_path, "--archs", "mobilenet_v2", "--weights", str(mobilenet_weights),
-                          "--cache-epochs", "4")
+                          "--cache-epochs", "4", "--cpu-kind", "avx2")
     assert done.returncode == 0, done.stderr[-3000:]
     _, rows = read_rows(out)
     (row,) = rows
@@ -115,6 +116,10 @@ def test_frozen_backbone_times_the_feature_cache(repo_root: Path, tmp_path: Path
     # Amortised: 4 epochs of n images over one extraction (n / extraction s) + 4 head epochs (4 n / head s).
     assert close(row["flowerlab_images_per_s"], 4 / (1 / extraction + 4 / head))
     assert "feature cache: extraction + 4 head epochs" in done.stdout
+    # As an AVX2-only CPU: the plain side with such a CPU's TensorFlow defaults, flowerlab's with
+    # oneDNN (capped at AVX2), both in float32, which is all such a CPU has.
+    assert (row["plain_kernels"], row["kernels"], row["cpu_kind"]) == ("Eigen", "oneDNN", "avx2 (emulated)")
+    assert row["precision"] == row["peak_dtype"] == "float32" and row["peak_bfloat16_gflops_per_s"] == ""
     # The plain side trains on images: its backbone runs forward for every image of every step.
     plain = float(row["gflops_per_image"]) * float(row["plain_images_per_s"])
     assert close(row["plain_train_gflops_per_s"], plain)

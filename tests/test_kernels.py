@@ -30,6 +30,7 @@ def test_defaults_fill_only_what_the_user_left_unset() -> None:
     assert kernels.settings(env) == {
         "TF_ENABLE_ONEDNN_OPTS": {"value": "1", "set_by": "flowerlab"},
         "TF_CPU_ALLOCATOR_USE_BFC": {"value": "true", "set_by": "user"},  # not flowerlab's: recorded as theirs
+        "ONEDNN_MAX_CPU_ISA": {"value": None, "set_by": None},
     }
     # A child process inherits the environment: it still knows who set what.
     child = dict(env)
@@ -37,6 +38,9 @@ def test_defaults_fill_only_what_the_user_left_unset() -> None:
     users = {"TF_ENABLE_ONEDNN_OPTS": "0"}
     assert kernels.apply_defaults(users) == {} and users == {"TF_ENABLE_ONEDNN_OPTS": "0"}
     assert kernels.settings(users)["TF_CPU_ALLOCATOR_USE_BFC"] == {"value": None, "set_by": None}
+    capped = {"ONEDNN_MAX_CPU_ISA": "AVX2"}  # a cap on oneDNN's instructions changes its kernels: recorded
+    assert kernels.apply_defaults(capped) == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert kernels.settings(capped)["ONEDNN_MAX_CPU_ISA"] == {"value": "AVX2", "set_by": "user"}
 
 
 def test_tensorflows_own_defaults_on_request() -> None:
@@ -101,6 +105,7 @@ def test_every_entry_point_sets_the_kernels_before_tensorflow_loads() -> None:
         assert record["environment"] == {
             "TF_ENABLE_ONEDNN_OPTS": {"value": "1", "set_by": "flowerlab"},
             "TF_CPU_ALLOCATOR_USE_BFC": {"value": None, "set_by": None},  # measured, not kept (kernels.py)
+            "ONEDNN_MAX_CPU_ISA": {"value": None, "set_by": None},
         }, name
 
 

@@ -31,7 +31,8 @@ DEFAULTS: dict[str, str] = {
     "TF_ENABLE_ONEDNN_OPTS": "1",  # oneDNN kernels on every x86-64 CPU, not only AVX-512/AMX ones
 }
 # The kernel and allocator variables a training records, whoever set them.
-RECORDED: tuple[str, ...] = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC")
+# ONEDNN_MAX_CPU_ISA caps the instructions oneDNN's kernels may use (bench/ --cpu-kind avx2).
+RECORDED: tuple[str, ...] = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "ONEDNN_MAX_CPU_ISA")
 # Which of DEFAULTS flowerlab set (comma-separated), inherited by the processes a run starts.
 MARKER = "FLOWERLAB_KERNEL_DEFAULTS"
 # FLOWERLAB_KERNELS=tensorflow: set nothing, run with TensorFlow's own defaults.
