@@ -35,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from child_side import add_cpu_kind_argument, cpu_kind_label, emulate_cpu_kind, kernel_environment, tensorflow_defaults
+from child_side import add_cpu_kind_argument, cpu_kind_label, emulate_cpu_kind, kernel_environment
 from common import run_script, study_config
 from steps import measure_peaks
 
@@ -134,8 +134,8 @@ def run_setting(setting: str, arch: str, batch: int, args: argparse.Namespace) -
                str(batch), "--repeats", str(args.repeats)]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    variables = {**tensorflow_defaults(args.cpu_kind), **SETTINGS[setting]}
-    done = subprocess.run(command, env=kernel_environment(variables), capture_output=True, text=True, check=False)
+    done = subprocess.run(command, env=kernel_environment(SETTINGS[setting]), capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{arch} under {setting}'s kernels failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

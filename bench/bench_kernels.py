@@ -40,7 +40,6 @@ from child_side import (
     cpu_kind_label,
     emulate_cpu_kind,
     kernel_environment,
-    tensorflow_defaults,
 )
 from common import make_quick_data, run_script
 from steps import BenchSettings, Side, fill_cache, measure_sides
@@ -74,8 +73,7 @@ def bench_arch(arch: str, manifest: Path, settings: BenchSettings, scratch: Path
     children = {}
     try:
         for setting in SETTINGS:
-            variables = {**tensorflow_defaults(cpu_kind), **SETTINGS[setting]}
-            children[setting] = ChildSide(setting, kernel_environment(variables), flowerlab_side,
+            children[setting] = ChildSide(setting, kernel_environment(SETTINGS[setting]), flowerlab_side,
                                           (arch, manifest, settings, scratch / setting), settings)
         logger.info("%s: timing %s, %d rounds of %d + %d steps", arch, ", ".join(SETTINGS), settings.rounds,
                     settings.warmup, settings.steps)

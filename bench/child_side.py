@@ -30,7 +30,9 @@ CPU_KINDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "native": ({}, {}),
     "avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
 }
-_emulated: dict[str, str] = {}  # the kind's variables for every process, set by emulate_cpu_kind
+# The emulated kind's variables for every process and its TensorFlow defaults, which a child's
+# own kernel setting overrides (kernel_environment); set by emulate_cpu_kind.
+_emulated: dict[str, str] = {}
 
 
 def add_cpu_kind_argument(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +47,8 @@ def emulate_cpu_kind(kind: str) -> None:
         return
     if "tensorflow" in sys.modules:
         raise RuntimeError("--cpu-kind must take effect before TensorFlow loads, and it has loaded")
-    _emulated.update(CPU_KINDS[kind][0])
-    os.environ.update(_emulated)
+    os.environ.update(CPU_KINDS[kind][0])
+    _emulated.update({**CPU_KINDS[kind][0], **CPU_KINDS[kind][1]})
 
 
 def cpu_kind_label(kind: str) -> str:
