@@ -11,14 +11,17 @@ the input gradient (not for a convolution with no weights before it, whose input
 needs) and the weight gradient. Here each of those runs alone, as the TensorFlow op a training
 step runs (`Conv2D`, `Conv2DBackpropInput`, `Conv2DBackpropFilter`, without the bias and ReLU that
 oneDNN fuses into them), on random tensors of the layer's shapes at the study's batch size and
-image size, under TensorFlow's defaults and under flowerlab's kernels (flowerlab.kernels). Each
-setting runs in a process of its own, since TensorFlow reads it when it loads; the processes
-alternate round by round, and each figure is the fastest call over all rounds.
+image size, under three settings: TensorFlow's defaults; `onednn`, flowerlab's kernel library
+(flowerlab.kernels) with TensorFlow's weight gradients; and `flowerlab`, what a flowerlab training
+runs: the same, with the weight gradients by flowerlab's own kernel where it chooses that
+(flowerlab.training.weight_gradients), called as a training step calls it. Each setting runs in a
+process of its own, since TensorFlow reads it when it loads; the processes alternate round by
+round, and each figure is the fastest call over all rounds.
 
-It prints each pass's time per step under both settings, their ratio, and its GFLOP/s against the
-float32 matmul peak measured in the same run. A pass that runs no faster under oneDNN bounds the
-whole step's speed-up (Amdahl): this is what stops the convnet's training short of 2x TensorFlow's
-defaults on an AVX2-only CPU (docs/results.md).
+It prints each pass's time per step under each setting, flowerlab's ratio to TensorFlow's
+defaults, and its GFLOP/s against the float32 matmul peak measured in the same run. A pass that
+runs no faster bounds the whole step's speed-up (Amdahl): oneDNN's weight gradients on an AVX2-only
+CPU did (docs/results.md), which is why flowerlab carries a kernel of its own for them.
 
 Results go to results/bench/convolutions.csv (--out): one row per architecture, layer, pass and setting.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -44,7 +48,14 @@ from flowerlab.console import positive_int
 
 logger = logging.getLogger("bench_convolutions")
 
-SETTINGS: dict[str, dict[str, str]] = {"tensorflow": {}, "flowerlab": dict(kernels.DEFAULTS)}
+# setting -> its process's kernel variables: TensorFlow's defaults; flowerlab's kernel library with
+# TensorFlow's weight gradients; and what flowerlab runs, its own weight-gradient kernel where
+# flowerlab.training.weight_gradients chooses it.
+SETTINGS: dict[str, dict[str, str]] = {
+    "tensorflow": {"FLOWERLAB_WEIGHT_GRADIENTS": "tensorflow"},
+    "onednn": {**kernels.DEFAULTS, "FLOWERLAB_WEIGHT_GRADIENTS": "tensorflow"},
+    "flowerlab": {**kernels.DEFAULTS, "FLOWERLAB_WEIGHT_GRADIENTS": "auto"},
+}
 PASSES = ("forward", "input_gradient", "weight_gradient")
 COLUMNS = ("arch", "layer", "shape", "pass", "setting", "kernels", "ms_per_step", "gflops_per_s", "share_of_peak",
            "vs_tensorflow_defaults", "batch_size", "image_size", "threads", "cpu", "cpu_kind", "peak_float32_gflops_per_s")
@@ -67,9 +78,13 @@ def convolutions(model: Any) -> list[tuple[Any, bool]]:
     return found
 
 
-def pass_functions(layer: Any, batch: int) -> tuple[dict[str, Any], float, str]:
-    """Each pass of `layer` as a tf.function on random tensors; its FLOPs per call; its shape."""
+def pass_functions(layer: Any, batch: int, flowerlab_weight_gradient: bool) -> tuple[dict[str, Any], float, str]:
+    """Each pass of `layer` as a tf.function on random tensors; its FLOPs per call; its shape. The
+    weight gradient by flowerlab's kernel, called as a training step calls it, where
+    `flowerlab_weight_gradient`."""
     import tensorflow as tf
+
+    from flowerlab.training.weight_gradients import native
 
     _, height, width, channels = layer.input.shape
     _, out_height, out_width, filters = layer.output.shape
@@ -85,6 +100,11 @@ def pass_functions(layer: Any, batch: int) -> tuple[dict[str, Any], float, str]:
         "weight_gradient": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
             input=x, filter_sizes=kernel, out_backprop=dy, strides=strides, padding=padding)),
     }
+    if flowerlab_weight_gradient:
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
+        functions["weight_gradient"] = tf.function(lambda: tf.numpy_function(
+            lambda a, b: native.conv2d_weight_gradient(a, b, tuple(layer.kernel_size), threads), [x, dy],
+            tf.float32, stateful=False))
     flops = 2.0 * batch * out_height * out_width * kernel[0] * kernel[1] * channels * filters
     shape = f"{height}x{width}x{channels}->{filters} {kernel[0]}x{kernel[1]}/{layer.strides[0]}"
     return functions, flops, shape
@@ -101,16 +121,28 @@ def fastest_call(function: Any, repeats: int) -> float:
 
 
 def time_convolutions(arch: str, image_size: int, batch: int, repeats: int) -> list[dict[str, Any]]:
+    from flowerlab import devices
     from flowerlab.models.build import build_model
+    from flowerlab.training.weight_gradients import layers, native, policy
 
     model = build_model(arch, num_classes=5, image_size=image_size, weights="none")
+    chosen = policy.choose(device_kind="cpu", flags=devices.cpu_flags(), onednn=kernels.onednn_enabled(),
+                           environ=os.environ).use_flowerlab
+    if chosen:
+        try:
+            native.load()
+        except native.NativeKernelUnavailable as error:  # a training falls back alike
+            logger.warning("flowerlab's weight-gradient kernel is unavailable: %s", error)
+            chosen = False
     timed = []
     for layer, needs_input_gradient in convolutions(model):
-        functions, flops, shape = pass_functions(layer, batch)
+        ours = chosen and layers.eligible(layer)
+        functions, flops, shape = pass_functions(layer, batch, ours)
         for name, function in functions.items():
             if name == "input_gradient" and not needs_input_gradient:
                 continue
             timed.append({"layer": layer.name, "shape": shape, "pass": name, "flops": flops,
+                          "kernels": "flowerlab" if ours and name == "weight_gradient" else kernels.kernel_library(),
                           "seconds": fastest_call(function, repeats)})
     return timed
 
@@ -121,7 +153,7 @@ def child_main(args: argparse.Namespace) -> int:
     if args.threads:
         devices.configure_threads(args.threads)
     timed = time_convolutions(args.child, args.image_size, args.batch_size, args.repeats)
-    print(json.dumps({"kernels": kernels.kernel_library(), "timed": timed}))
+    print(json.dumps({"timed": timed}))
     return 0
 
 
@@ -144,23 +176,22 @@ def run_setting(setting: str, arch: str, batch: int, args: argparse.Namespace) -
 def bench_arch(arch: str, batch: int, args: argparse.Namespace, peak: float, cpu: str) -> list[dict[str, Any]]:
     best: dict[tuple[str, str, str], float] = {}  # (setting, layer, pass) -> fastest seconds
     facts: dict[tuple[str, str], dict[str, Any]] = {}
-    library: dict[str, str] = {}
+    library: dict[tuple[str, str, str], str] = {}  # (setting, layer, pass) -> the kernels that ran it
     for round_number in range(args.rounds):
         order = list(SETTINGS) if round_number % 2 == 0 else list(reversed(SETTINGS))
         for setting in order:
             logger.info("%s: round %d of %d, %s's kernels", arch, round_number + 1, args.rounds, setting)
-            result = run_setting(setting, arch, batch, args)
-            library[setting] = result["kernels"]
-            for row in result["timed"]:
+            for row in run_setting(setting, arch, batch, args)["timed"]:
                 key = (setting, row["layer"], row["pass"])
                 best[key] = min(best.get(key, float("inf")), row["seconds"])
+                library[key] = row["kernels"]
                 facts[row["layer"], row["pass"]] = row
     rows = []
     for (layer, name), fact in facts.items():
         for setting in SETTINGS:
             seconds = best[setting, layer, name]
             rows.append({"arch": arch, "layer": layer, "shape": fact["shape"], "pass": name, "setting": setting,
-                         "kernels": library[setting], "ms_per_step": round(seconds * 1e3, 4),
+                         "kernels": library[setting, layer, name], "ms_per_step": round(seconds * 1e3, 4),
                          "gflops_per_s": round(fact["flops"] / seconds / 1e9, 1),
                          "share_of_peak": round(fact["flops"] / seconds / 1e9 / peak, 3),
                          "vs_tensorflow_defaults": round(best["tensorflow", layer, name] / seconds, 3),
@@ -184,30 +215,32 @@ def run(args: argparse.Namespace, study: dict[str, Any]) -> list[dict[str, Any]]
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     per_pass: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    print(f"{'arch':<11}{'layer':<12}{'shape':<20}{'pass':<16}{'TF defaults':>12}{'flowerlab':>11}{'ratio':>7}"
-          f"{'GFLOP/s':>9}{'of peak':>8}")
+    ms = {(row["arch"], row["layer"], row["pass"], row["setting"]): row["ms_per_step"] for row in rows}
+    print(f"{'arch':<11}{'layer':<12}{'shape':<20}{'pass':<16}{'TF defaults':>12}{'oneDNN':>11}{'flowerlab':>11}"
+          f"{'ratio':>7}{'GFLOP/s':>9}{'of peak':>8}  kernel")
     for row in rows:
+        key = (row["arch"], row["layer"], row["pass"])
         per_pass[row["arch"], row["pass"]][row["setting"]] += row["ms_per_step"]
         if row["setting"] != "flowerlab":
             continue
-        baseline = row["ms_per_step"] * row["vs_tensorflow_defaults"]
-        print(f"{row['arch']:<11}{row['layer'][:11]:<12}{row['shape']:<20}{row['pass']:<16}{baseline:>9.1f} ms"
-              f"{row['ms_per_step']:>8.1f} ms{row['vs_tensorflow_defaults']:>6.2f}x{row['gflops_per_s']:>9.1f}"
-              f"{row['share_of_peak']:>8.0%}")
-    print("\nper step, all convolutions of each pass:")
+        print(f"{row['arch']:<11}{row['layer'][:11]:<12}{row['shape']:<20}{row['pass']:<16}"
+              f"{ms[(*key, 'tensorflow')]:>9.1f} ms{ms[(*key, 'onednn')]:>8.1f} ms{row['ms_per_step']:>8.1f} ms"
+              f"{row['vs_tensorflow_defaults']:>6.2f}x{row['gflops_per_s']:>9.1f}{row['share_of_peak']:>8.0%}  "
+              f"{row['kernels']}")
+    print("\nper step, all convolutions of each pass (TF defaults, oneDNN, flowerlab):")
     batches = {row["arch"]: row["batch_size"] for row in rows}
     for arch, batch in batches.items():
         total = sum(per_pass[arch, name]["flowerlab"] for name in PASSES)
         for name in PASSES:
             times = per_pass[arch, name]
-            print(f"  {arch:<11}{name:<16}{times['tensorflow']:>9.1f} ms{times['flowerlab']:>8.1f} ms"
-                  f"{times['tensorflow'] / times['flowerlab']:>6.2f}x  {times['flowerlab'] / total:>4.0%} of"
-                  f" flowerlab's convolution time (batch {batch})")
-    library = {row["setting"]: row["kernels"] for row in rows}
+            print(f"  {arch:<11}{name:<16}{times['tensorflow']:>9.1f} ms{times['onednn']:>8.1f} ms"
+                  f"{times['flowerlab']:>8.1f} ms{times['tensorflow'] / times['flowerlab']:>6.2f}x  "
+                  f"{times['flowerlab'] / total:>4.0%} of flowerlab's convolution time (batch {batch})")
+    library = {row["setting"]: row["kernels"] for row in rows if row["pass"] == "forward"}
     first = rows[0]
     print(f"({first['cpu']}, CPU kind {first['cpu_kind']}; TF defaults ran {library['tensorflow']} kernels, "
-          f"flowerlab {library['flowerlab']}; "
-          f"{first['image_size']} px, {first['threads']} threads, float32; float32 matmul peak "
+          f"oneDNN and flowerlab {library['flowerlab']}, flowerlab its own weight gradients where the kernel column "
+          f"says so; {first['image_size']} px, {first['threads']} threads, float32; float32 matmul peak "
           f"{first['peak_float32_gflops_per_s']} GFLOP/s)")
 
 

@@ -11,11 +11,14 @@ uses, bench/flowerlab_side.py); the processes' rounds alternate. The settings:
 
 * tensorflow   TensorFlow's own defaults: Eigen kernels on an AVX2-only CPU, oneDNN on a CPU with
                AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX; the default allocator;
-* flowerlab    what every flowerlab process runs unless the user says otherwise (kernels.DEFAULTS):
-               TF_ENABLE_ONEDNN_OPTS=1, which is also what an AVX-512 CPU runs by default, forced
-               here on any CPU;
+* onednn       flowerlab's kernel library (kernels.DEFAULTS): TF_ENABLE_ONEDNN_OPTS=1, which is also
+               what an AVX-512 CPU runs by default, forced here on any CPU, with TensorFlow's
+               weight gradients;
+* flowerlab    what every flowerlab process runs unless the user says otherwise: the same, and the
+               convolutions' weight gradients by flowerlab's kernel where it chooses that
+               (FLOWERLAB_WEIGHT_GRADIENTS=auto, flowerlab.training.weight_gradients);
 * bfc          TF_CPU_ALLOCATOR_USE_BFC=true alone (Eigen kernels on an AVX2-only CPU);
-* onednn+bfc   both: the allocator on top of flowerlab's kernels, measured and not kept.
+* onednn+bfc   the allocator on top of flowerlab's kernels, measured and not kept.
 
 `--cpu-kind avx2` times them as an AVX2-only CPU would run them, on a CPU with AVX-512 or AMX:
 oneDNN capped at AVX2 in every process, and TensorFlow's defaults those of such a CPU (Eigen);
@@ -50,14 +53,17 @@ from flowerlab.console import positive_int
 logger = logging.getLogger("bench_kernels")
 
 # setting -> the kernel variables its process starts with (beside FLOWERLAB_KERNELS=tensorflow)
+TENSORFLOWS_GRADIENTS = {"FLOWERLAB_WEIGHT_GRADIENTS": "tensorflow"}
+OURS_WHERE_FASTER = {"FLOWERLAB_WEIGHT_GRADIENTS": "auto"}
 SETTINGS: dict[str, dict[str, str]] = {
-    "tensorflow": {},
-    "flowerlab": dict(kernels.DEFAULTS),
-    "bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true"},
-    "onednn+bfc": {**kernels.DEFAULTS, "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    "tensorflow": TENSORFLOWS_GRADIENTS,
+    "onednn": {**kernels.DEFAULTS, **TENSORFLOWS_GRADIENTS},
+    "flowerlab": {**kernels.DEFAULTS, **OURS_WHERE_FASTER},
+    "bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true", **TENSORFLOWS_GRADIENTS},
+    "onednn+bfc": {**kernels.DEFAULTS, "TF_CPU_ALLOCATOR_USE_BFC": "true", **OURS_WHERE_FASTER},
 }
-COLUMNS = ("arch", "setting", "kernels", "images_per_s", "vs_tensorflow_defaults", "batch_size", "rounds",
-           "timed_steps", "threads", "cpu", "cpu_kind")
+COLUMNS = ("arch", "setting", "kernels", "flowerlab_weight_gradients", "images_per_s", "vs_tensorflow_defaults",
+           "batch_size", "rounds", "timed_steps", "threads", "cpu", "cpu_kind")
 
 
 def flowerlab_side(arch: str, manifest_path: Path, settings: BenchSettings, scratch: Path) -> Side:
@@ -85,6 +91,7 @@ def bench_arch(arch: str, manifest: Path, settings: BenchSettings, scratch: Path
     from flowerlab.devices import cpu_model_name
 
     return [{"arch": arch, "setting": setting, "kernels": child.info["kernels"]["library"],
+             "flowerlab_weight_gradients": child.info["flowerlab_weight_gradients"],
              "images_per_s": round(child.side.images_per_second(), 2),
              "vs_tensorflow_defaults": round(child.side.images_per_second() / baseline, 3),
              "batch_size": settings.batch_size, "rounds": settings.rounds, "timed_steps": settings.steps,
@@ -103,12 +110,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'arch':<14}{'setting':<12}{'kernels':<9}{'images/s':>10}{'vs TF defaults':>16}")
+    print(f"{'arch':<14}{'setting':<12}{'kernels':<9}{'own wgrad':>10}{'images/s':>10}{'vs TF defaults':>16}")
     for row in rows:
-        print(f"{row['arch']:<14}{row['setting']:<12}{row['kernels']:<9}{row['images_per_s']:>10.1f}"
-              f"{row['vs_tensorflow_defaults']:>15.2f}x")
+        print(f"{row['arch']:<14}{row['setting']:<12}{row['kernels']:<9}{row['flowerlab_weight_gradients']:>10}"
+              f"{row['images_per_s']:>10.1f}{row['vs_tensorflow_defaults']:>15.2f}x")
     print(f"({rows[0]['cpu']}, CPU kind {rows[0]['cpu_kind']}, batch {rows[0]['batch_size']}, "
-          f"{rows[0]['threads']} threads, float32)")
+          f"{rows[0]['threads']} threads, float32; own wgrad: convolutions whose weight gradients flowerlab's "
+          "kernel computed)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,6 +102,17 @@ QUICK_ARCHS = ("dense", "convnet", "squeezenet", "mobilenet_v2")
 # Inputs
 
 
+def flowerlab_kernels(model: Any) -> str:
+    """The flowerlab side's kernels: TensorFlow's library, and flowerlab's weight-gradient kernel
+    where it took some convolutions ("oneDNN + own wgrad 6/7")."""
+    from flowerlab import kernels
+    from flowerlab.training.weight_gradients import layers
+
+    routed = layers.routed_count(model)
+    library = kernels.kernel_library()
+    return f"{library} + own wgrad {routed}/{layers.convolution_count(model)}" if routed else library
+
+
 def weights_for(arch: str, weights: Path | None) -> tuple[str | None, str]:
     """(weights argument for both sides, or None to skip; why). Throughput does not depend on
     weight values, except that a frozen MobileNetV2 needs its real weights to be the real workload
@@ -170,7 +181,7 @@ def bench_arch(arch: str, *, photos: Path, manifest_path: Path, manifest: dict[s
         # With the cache the backbone's forward pass runs once per image for all the epochs.
         flops_factor=FORWARD_ONLY / settings.cache_epochs if times else training_flops_factor(fl.model),
         plain_flops_factor=child.info["flops_factor"],
-        plain_kernels=child.info["kernels"]["library"], kernels=kernels.kernel_library(),
+        plain_kernels=child.info["kernels"]["library"], kernels=flowerlab_kernels(fl.model),
         layer_costs=None if times else layer_costs(fl.model, batch),
         cache_epochs=settings.cache_epochs if times else None,
         extraction_images_per_s=times.extracted / times.extraction_seconds if times else None,

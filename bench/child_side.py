@@ -137,6 +137,7 @@ def _serve(connection: Any, factory: Callable[..., Side], args: tuple[Any, ...],
     try:
         from flowerlab import devices, kernels
         from flowerlab.models.flops import training_flops_factor
+        from flowerlab.training.weight_gradients import layers
 
         if settings.threads:
             devices.configure_threads(settings.threads)
@@ -145,7 +146,8 @@ def _serve(connection: Any, factory: Callable[..., Side], args: tuple[Any, ...],
 
         connection.send(("ready", {"batch": side.batch, "parameters": int(count_parameters(side.model)[0]),
                                    "flops_factor": training_flops_factor(side.model),
-                                   "kernels": kernels.record()}))
+                                   "kernels": kernels.record(),
+                                   "flowerlab_weight_gradients": layers.routed_count(side.model)}))
     except Exception as error:  # reported to the parent, which raises it there
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return

@@ -46,7 +46,7 @@ def flowerlab_path(arch: str, manifest_path: Path, weights: str, settings: Bench
         hparams=hparams, accelerator=settings.accelerator, seed=settings.seed, threads=settings.threads,
         precision_cache=PRECISION_CACHE))
     try:
-        model = stage.build_or_restore(run.settings, run.device, None, run.plan, run.weights, LEARNING_RATE)
+        model, _ = stage.build_or_restore(run.settings, run.device, None, run.plan, run.weights, LEARNING_RATE)
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the plain side builds in float32
     dataset, _ = setup.make_datasets(run.settings, run.plan, run.batching, first_epoch=0)

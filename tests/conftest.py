@@ -109,6 +109,24 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cxx_compiler() -> str:
+    """The C++ compiler that builds flowerlab's weight-gradient kernel, on a CPU that can run it."""
+    from flowerlab.devices import cpu_flags
+    from flowerlab.training.weight_gradients import native, policy
+
+    missing = policy.NEEDED_FLAGS - cpu_flags()
+    if missing:
+        pytest.skip(f"this CPU lacks {', '.join(sorted(missing))}: flowerlab's weight-gradient kernel needs them")
+    compiler = native.find_compiler()
+    if compiler is None:
+        message = "no C++ compiler found: flowerlab's weight-gradient kernel cannot be built (install g++)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return compiler
+
+
+@pytest.fixture(scope="session")
 def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where tests leave screenshots for a person to look at: $FLOWERLAB_TEST_ARTIFACTS, else a
     folder of pytest's own temporary tree (tests never write into the checkout)."""

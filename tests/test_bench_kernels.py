@@ -24,8 +24,10 @@ def test_each_setting_runs_the_kernels_it_names(repo_root: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, newline="") as handle:
         rows = {row["setting"]: row for row in csv.DictReader(handle)}
-    assert list(rows) == ["tensorflow", "flowerlab", "bfc", "onednn+bfc"]
-    assert rows["onednn+bfc"]["kernels"] == rows["flowerlab"]["kernels"] == "oneDNN"
+    assert list(rows) == ["tensorflow", "onednn", "flowerlab", "bfc", "onednn+bfc"]
+    assert rows["onednn+bfc"]["kernels"] == rows["flowerlab"]["kernels"] == rows["onednn"]["kernels"] == "oneDNN"
+    # --quick times the dense model, which has no convolution for flowerlab's weight-gradient kernel
+    assert {row["flowerlab_weight_gradients"] for row in rows.values()} == {"0"}
     assert rows["bfc"]["kernels"] == rows["tensorflow"]["kernels"] == "Eigen"
     assert {row["cpu_kind"] for row in rows.values()} == {"avx2 (emulated)"}
     assert rows["tensorflow"]["vs_tensorflow_defaults"] == "1.0"

@@ -58,7 +58,7 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: 
     whose weights are missing, which is a recorded skip rather than a figure."""
     missing = tmp_path / "no-such-weights.h5"
     done, out = run_quick(repo_root, tmp_path, "--archs", "dense", "squeezenet", "mobilenet_v2",
-                          env={"FLOWERLAB_MOBILENET_WEIGHTS": str(missing)})
+                          env={"FLOWERLAB_MOBILENET_WEIGHTS": str(missing), "FLOWERLAB_WEIGHT_GRADIENTS": "tensorflow"})
     assert done.returncode == 0, done.stderr[-3000:]
     columns, rows = read_rows(out)
     assert columns == COLUMNS
@@ -90,9 +90,22 @@ def test_quick_benchmark_measures_both_sides_with_consistent_figures(repo_root: 
         assert close(row["share_of_roofline"], flowerlab / float(row["roofline_images_per_s"]))
         assert 0 < float(row["share_of_roofline"]) < 1  # above the roof would be a bug
         # The plain side ran with TensorFlow's own kernel defaults (which depend on the CPU), in a
-        # process of its own; flowerlab's side with oneDNN, which flowerlab turns on everywhere.
+        # process of its own; flowerlab's side with oneDNN, which flowerlab turns on everywhere, and
+        # here TensorFlow's weight gradients (FLOWERLAB_WEIGHT_GRADIENTS, set by run_quick's caller).
         assert row["plain_kernels"] in ("oneDNN", "Eigen") and row["kernels"] == "oneDNN"
     assert "flowerlab img/s" in done.stdout and f"wrote {out}" in done.stdout
+
+
+@pytest.mark.slow
+def test_flowerlabs_side_runs_its_own_weight_gradients_on_an_avx2_only_cpu(
+        repo_root: Path, tmp_path: Path, cxx_compiler: str) -> None:
+    """As an AVX2-only CPU (any x86-64 CPU can be run as one): flowerlab's side computes its 3x3
+    convolutions' weight gradients with flowerlab's kernel, and says so."""
+    done, out = run_quick(repo_root, tmp_path, "--archs", "convnet", "--cpu-kind", "avx2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = read_rows(out)[1]
+    assert (row["plain_kernels"], row["kernels"]) == ("Eigen", "oneDNN + own wgrad 6/7")
+    assert float(row["ratio"]) > 0 and float(row["mfu"]) < 1
 
 
 @pytest.mark.slow

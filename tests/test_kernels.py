@@ -31,6 +31,7 @@ def test_defaults_fill_only_what_the_user_left_unset() -> None:
         "TF_ENABLE_ONEDNN_OPTS": {"value": "1", "set_by": "flowerlab"},
         "TF_CPU_ALLOCATOR_USE_BFC": {"value": "true", "set_by": "user"},  # not flowerlab's: recorded as theirs
         "ONEDNN_MAX_CPU_ISA": {"value": None, "set_by": None},
+        "FLOWERLAB_WEIGHT_GRADIENTS": {"value": None, "set_by": None},
     }
     # A child process inherits the environment: it still knows who set what.
     child = dict(env)
@@ -41,6 +42,9 @@ def test_defaults_fill_only_what_the_user_left_unset() -> None:
     capped = {"ONEDNN_MAX_CPU_ISA": "AVX2"}  # a cap on oneDNN's instructions changes its kernels: recorded
     assert kernels.apply_defaults(capped) == {"TF_ENABLE_ONEDNN_OPTS": "1"}
     assert kernels.settings(capped)["ONEDNN_MAX_CPU_ISA"] == {"value": "AVX2", "set_by": "user"}
+    # The weight-gradient kernel's choice is recorded too (flowerlab.training.weight_gradients.policy).
+    chosen = {"FLOWERLAB_WEIGHT_GRADIENTS": "tensorflow"}
+    assert kernels.settings(chosen)["FLOWERLAB_WEIGHT_GRADIENTS"] == {"value": "tensorflow", "set_by": "user"}
 
 
 def test_tensorflows_own_defaults_on_request() -> None:
@@ -106,6 +110,7 @@ def test_every_entry_point_sets_the_kernels_before_tensorflow_loads() -> None:
             "TF_ENABLE_ONEDNN_OPTS": {"value": "1", "set_by": "flowerlab"},
             "TF_CPU_ALLOCATOR_USE_BFC": {"value": None, "set_by": None},  # measured, not kept (kernels.py)
             "ONEDNN_MAX_CPU_ISA": {"value": None, "set_by": None},
+            "FLOWERLAB_WEIGHT_GRADIENTS": {"value": None, "set_by": None},
         }, name
 
 
@@ -117,12 +122,22 @@ def test_a_users_own_setting_wins_and_is_recorded_as_theirs() -> None:
     assert record["environment"]["TF_CPU_ALLOCATOR_USE_BFC"] == {"value": None, "set_by": None}
 
 
+# squeezenet's convolutions larger than 1x1, of 16: those flowerlab's weight-gradient kernel takes.
+SQUEEZENET_ROUTED = {"flowerlab": 6, "tensorflow": 0}
+
+
 @pytest.mark.slow
-def test_deterministic_trainings_with_the_fast_kernels_are_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("weight_gradients", ["tensorflow", "flowerlab"])
+def test_deterministic_trainings_with_the_fast_kernels_are_bit_identical(
+        weight_gradients: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Two `flowerlab train --deterministic` processes, each as a Snakemake job starts it, with the
     kernel settings flowerlab sets: the same weights to the bit. squeezenet, for its batch norms
-    and concatenations, which oneDNN runs with kernels of its own."""
+    and concatenations, which oneDNN runs with kernels of its own; once with each weight-gradient
+    kernel, chosen here rather than by what this CPU has."""
     import keras
+
+    if weight_gradients == "flowerlab":
+        request.getfixturevalue("cxx_compiler")
 
     manifest = write_dataset(tmp_path / "data", image_size=32, num_classes=3, train_per_class=12,
                              validation_per_class=4)
@@ -134,13 +149,17 @@ def test_deterministic_trainings_with_the_fast_kernels_are_bit_identical(tmp_pat
             [sys.executable, "-m", "flowerlab", "train", "--arch", "squeezenet", "--manifest", str(manifest),
              "--out-dir", str(out), "--checkpoint-dir", str(tmp_path / f"{run}-checkpoints"), "--hparams", hparams,
              "--accelerator", "cpu", "--seed", "5", "--deterministic", "--threads", "2"],
-            capture_output=True, text=True, env=clean_environment(), timeout=600)
+            capture_output=True, text=True, env={**clean_environment(), "FLOWERLAB_WEIGHT_GRADIENTS": weight_gradients},
+            timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "TensorFlow CPU kernels: oneDNN" in result.stderr
         records.append(json.loads((out / "training.json").read_text()))
         weights.append(keras.models.load_model(out / "model.keras").get_weights())
     assert records[0]["kernels"] == records[1]["kernels"]
     assert records[0]["kernels"]["library"] == "oneDNN"
+    assert records[0]["kernels"]["weight_gradients"] == {
+        "kernel": weight_gradients, "reason": f"FLOWERLAB_WEIGHT_GRADIENTS={weight_gradients}",
+        "convolutions": SQUEEZENET_ROUTED[weight_gradients], "of": 16}
     assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
     assert records[0]["final_val_accuracy"] == records[1]["final_val_accuracy"]
 

@@ -32,7 +32,10 @@ DEFAULTS: dict[str, str] = {
 }
 # The kernel and allocator variables a training records, whoever set them.
 # ONEDNN_MAX_CPU_ISA caps the instructions oneDNN's kernels may use (bench/ --cpu-kind avx2).
-RECORDED: tuple[str, ...] = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "ONEDNN_MAX_CPU_ISA")
+# FLOWERLAB_WEIGHT_GRADIENTS chooses the convolutions' weight-gradient kernel
+# (flowerlab.training.weight_gradients.policy).
+RECORDED: tuple[str, ...] = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "ONEDNN_MAX_CPU_ISA",
+                             "FLOWERLAB_WEIGHT_GRADIENTS")
 # Which of DEFAULTS flowerlab set (comma-separated), inherited by the processes a run starts.
 MARKER = "FLOWERLAB_KERNEL_DEFAULTS"
 # FLOWERLAB_KERNELS=tensorflow: set nothing, run with TensorFlow's own defaults.

@@ -169,10 +169,12 @@ def _new_model(setup: ProbeSetup) -> Any:
 
 
 def _training_step(setup: ProbeSetup) -> Callable[[], Any]:
+    from flowerlab.training import weight_gradients
     from flowerlab.training.setup import compile_model
 
     model = _new_model(setup)
     compile_model(model, float(setup.hparams.get("learning_rate", 1e-3)))
+    weight_gradients.use_for(model, "cpu")  # the kernels the training will run
     images, labels = _random_batch(setup)
     return lambda: model.train_on_batch(images, labels)
 

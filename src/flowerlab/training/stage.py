@@ -38,7 +38,7 @@ from flowerlab import backends, code_fingerprint, kernels, schema
 from flowerlab.code_fingerprint import CodeVersion
 from flowerlab.console import configure_logging, run_command, thread_count
 from flowerlab.errors import ConfigError, DataError
-from flowerlab.training import checkpoints, progress, stopping
+from flowerlab.training import checkpoints, progress, stopping, weight_gradients
 from flowerlab.training.records import (
     Session,
     check_history,
@@ -247,7 +247,8 @@ def fit(run: Run, model: Any, callbacks: list[Any], recorder: Any) -> dict[str, 
     return image_path
 
 
-def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[str, Any]) -> dict[str, Any]:
+def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[str, Any],
+           gradient_kernels: dict[str, Any]) -> dict[str, Any]:
     """Write model.keras, history.csv and training.json (last), delete the checkpoints; the record."""
     check_history(rows, run.epochs)
     throughput = train_throughput(rows, run.session, cache_record, run.epochs)
@@ -258,7 +259,7 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
         fingerprint=run.fingerprint, data_settings=run.manifest["settings"],
         data_source=run.manifest.get("data_source"), weights_sha256=run.weights_sha256,
         code=run.code, throughput=throughput, cache_record=cache_record, classes=run.manifest["classes"],
-        precision_choice=run.precision_choice, kernels=kernels_record(run.backend), backend=backends.record(),
+        precision_choice=run.precision_choice, kernels=kernels_record(run.backend, gradient_kernels), backend=backends.record(),
         hardware_share=hardware_share(run, model, throughput[0]))
     write_outputs(run.settings.out_dir, model, rows, record)
     progress.remove_progress(run.settings.checkpoint_dir)
@@ -266,10 +267,10 @@ def finish(run: Run, model: Any, rows: list[dict[str, Any]], cache_record: dict[
     return record
 
 
-def kernels_record(backend: str) -> dict[str, Any]:
+def kernels_record(backend: str, gradient_kernels: dict[str, Any]) -> dict[str, Any]:
     """training.json's `kernels`: TensorFlow's CPU kernels, or XLA's where Keras runs on JAX (TensorFlow
-    then only reads the data)."""
-    record = kernels.record()
+    then only reads the data), and whose kernel computed the convolutions' weight gradients."""
+    record = {**kernels.record(), "weight_gradients": gradient_kernels}
     return record if backend == "tensorflow" else {**record, "library": "XLA"}
 
 
@@ -298,9 +299,11 @@ def hardware_share(run: Run, model: Any, train_images_per_second: float | None) 
 
 
 def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.Checkpoint | None, plan: DataPlan,
-                     weights: str, first_learning_rate: float) -> Any:
+                     weights: str, first_learning_rate: float) -> tuple[Any, dict[str, Any]]:
     """Inside the strategy's scope: the checkpoint's compiled model with its optimizer state, or a
-    new model compiled with Adam, categorical cross-entropy and accuracy."""
+    new model compiled with Adam, categorical cross-entropy and accuracy; its convolutions'
+    weight gradients routed to flowerlab's kernel where that is faster (training.json's
+    `kernels.weight_gradients`, the second item)."""
     import keras
 
     import flowerlab.models.layers  # noqa: F401 (registers the custom layers for load_model)
@@ -309,11 +312,14 @@ def build_or_restore(settings: TrainSettings, device: Any, resume: checkpoints.C
 
     with device.strategy.scope():
         if resume is not None:
-            return keras.models.load_model(resume.model_path)
-        model = build_model(settings.arch, num_classes=plan.num_classes, image_size=plan.image_size,
-                            weights=weights)
-        compile_model(model, first_learning_rate)
-        return model
+            model = keras.models.load_model(resume.model_path)
+        else:
+            model = build_model(settings.arch, num_classes=plan.num_classes, image_size=plan.image_size,
+                                weights=weights)
+            compile_model(model, first_learning_rate)
+    gradient_kernels = weight_gradients.use_for(model, device.kind)
+    logger.info("%s", weight_gradients.describe(gradient_kernels))
+    return model, gradient_kernels
 
 
 def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -323,15 +329,15 @@ def train(settings: TrainSettings, *, extra_callbacks: Sequence[Any] = ()) -> di
     from flowerlab.training.callbacks import EpochRecorder
 
     log_start(run)
-    model = build_or_restore(settings, run.device, run.resume, run.plan, run.weights,
-                             run.schedule(run.session.initial_epoch))
+    model, gradient_kernels = build_or_restore(settings, run.device, run.resume, run.plan, run.weights,
+                                               run.schedule(run.session.initial_epoch))
     recorder = EpochRecorder(images_per_epoch=run.batching.images_per_epoch, rows=run.session.prior_rows)
     try:
         cache_record = fit(run, model, make_callbacks(run, recorder, extra_callbacks), recorder)
     except KeyboardInterrupt:
         logger.warning("%s", interruption_note(run, len(recorder.rows)))
         raise
-    record = finish(run, model, recorder.rows, cache_record)
+    record = finish(run, model, recorder.rows, cache_record, gradient_kernels)
     logger.info("%s: best val_accuracy %s, final %s, %.0f s; outputs in %s", settings.arch,
                 _fmt(record["best_val_accuracy"]), _fmt(record["final_val_accuracy"]), record["wall_seconds"],
                 settings.out_dir)
