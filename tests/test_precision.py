@@ -39,13 +39,15 @@ def test_the_faster_measured_precision_wins_and_is_cached(table, expected, tmp_p
     assert calls == [] and again.policy == expected and "measured before" in again.reason
 
 
-def test_the_cache_is_per_cpu_tensorflow_architecture_and_shape(tmp_path: Path) -> None:
+def test_the_cache_is_per_cpu_tensorflow_architecture_shape_and_gradient_kernel(tmp_path: Path) -> None:
     key = precision.cache_key(SETUP, XEON, "2.21.0")
     assert key.startswith("intel-r-xeon-r-platinum-8480") and "tf2.21.0" in key and "__convnet__b16__64px" in key
     others = [precision.cache_key(SETUP, "AMD EPYC 9B14", "2.21.0"), precision.cache_key(SETUP, XEON, "2.22.0"),
               precision.cache_key(ProbeSetup("dense", {}, 64, 3, 16, False, 2), XEON, "2.21.0"),
               precision.cache_key(ProbeSetup("convnet", {}, 64, 3, 32, False, 2), XEON, "2.21.0"),
-              precision.cache_key(ProbeSetup("convnet", {}, 64, 3, 16, False, 1), XEON, "2.21.0")]
+              precision.cache_key(ProbeSetup("convnet", {}, 64, 3, 16, False, 1), XEON, "2.21.0"),
+              # the weight gradients by flowerlab's kernel: a faster float32 step, measured apart
+              precision.cache_key(ProbeSetup("convnet", {}, 64, 3, 16, False, 2, "flowerlab"), XEON, "2.21.0")]
     assert key not in others and len(set(others)) == len(others)
 
 

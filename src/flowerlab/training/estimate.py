@@ -189,14 +189,14 @@ def plan_training(config: Mapping[str, Any], arch: str, runs: int, device: Any, 
     """One architecture's planned trainings, with its rate measured (or read) on this machine."""
     from flowerlab.config import hparams_for, study_image_size
     from flowerlab.models.registry import get_spec
-    from flowerlab.training import frozen_backbone
+    from flowerlab.training import frozen_backbone, weight_gradients
     from flowerlab.training.precision import ProbeSetup, choose_precision
 
     hparams = hparams_for(dict(config), arch)
     train, validation, classes = split_sizes(config, manifest)
     cached = frozen_backbone.image_path_reason(get_spec(arch), hparams, device.kind) is None
     setup = ProbeSetup(arch, hparams, study_image_size(dict(config), arch), classes, int(hparams["batch_size"]),
-                       cached_features=cached, threads=threads)
+                       cached_features=cached, threads=threads, weight_gradients=weight_gradients.kernel_name(device.kind))
     choice = choose_precision(hparams["precision"], device.kind, setup, cache_dir=precision_cache)
     speed = measure_speed(setup, choice.policy, cache_dir=speed_cache, device_name=device.name,
                           measured_rate=choice.images_per_second.get(choice.policy))

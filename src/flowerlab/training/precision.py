@@ -46,6 +46,8 @@ class ProbeSetup:
     batch_size: int
     cached_features: bool  # a frozen backbone trained on its cached features
     threads: int | None
+    # The convolutions' weight-gradient kernel the training runs (weight_gradients.kernel_name).
+    weight_gradients: str = "tensorflow"
 
 
 @dataclass
@@ -62,11 +64,13 @@ class PrecisionChoice:
 
 
 def cache_key(setup: ProbeSetup, cpu_model: str, tensorflow: str) -> str:
-    """A file name: CPU model, TensorFlow version, architecture, batch, size, threads."""
+    """A file name: CPU model, TensorFlow version, architecture, batch, size, threads, and the
+    weight-gradient kernel where it is flowerlab's."""
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_model.lower()).strip("-") or "unknown-cpu"
     threads = setup.threads or "all"
     return (f"{slug}__tf{tensorflow}__{setup.arch}__b{setup.batch_size}__{setup.image_size}px"
-            f"__{setup.num_classes}c__t{threads}{'__features' if setup.cached_features else ''}.json")
+            f"__{setup.num_classes}c__t{threads}{'__features' if setup.cached_features else ''}"
+            f"{'__own-wgrad' if setup.weight_gradients == 'flowerlab' else ''}.json")
 
 
 def faster(measured: Mapping[str, float]) -> str:
@@ -169,12 +173,13 @@ def _new_model(setup: ProbeSetup) -> Any:
 
 
 def _training_step(setup: ProbeSetup) -> Callable[[], Any]:
-    from flowerlab.training import weight_gradients
     from flowerlab.training.setup import compile_model
+    from flowerlab.training.weight_gradients import layers
 
     model = _new_model(setup)
     compile_model(model, float(setup.hparams.get("learning_rate", 1e-3)))
-    weight_gradients.use_for(model, "cpu")  # the kernels the training will run
+    if setup.weight_gradients == "flowerlab":  # the kernels the training will run
+        layers.install(model)
     images, labels = _random_batch(setup)
     return lambda: model.train_on_batch(images, labels)
 

@@ -135,7 +135,8 @@ def prepare_run(settings: TrainSettings) -> Run:
     reason = frozen_backbone.image_path_reason(spec, hparams, device.kind, backend)
     choice = choose_precision(hparams["precision"], device.kind, ProbeSetup(
         settings.arch, hparams, plan.image_size, plan.num_classes, int(hparams["batch_size"]),
-        cached_features=reason is None, threads=settings.threads), cache_dir=settings.precision_cache,
+        cached_features=reason is None, threads=settings.threads,
+        weight_gradients=weight_gradients.kernel_name(device.kind)), cache_dir=settings.precision_cache,
         backend=backend)
     precision = devices.apply_precision(choice.policy)
     logger.info("%s: precision %s: %s", settings.arch, precision, choice.reason)

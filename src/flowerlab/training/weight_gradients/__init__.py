@@ -15,10 +15,9 @@ from typing import Any
 from flowerlab.training.weight_gradients import layers, native, policy
 
 
-def use_for(model: Any, device_kind: str) -> dict[str, Any]:
-    """Route `model`'s eligible convolutions (after it is compiled) where the policy and the
-    machine allow; returns the record of what its training runs (training.json's
-    `kernels.weight_gradients`)."""
+def choose(device_kind: str) -> policy.Choice:
+    """Whether this process's trainings on `device_kind` use flowerlab's kernel: the policy, and
+    the kernel built and loaded (compiled now on first use)."""
     import keras
 
     from flowerlab import devices, kernels
@@ -26,19 +25,32 @@ def use_for(model: Any, device_kind: str) -> dict[str, Any]:
     choice = policy.choose(device_kind=device_kind, flags=devices.cpu_flags(), onednn=kernels.onednn_enabled(),
                            environ=os.environ)
     if choice.use_flowerlab and keras.backend.backend() != "tensorflow":
-        choice = policy.Choice(False, "Keras runs on JAX: XLA computes the gradients")
-    elif choice.use_flowerlab and getattr(model, "jit_compile", False):
-        choice = policy.Choice(False, "the model's steps are XLA-compiled")
+        return policy.Choice(False, "Keras runs on JAX: XLA computes the gradients")
     if choice.use_flowerlab:
         try:
             native.load()
         except native.NativeKernelUnavailable as error:
-            choice = policy.Choice(False, f"flowerlab's kernel is unavailable: {error}")
+            return policy.Choice(False, f"flowerlab's kernel is unavailable: {error}")
+    return choice
+
+
+def use_for(model: Any, device_kind: str) -> dict[str, Any]:
+    """Route `model`'s eligible convolutions (after it is compiled) where `choose` allows; returns
+    the record of what its training runs (training.json's `kernels.weight_gradients`)."""
+    choice = choose(device_kind)
+    if choice.use_flowerlab and getattr(model, "jit_compile", False):
+        choice = policy.Choice(False, "the model's steps are XLA-compiled")
     routed = layers.install(model) if choice.use_flowerlab else 0
     if choice.use_flowerlab and not routed:
         choice = policy.Choice(False, "no convolution of this model qualifies (layers.eligible)")
     return {"kernel": "flowerlab" if routed else "tensorflow", "reason": choice.reason, "convolutions": routed,
             "of": layers.convolution_count(model)}
+
+
+def kernel_name(device_kind: str) -> str:
+    """"flowerlab" or "tensorflow": the weight-gradient kernel a training on `device_kind` runs
+    where its model has eligible convolutions (the precision and speed probes run it too)."""
+    return "flowerlab" if choose(device_kind).use_flowerlab else "tensorflow"
 
 
 def describe(record: dict[str, Any]) -> str:
