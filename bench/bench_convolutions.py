@@ -216,14 +216,14 @@ def run(args: argparse.Namespace, study: dict[str, Any]) -> list[dict[str, Any]]
 def print_table(rows: list[dict[str, Any]]) -> None:
     per_pass: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     ms = {(row["arch"], row["layer"], row["pass"], row["setting"]): row["ms_per_step"] for row in rows}
-    print(f"{'arch':<11}{'layer':<12}{'shape':<20}{'pass':<16}{'TF defaults':>12}{'oneDNN':>11}{'flowerlab':>11}"
+    print(f"{'arch':<11}{'layer':<12}{'shape':<21}{'pass':<16}{'TF defaults':>12}{'oneDNN':>11}{'flowerlab':>11}"
           f"{'ratio':>7}{'GFLOP/s':>9}{'of peak':>8}  kernel")
     for row in rows:
         key = (row["arch"], row["layer"], row["pass"])
         per_pass[row["arch"], row["pass"]][row["setting"]] += row["ms_per_step"]
         if row["setting"] != "flowerlab":
             continue
-        print(f"{row['arch']:<11}{row['layer'][:11]:<12}{row['shape']:<20}{row['pass']:<16}"
+        print(f"{row['arch']:<11}{row['layer'][:11]:<12}{row['shape']:<21}{row['pass']:<16}"
               f"{ms[(*key, 'tensorflow')]:>9.1f} ms{ms[(*key, 'onednn')]:>8.1f} ms{row['ms_per_step']:>8.1f} ms"
               f"{row['vs_tensorflow_defaults']:>6.2f}x{row['gflops_per_s']:>9.1f}{row['share_of_peak']:>8.0%}  "
               f"{row['kernels']}")

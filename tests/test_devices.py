@@ -212,14 +212,24 @@ def test_cpu_model_and_flags_are_read_from_cpuinfo() -> None:
     [(CPUINFO_ZEN4, "avx512_bf16"), (CPUINFO_SAPPHIRE_RAPIDS, "amx"), (CPUINFO_OLD, None)],
 )
 def test_bfloat16_support_is_detected_from_flags(cpuinfo: str, kind: str | None) -> None:
-    assert cpu_bfloat16_kind(cpu_flags(cpuinfo)) == kind
+    assert cpu_bfloat16_kind(cpu_flags(cpuinfo), environ={}) == kind
+
+
+def test_onednn_capped_below_bfloat16_has_none() -> None:
+    """ONEDNN_MAX_CPU_ISA below a CPU's bfloat16 instructions: oneDNN cannot use them (and builds
+    no bfloat16 convolution at all), so `auto` must not pick or probe bfloat16."""
+    amx = cpu_flags(CPUINFO_SAPPHIRE_RAPIDS)
+    assert cpu_bfloat16_kind(amx, environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}) == "avx512_bf16"
+    assert cpu_bfloat16_kind(amx, environ={"ONEDNN_MAX_CPU_ISA": "AVX2"}) is None
+    assert cpu_bfloat16_kind(cpu_flags(CPUINFO_ZEN4), environ={"ONEDNN_MAX_CPU_ISA": "avx512_core_vnni"}) is None
+    assert cpu_bfloat16_kind(cpu_flags(CPUINFO_ZEN4), environ={"ONEDNN_MAX_CPU_ISA": "ALL"}) == "avx512_bf16"
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="no /proc/cpuinfo")
 def test_this_machine_is_detected_not_assumed() -> None:
     flags = set(Path("/proc/cpuinfo").read_text().split())
     expected = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
-    assert cpu_bfloat16_kind() == expected
+    assert cpu_bfloat16_kind(environ={}) == expected
 
 
 # --- precision ----------------------------------------------------------------------------

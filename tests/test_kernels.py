@@ -47,6 +47,20 @@ def test_defaults_fill_only_what_the_user_left_unset() -> None:
     assert kernels.settings(chosen)["FLOWERLAB_WEIGHT_GRADIENTS"] == {"value": "tensorflow", "set_by": "user"}
 
 
+@pytest.mark.parametrize(("cap", "isa", "allowed"), [
+    (None, "AVX512_CORE", True),  # no cap
+    ("AVX2", "AVX512_CORE", False),
+    ("avx2", "AVX2", True),  # oneDNN reads the value without regard to case
+    ("AVX512_CORE_VNNI", "AVX512_CORE_BF16", False),
+    ("AVX512_CORE_AMX", "AVX512_CORE_BF16", True),  # an alias of AVX10_1_512_AMX
+    ("AVX512_CORE_BF16", "AVX512_CORE_AMX", False),
+    ("ALL", "AVX10_1_512_AMX", True),
+])
+def test_onednns_instruction_cap(cap: str | None, isa: str, allowed: bool) -> None:
+    environ = {} if cap is None else {"ONEDNN_MAX_CPU_ISA": cap}
+    assert kernels.onednn_isa_allows(isa, environ) is allowed
+
+
 def test_tensorflows_own_defaults_on_request() -> None:
     env = {"FLOWERLAB_KERNELS": "tensorflow"}
     assert kernels.apply_defaults(env) == {} and env == {"FLOWERLAB_KERNELS": "tensorflow"}

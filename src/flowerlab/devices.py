@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from flowerlab import schema
+from flowerlab import kernels, schema
 from flowerlab.errors import ConfigError, FlowerlabError
 
 logger = logging.getLogger(__name__)
@@ -265,13 +265,15 @@ def _log(device: DeviceInfo) -> DeviceInfo:
 # Precision
 
 
-def cpu_bfloat16_kind(flags: Iterable[str] | None = None) -> str | None:
+def cpu_bfloat16_kind(flags: Iterable[str] | None = None, environ: Mapping[str, str] | None = None) -> str | None:
     """How the CPU computes bfloat16: "amx" (matrix tiles), "avx512_bf16" (dot-product
-    instructions) or None (emulated). Read from /proc/cpuinfo's flags, not assumed."""
+    instructions) or None (emulated). Read from /proc/cpuinfo's flags, not assumed, and from
+    ONEDNN_MAX_CPU_ISA in `environ` (os.environ): oneDNN capped below an instruction set does
+    not use it (and capped below AVX512_BF16 it fails to build bfloat16 convolutions at all)."""
     present = cpu_flags() if flags is None else frozenset(flags)
-    if AMX_BF16_FLAG in present:
+    if AMX_BF16_FLAG in present and kernels.onednn_isa_allows("AVX10_1_512_AMX", environ):
         return "amx"
-    if AVX512_BF16_FLAG in present:
+    if AVX512_BF16_FLAG in present and kernels.onednn_isa_allows("AVX512_CORE_BF16", environ):
         return "avx512_bf16"
     return None
 
@@ -318,7 +320,8 @@ def auto_precision_reason(kind: str) -> str:
         return "auto on a TPU: bfloat16 is its native format"
     if kind == "gpu":
         return "auto on a GPU: float16 runs on its tensor cores"
-    return "auto on a CPU without native bfloat16 (no AVX512_BF16, no AMX): bfloat16 would be emulated"
+    return ("auto on a CPU without native bfloat16 (no AVX512_BF16, no AMX, or oneDNN capped below them): "
+            "bfloat16 would be emulated")
 
 
 def apply_precision(policy: str) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 # Environment variable -> the value flowerlab sets where the user has not set one.
@@ -36,6 +36,13 @@ DEFAULTS: dict[str, str] = {
 # (flowerlab.training.weight_gradients.policy).
 RECORDED: tuple[str, ...] = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "ONEDNN_MAX_CPU_ISA",
                              "FLOWERLAB_WEIGHT_GRADIENTS")
+# oneDNN's instruction-set levels (ONEDNN_MAX_CPU_ISA's values, oneDNN's CPU dispatcher control),
+# lowest first, and the aliases its documentation gives for some of them.
+ONEDNN_ISAS: tuple[str, ...] = (
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
+    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
+ONEDNN_ISA_ALIASES = {"AVX512_CORE_FP16": "AVX10_1_512", "AVX512_CORE_AMX": "AVX10_1_512_AMX",
+                      "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16"}
 # Which of DEFAULTS flowerlab set (comma-separated), inherited by the processes a run starts.
 MARKER = "FLOWERLAB_KERNEL_DEFAULTS"
 # FLOWERLAB_KERNELS=tensorflow: set nothing, run with TensorFlow's own defaults.
@@ -76,6 +83,18 @@ def settings(environ: MutableMapping[str, str] | None = None) -> dict[str, dict[
             "flowerlab" if name in ours and value == DEFAULTS.get(name) else "user")
         result[name] = {"value": value, "set_by": set_by}
     return result
+
+
+def onednn_isa_allows(isa: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ONEDNN_MAX_CPU_ISA in `environ` (os.environ) lets oneDNN use the instructions of `isa`
+    (one of ONEDNN_ISAS) where the CPU has them; unset, ALL, DEFAULT or a name oneDNN does not know
+    caps nothing."""
+    env = os.environ if environ is None else environ
+    cap = env.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    cap = ONEDNN_ISA_ALIASES.get(cap, cap)
+    if cap not in ONEDNN_ISAS:
+        return True
+    return ONEDNN_ISAS.index(cap) >= ONEDNN_ISAS.index(ONEDNN_ISA_ALIASES.get(isa, isa))
 
 
 def onednn_enabled() -> bool | None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from flowerlab import kernels
+
 VARIABLE = "FLOWERLAB_WEIGHT_GRADIENTS"
 CHOICES = ("auto", "flowerlab", "tensorflow")
 NEEDED_FLAGS = frozenset({"avx2", "fma"})
-# ONEDNN_MAX_CPU_ISA values that keep oneDNN below AVX-512 (oneDNN's documented names).
-BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ class Choice:
 def onednn_uses_avx512(flags: Iterable[str], environ: Mapping[str, str]) -> bool:
     """Whether oneDNN's kernels may use AVX-512 here: the CPU has it and ONEDNN_MAX_CPU_ISA does not
     cap oneDNN below it."""
-    cap = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    return "avx512f" in set(flags) and cap not in BELOW_AVX512
+    return "avx512f" in set(flags) and kernels.onednn_isa_allows("AVX512_CORE", environ)
 
 
 def choose(*, device_kind: str, flags: Iterable[str], onednn: bool | None, environ: Mapping[str, str]) -> Choice:
