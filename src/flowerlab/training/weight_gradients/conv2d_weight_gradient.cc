@@ -4,9 +4,10 @@
 //
 // Why flowerlab carries it: on CPUs without AVX-512, oneDNN (TensorFlow's fastest CPU kernels)
 // has no brgemm weight-gradient kernel, and its older direct one reaches about half the float32
-// peak where its forward and input-gradient kernels reach 70-90%. This one reaches 75-90% on the
-// study's convolutions (bench/bench_convolutions.py). flowerlab uses it only where it is faster:
-// see flowerlab/training/weight_gradients/policy.py.
+// peak where its forward and input-gradient kernels reach 70-90%. This one reaches 75-94% on the
+// study's 3x3 convolutions of 24 px and more past the first (whose 3 input channels leave it near
+// half, still faster than oneDNN's): bench/bench_convolutions.py. flowerlab uses it only
+// where it is faster: see flowerlab/training/weight_gradients/policy.py and layers.py.
 //
 // How: an implicit-im2col matrix product, one image at a time. For image row h and kernel row kh,
 // the padded input row h + kh laid out as [pixel][ci] holds, from pixel w on, the KW * Ci values

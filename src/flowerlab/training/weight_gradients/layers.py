@@ -10,8 +10,9 @@ and a saved model opens with plain Keras.
 Eligible: a trainable plain Conv2D computing in float32, channels last, stride 1, no dilation,
 one group, 'same' padding, with a kernel larger than 1x1: the course's convnet's and squeezenet's
 3x3 convolutions. A 1x1 convolution's weight gradient is one matrix product, which oneDNN runs
-well: flowerlab's kernel timed 0.5-2x oneDNN's on the study's 1x1 shapes, slower in all on
-squeezenet's, and 1.4-2x faster on every 3x3 one (bench/bench_convolutions.py).
+well: run on every convolution of squeezenet and MobileNetV2, flowerlab's kernel took the 1x1 ones
+at 0.47-2.2x oneDNN's speed, slower in sum on squeezenet's; it runs the 3x3 ones 1.2-1.8x as fast
+from 24 px up and about as fast at 12 px (bench/bench_convolutions.py --cpu-kind avx2).
 """
 
 from __future__ import annotations
