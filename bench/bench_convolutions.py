@@ -84,7 +84,7 @@ def pass_functions(layer: Any, batch: int, flowerlab_weight_gradient: bool) -> t
     `flowerlab_weight_gradient`."""
     import tensorflow as tf
 
-    from flowerlab.training.weight_gradients import native
+    from flowerlab.training.weight_gradients import layers, native
 
     _, height, width, channels = layer.input.shape
     _, out_height, out_width, filters = layer.output.shape
@@ -101,7 +101,7 @@ def pass_functions(layer: Any, batch: int, flowerlab_weight_gradient: bool) -> t
             input=x, filter_sizes=kernel, out_backprop=dy, strides=strides, padding=padding)),
     }
     if flowerlab_weight_gradient:
-        threads = tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
+        threads = layers.intra_op_threads()
         functions["weight_gradient"] = tf.function(lambda: tf.numpy_function(
             lambda a, b: native.conv2d_weight_gradient(a, b, tuple(layer.kernel_size), threads), [x, dy],
             tf.float32, stateful=False))

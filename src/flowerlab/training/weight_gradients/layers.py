@@ -52,7 +52,9 @@ def intra_op_threads() -> int:
     process may run on, which is TensorFlow's default."""
     import tensorflow as tf
 
-    return tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
+    if tf.config.threading.get_intra_op_parallelism_threads():
+        return tf.config.threading.get_intra_op_parallelism_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def convolution_with_flowerlab_weight_gradient(kernel_size: tuple[int, int], threads: int) -> Any:
