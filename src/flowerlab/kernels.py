@@ -15,6 +15,8 @@ before: `import flowerlab` does it (flowerlab/__init__.py), and every process of
 imports flowerlab before TensorFlow. A value the user set is kept, and the records say who set
 each one (`FLOWERLAB_KERNEL_DEFAULTS` carries that across the processes a run starts).
 `FLOWERLAB_KERNELS=tensorflow` leaves TensorFlow's own defaults (bench/ times them against ours).
+One pass no setting here makes fast, the convolutions' weight gradients on a CPU without AVX-512,
+flowerlab computes with a kernel of its own: flowerlab.training.weight_gradients.
 
 No TensorFlow import at module level: this runs before TensorFlow may load.
 """
