@@ -96,6 +96,14 @@ def restore_tensorflow_globals():
     tf_config.disable_op_determinism()
 
 
+@pytest.fixture
+def uncapped_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that simulates a CPU's flags asserts what that CPU gets, so it takes away a cap on
+    oneDNN's instruction set from the environment it runs in: `ONEDNN_MAX_CPU_ISA=AVX2` hides
+    AVX-512 and bfloat16 from the choices (as it should on a real run)."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     if not CHROMIUM.is_file():

@@ -253,6 +253,7 @@ OLD = cpu_flags(CPUINFO_OLD)
         ("mixed_float16", "cpu", OLD, "mixed_float16"),
     ],
 )
+@pytest.mark.usefixtures("uncapped_onednn")
 def test_resolve_precision(requested: str, kind: str, flags: frozenset, expected: str | None) -> None:
     assert resolve_precision(requested, kind, cpu_flags=flags) == expected
 
