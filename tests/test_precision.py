@@ -61,8 +61,8 @@ def test_a_corrupt_cache_is_measured_again(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("flags", "probed"), [({"amx_bf16", "avx512_bf16"}, True), ({"avx512_bf16"}, True),
                                                ({"avx2"}, False)])
-def test_cpus_with_and_without_native_bfloat16(flags, probed, tmp_path: Path, monkeypatch,
-                                                 uncapped_onednn) -> None:
+@pytest.mark.usefixtures("uncapped_onednn")
+def test_cpus_with_and_without_native_bfloat16(flags, probed, tmp_path: Path, monkeypatch) -> None:
     """Simulated through the CPU detection hook, so the test asserts the same on any machine."""
     monkeypatch.setattr(devices, "cpu_flags", lambda cpuinfo=None: frozenset(flags))
     calls: list[str] = []

@@ -161,9 +161,9 @@ def test_mixed_precision_and_a_model_input_larger_than_the_records(manifest: Pat
 @pytest.mark.slow
 @pytest.mark.parametrize(("faster", "flags"), [("mixed_bfloat16", "amx_bf16"), ("float32", "avx512_bf16"),
                                                ("float32", None)])
+@pytest.mark.usefixtures("uncapped_onednn")
 def test_auto_precision_trains_in_what_the_probe_measured_faster(faster: str, flags: str | None, manifest: Path,
-                                                                  tmp_path: Path, monkeypatch,
-                                                                  uncapped_onednn) -> None:
+                                                                  tmp_path: Path, monkeypatch) -> None:
     """A CPU with or without AMX / AVX512_BF16, simulated through the detection hook; the probe's
     measurement is simulated too, and cached for the next training."""
     from flowerlab import devices
